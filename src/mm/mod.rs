@@ -1,0 +1,3 @@
+//! Memory management: physical pages and stage-2 translation.
+pub mod frame;
+pub mod stage2;
