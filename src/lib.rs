@@ -34,3 +34,6 @@ pub mod vgic;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod arch;
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod runtime;

@@ -1,0 +1,133 @@
+/*
+ * kestrel boot stub.
+ *
+ * The image starts with an arm64 Linux Image header (Documentation/arch/arm64/booting.rst), so
+ * QEMU's -kernel and the Raspberry Pi firmware load it like a kernel: at a 2 MiB-aligned base
+ * (flags bit 3: anywhere in RAM), MMU off, x0 = physical address of the DTB, normally at EL2.
+ *
+ * The image is linked at 0 and position independent; this stub applies its R_AARCH64_RELATIVE
+ * relocations, clears .bss, puts CPU 0 on its stack and calls Rust. Secondary CPUs enter at
+ * kestrel_secondary_entry (PSCI CPU_ON or the spin table) with x0 = their CPU index, switch the
+ * MMU on with the primary's tables *before* touching memory, and call Rust.
+ *
+ * Constants come from Rust (global_asm! operands): STACK_SIZE, FRAME_SIZE, MAX_CPUS.
+ * Note: no curly braces in this file, it goes through format_args-style substitution.
+ */
+    .section .text.head, "ax"
+    .global _start
+_start:
+    b       primary_entry               /* code0 */
+    .long   0                           /* code1 */
+    .quad   0                           /* text_offset */
+    .quad   __image_size                /* image_size, bss and stacks included */
+    .quad   0xa                         /* flags: little endian, 4 KiB pages, any 2 MiB base */
+    .quad   0                           /* res2 */
+    .quad   0                           /* res3 */
+    .quad   0                           /* res4 */
+    .ascii  "ARM\x64"                   /* magic */
+    .long   0                           /* res5 */
+
+    .section .text.boot, "ax"
+primary_entry:
+    msr     daifset, #0xf
+    mov     x19, x0                     /* DTB */
+    adr     x20, _start                 /* where we were loaded */
+    mrs     x21, CurrentEL
+    lsr     x21, x21, #2
+    cmp     x21, #3
+    b.ne    1f
+
+    /* EL3 (no firmware in front of us): become non-secure EL2, AArch64, as TF-A would. */
+    mov     x0, #0x30                   /* SCR_EL3 RES1 [5:4] */
+    orr     x0, x0, #(1 << 0)           /* NS */
+    orr     x0, x0, #(1 << 8)           /* HCE: HVC enabled */
+    orr     x0, x0, #(1 << 10)          /* RW: EL2 is AArch64 */
+    msr     scr_el3, x0
+    msr     cptr_el3, xzr               /* no FP/SIMD traps to EL3 */
+    mov     x0, #0x3c9                  /* EL2h, DAIF masked */
+    msr     spsr_el3, x0
+    adr     x0, 2f
+    msr     elr_el3, x0
+    eret
+2:  mov     x21, #3                     /* tell Rust we came down from EL3 */
+    orr     x21, x21, #(1 << 8)
+1:
+    /* Apply our own relocations: *(base + r_offset) = base + r_addend. */
+    adrp    x1, __rela_start
+    add     x1, x1, :lo12:__rela_start
+    adrp    x2, __rela_end
+    add     x2, x2, :lo12:__rela_end
+3:  cmp     x1, x2
+    b.hs    4f
+    ldp     x3, x4, [x1], #16           /* r_offset, r_info */
+    ldr     x5, [x1], #8                /* r_addend */
+    cmp     w4, #1027                   /* R_AARCH64_RELATIVE */
+    b.ne    3b
+    add     x5, x5, x20
+    str     x5, [x20, x3]
+    b       3b
+4:
+    /* Clear .bss (the stacks are not part of it: nothing needs them zeroed). */
+    adrp    x1, __bss_start
+    add     x1, x1, :lo12:__bss_start
+    adrp    x2, __bss_end
+    add     x2, x2, :lo12:__bss_end
+5:  cmp     x1, x2
+    b.hs    6f
+    stp     xzr, xzr, [x1], #16
+    b       5b
+6:
+    /* CPU 0's stack: the guest register frame sits at its top, Rust runs below it. */
+    adrp    x1, __stacks_start
+    add     x1, x1, :lo12:__stacks_start
+    mov     x2, #{STACK_SIZE}
+    add     x1, x1, x2
+    sub     sp, x1, #{FRAME_SIZE}
+    mov     x29, xzr
+    mov     x30, xzr
+    mov     x0, x19
+    mov     x1, x20
+    mov     x2, x21
+    bl      kestrel_primary_early
+7:  wfe
+    b       7b
+
+/*
+ * Secondary CPUs. x0 = CPU index (PSCI context id or written by the spin-table release).
+ * kestrel_secondary_boot holds MAIR, TCR, TTBR0, SCTLR for EL2, cleaned to the point of
+ * coherency by the primary, so these non-cacheable loads see them.
+ */
+    .global kestrel_secondary_entry
+kestrel_secondary_entry:
+    msr     daifset, #0xf
+    mov     x19, x0
+    cmp     x19, #{MAX_CPUS}
+    b.hs    9f
+    adrp    x1, kestrel_secondary_boot
+    add     x1, x1, :lo12:kestrel_secondary_boot
+    ldp     x2, x3, [x1]
+    ldp     x4, x5, [x1, #16]
+    ldr     x6, [x1, #32]
+    msr     mair_el2, x2
+    msr     tcr_el2, x3
+    msr     ttbr0_el2, x4
+    msr     hcr_el2, x6
+    isb
+    tlbi    alle2
+    ic      iallu
+    dsb     nsh
+    isb
+    msr     sctlr_el2, x5
+    isb
+    adrp    x1, __stacks_start
+    add     x1, x1, :lo12:__stacks_start
+    mov     x2, #{STACK_SIZE}
+    madd    x1, x19, x2, x1
+    add     x1, x1, x2
+    sub     sp, x1, #{FRAME_SIZE}
+    mov     x29, xzr
+    mov     x30, xzr
+    mov     x0, x19
+    bl      kestrel_secondary_main
+9:  wfe
+    b       9b

@@ -1,0 +1,201 @@
+//! The physical console: a PL011 (through the `arm-pl011-uart` crate) or the BCM2835 mini UART,
+//! whichever the DTB names, and the `log` backend that prefixes every line with a timestamp
+//! from the system counter and the CPU number.
+use super::cpu;
+use arm_pl011_uart::{PL011Registers, Uart, UniqueMmioPointer};
+use core::fmt::{self, Write};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
+use spin::Mutex;
+
+/// Which kind of UART the console is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum UartKind {
+    Pl011,
+    /// BCM2835 auxiliary mini UART (8250-like, 32-bit register stride).
+    MiniUart,
+}
+
+enum PhysUart {
+    None,
+    Pl011(Uart<'static>),
+    Mini(MiniUart),
+}
+
+/// The BCM2835 mini UART: AUX_MU_IO at +0x00, AUX_MU_LSR at +0x14 relative to the DTB's reg
+/// (BCM2835 ARM Peripherals, 2.2.2).
+struct MiniUart {
+    base: usize,
+}
+
+impl MiniUart {
+    const IO: usize = 0x00;
+    const LSR: usize = 0x14;
+    const LSR_DATA_READY: u32 = 1 << 0;
+    const LSR_TX_EMPTY: u32 = 1 << 5;
+
+    fn read(&self, off: usize) -> u32 {
+        // SAFETY: `base` is the mini UART register block from the DTB, mapped as device memory;
+        // these registers are 32-bit and reading LSR has no side effect.
+        unsafe { core::ptr::read_volatile((self.base + off) as *const u32) }
+    }
+    fn write(&self, off: usize, v: u32) {
+        // SAFETY: as in `read`; writing IO transmits one byte.
+        unsafe { core::ptr::write_volatile((self.base + off) as *mut u32, v) }
+    }
+    fn putc(&mut self, b: u8) {
+        while self.read(Self::LSR) & Self::LSR_TX_EMPTY == 0 {
+            core::hint::spin_loop();
+        }
+        self.write(Self::IO, b as u32);
+    }
+    fn getc(&mut self) -> Option<u8> {
+        if self.read(Self::LSR) & Self::LSR_DATA_READY != 0 {
+            Some(self.read(Self::IO) as u8)
+        } else {
+            None
+        }
+    }
+}
+
+impl PhysUart {
+    fn putc(&mut self, b: u8) {
+        match self {
+            PhysUart::None => {}
+            PhysUart::Pl011(u) => {
+                while u.is_tx_fifo_full() {
+                    core::hint::spin_loop();
+                }
+                u.write_word(b);
+            }
+            PhysUart::Mini(m) => m.putc(b),
+        }
+    }
+    fn getc(&mut self) -> Option<u8> {
+        match self {
+            PhysUart::None => None,
+            PhysUart::Pl011(u) => u.read_word().ok().flatten(),
+            PhysUart::Mini(m) => m.getc(),
+        }
+    }
+}
+
+// SAFETY: the UART is only reached through the CONSOLE mutex.
+unsafe impl Send for PhysUart {}
+
+static CONSOLE: Mutex<PhysUart> = Mutex::new(PhysUart::None);
+static PANICKING: AtomicBool = AtomicBool::new(false);
+
+/// Points the console at a UART. `base` must be mapped as device memory for as long as the
+/// console is used (the early map covers all device space; the final map keeps the console).
+pub fn init(kind: UartKind, base: u64) {
+    let uart = match kind {
+        UartKind::Pl011 => match NonNull::new(base as *mut PL011Registers) {
+            // SAFETY: `base` is the PL011 register block named by the DTB (or the early-console
+            // fallback), device-mapped, and only this console driver accesses it.
+            Some(p) => PhysUart::Pl011(Uart::new(unsafe { UniqueMmioPointer::new(p) })),
+            None => PhysUart::None,
+        },
+        UartKind::MiniUart => PhysUart::Mini(MiniUart {
+            base: base as usize,
+        }),
+    };
+    *CONSOLE.lock() = uart;
+}
+
+struct Locked<'a>(&'a mut PhysUart);
+
+impl Write for Locked<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.0.putc(b'\r');
+            }
+            self.0.putc(b);
+        }
+        Ok(())
+    }
+}
+
+/// Runs `f` with the console locked (a whole line stays together). During a panic the lock is
+/// taken by force if another CPU holds it.
+pub fn with_console<R>(f: impl FnOnce(&mut dyn Write) -> R) -> R {
+    if PANICKING.load(Ordering::Relaxed) {
+        // SAFETY: after a panic every other CPU is being stopped; a torn line beats silence.
+        unsafe { CONSOLE.force_unlock() };
+    }
+    let mut g = CONSOLE.lock();
+    f(&mut Locked(&mut g))
+}
+
+/// Raw bytes to the console (guest output), `\n` becomes `\r\n`.
+pub fn write_bytes(bytes: &[u8]) {
+    let mut g = CONSOLE.lock();
+    for &b in bytes {
+        if b == b'\n' {
+            g.putc(b'\r');
+        }
+        g.putc(b);
+    }
+}
+
+/// One byte of console input, if any is waiting.
+pub fn read_byte() -> Option<u8> {
+    CONSOLE.lock().getc()
+}
+
+pub fn set_panicking() {
+    PANICKING.store(true, Ordering::Relaxed);
+}
+
+/// `print!` to the console without a log prefix.
+#[macro_export]
+macro_rules! kprint {
+    ($($arg:tt)*) => {
+        $crate::arch::aarch64::console::with_console(|w| { let _ = write!(w, $($arg)*); })
+    };
+}
+
+/// Formats the line prefix: `[   12.345678] cpu1 `.
+pub fn write_prefix(w: &mut dyn Write) -> fmt::Result {
+    let freq = cpu::counter_freq().max(1);
+    let t = cpu::counter();
+    let secs = t / freq;
+    let micros = (t % freq) * 1_000_000 / freq;
+    write!(w, "[{secs:5}.{micros:06}] cpu{} ", cpu::current_index())
+}
+
+struct Logger;
+
+static LOGGER: Logger = Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        with_console(|w| {
+            let _ = write_prefix(w);
+            let lvl = match record.level() {
+                log::Level::Error => "ERROR ",
+                log::Level::Warn => "WARN  ",
+                log::Level::Info => "",
+                log::Level::Debug => "debug ",
+                log::Level::Trace => "trace ",
+            };
+            let _ = writeln!(w, "{lvl}{}", record.args());
+        });
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the `log` backend (idempotent).
+pub fn init_logger(level: log::LevelFilter) {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
+}

@@ -1,0 +1,81 @@
+//! Per-CPU identity: each physical CPU's index (0 = the boot CPU) lives in a per-CPU block whose
+//! address is kept in TPIDR_EL2.
+use super::boot::MAX_CPUS;
+use aarch64_cpu::registers::{MPIDR_EL1, Readable, TPIDR_EL2, Writeable};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// What every physical CPU knows about itself.
+#[repr(C)]
+pub struct PerCpu {
+    pub index: usize,
+    pub mpidr: AtomicU64,
+    /// Opaque pointer for the runtime (the vCPU this CPU runs), 0 when idle.
+    pub current: AtomicU64,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const PERCPU_INIT: PerCpu = PerCpu {
+    index: 0,
+    mpidr: AtomicU64::new(0),
+    current: AtomicU64::new(0),
+};
+
+static PERCPU: [PerCpu; MAX_CPUS] = {
+    let mut a = [PERCPU_INIT; MAX_CPUS];
+    let mut i = 0;
+    while i < MAX_CPUS {
+        a[i].index = i;
+        i += 1;
+    }
+    a
+};
+
+/// Binds this physical CPU to per-CPU block `index` (called once per CPU at boot).
+pub fn init_this_cpu(index: usize) {
+    let pc = &PERCPU[index];
+    pc.mpidr
+        .store(MPIDR_EL1.get() & 0xff_00ff_ffff, Ordering::Relaxed);
+    TPIDR_EL2.set(pc as *const PerCpu as u64);
+}
+
+/// This CPU's per-CPU block (CPU 0's before `init_this_cpu` ran).
+pub fn this_cpu() -> &'static PerCpu {
+    let p = TPIDR_EL2.get();
+    if p == 0 {
+        return &PERCPU[0];
+    }
+    // SAFETY: TPIDR_EL2 is only ever set by init_this_cpu to the address of an element of the
+    // static PERCPU array, which lives for the whole program.
+    unsafe { &*(p as *const PerCpu) }
+}
+
+pub fn current_index() -> usize {
+    this_cpu().index
+}
+
+pub fn percpu(index: usize) -> Option<&'static PerCpu> {
+    PERCPU.get(index)
+}
+
+/// MPIDR_EL1 affinity bits (Aff3..Aff0) of this CPU.
+pub fn mpidr_affinity() -> u64 {
+    MPIDR_EL1.get() & 0xff_00ff_ffff
+}
+
+/// Stops this CPU for good: interrupts masked, waiting forever.
+pub fn halt() -> ! {
+    loop {
+        aarch64_cpu::asm::wfi();
+    }
+}
+
+/// The system counter and its frequency (CNTPCT_EL0, CNTFRQ_EL0).
+pub fn counter() -> u64 {
+    use aarch64_cpu::registers::CNTPCT_EL0;
+    CNTPCT_EL0.get()
+}
+
+pub fn counter_freq() -> u64 {
+    use aarch64_cpu::registers::CNTFRQ_EL0;
+    CNTFRQ_EL0.get()
+}

@@ -1,0 +1,92 @@
+//! Reports of exceptions the hypervisor did not expect (taken at EL2 from EL2, or from a lower
+//! EL in a form the runtime does not handle): decoded syndrome, addresses and registers.
+use super::console;
+use super::cpu;
+
+/// The register frame vectors.S stores: x0-x30, then ELR_EL2 and SPSR_EL2.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct TrapFrame {
+    pub x: [u64; 31],
+    pub pc: u64,
+    pub pstate: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<TrapFrame>() <= super::boot::FRAME_SIZE);
+
+fn kind_name(kind: u64) -> &'static str {
+    let base = match kind & 3 {
+        0 => "synchronous",
+        1 => "IRQ",
+        2 => "FIQ",
+        _ => "SError",
+    };
+    match kind >> 2 {
+        0 => base,
+        _ => base,
+    }
+}
+
+fn origin(kind: u64) -> &'static str {
+    match kind >> 2 {
+        0 => "lower EL (AArch64)",
+        1 => "EL2 with SP_EL0",
+        2 => "EL2",
+        _ => "lower EL (AArch32)",
+    }
+}
+
+// Interim: replaced by the trap module's decoder once it lands.
+fn ec_name(ec: u64) -> &'static str {
+    match ec {
+        0x00 => "unknown reason",
+        0x01 => "WFI/WFE",
+        0x16 => "HVC",
+        0x17 => "SMC",
+        0x18 => "MSR/MRS/system instruction",
+        0x20 | 0x21 => "instruction abort",
+        0x22 => "PC alignment",
+        0x24 | 0x25 => "data abort",
+        0x26 => "SP alignment",
+        0x2f => "SError",
+        _ => "other",
+    }
+}
+
+/// Prints a full report of an unexpected exception.
+pub fn report(frame: &TrapFrame, kind: u64, esr: u64, far: u64) {
+    console::with_console(|w| {
+        let _ = console::write_prefix(w);
+        let _ = writeln!(
+            w,
+            "UNEXPECTED EXCEPTION: {} from {}: EC {:#04x} ({}) ESR {:#010x} FAR {:#018x}",
+            kind_name(kind),
+            origin(kind),
+            (esr >> 26) & 0x3f,
+            ec_name((esr >> 26) & 0x3f),
+            esr,
+            far
+        );
+        let _ = writeln!(w, "  ELR {:#018x} SPSR {:#010x}", frame.pc, frame.pstate);
+        for (i, pair) in frame.x.chunks(2).enumerate() {
+            let _ = write!(w, "  x{:<2} {:#018x}", i * 2, pair[0]);
+            if let Some(v) = pair.get(1) {
+                let _ = write!(w, "  x{:<2} {:#018x}", i * 2 + 1, v);
+            }
+            let _ = writeln!(w);
+        }
+    });
+}
+
+/// Entry from vectors.S for an exception taken from EL2 itself: report it and halt this CPU.
+#[unsafe(no_mangle)]
+extern "C" fn kestrel_hyp_exception(frame: *const TrapFrame, kind: u64) -> ! {
+    use aarch64_cpu::registers::{ESR_EL2, FAR_EL2, Readable};
+    // SAFETY: vectors.S passes a pointer to the frame it just filled on this CPU's stack.
+    let frame = unsafe { &*frame };
+    report(frame, kind, ESR_EL2.get(), FAR_EL2.get());
+    console::with_console(|w| {
+        let _ = writeln!(w, "kestrel: cpu{} halted", cpu::current_index());
+    });
+    cpu::halt()
+}

@@ -1,0 +1,10 @@
+//! AArch64 at EL2: boot glue, MMU, caches and TLBs, exception entry, the physical UART, GIC,
+//! timer and PSCI firmware calls.
+pub mod boot;
+pub mod cache;
+pub mod console;
+pub mod cpu;
+pub mod exception;
+pub mod heap;
+pub mod mmu;
+pub mod psci_fw;
