@@ -135,10 +135,26 @@ fn primary_main(dtb: u64, el_info: u64) -> ! {
     let hcr = aarch64_cpu::registers::HCR_EL2::RW::EL1IsAarch64.value;
     stub::publish_secondary_boot(mair, tcr, ttbr, sctlr, hcr);
 
+    let gic = if fdt.find_compatible(&["arm,gic-v3"]).is_some() {
+        "GICv3"
+    } else if fdt
+        .find_compatible(&["arm,cortex-a15-gic", "arm,gic-400"])
+        .is_some()
+    {
+        "GICv2"
+    } else {
+        "no GIC"
+    };
+    info!(
+        "kestrel: platform: {} MiB RAM in {} ranges, {} CPUs, {gic}, console {:?}@{base:#x}",
+        total >> 20,
+        fdt.memory().regions().count(),
+        fdt.cpus().count(),
+        kind
+    );
     let s = PAGES.stats();
     info!(
-        "kestrel: memory {} MiB, pages free {} used {}",
-        total >> 20,
+        "kestrel: pages: {} free, {} used",
         s.free_pages(),
         s.used_pages
     );
