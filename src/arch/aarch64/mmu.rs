@@ -175,11 +175,8 @@ impl FinalMap {
                 &MemoryRegion::new(s as usize, end_page as usize),
                 attributes(kind),
             )
-            .map_err(|e| {
-                log::error!(
-                    "kestrel: EL2 map of {s:#x}..{e:#x} failed: {e:?}",
-                    e = end_page
-                );
+            .map_err(|err| {
+                log::error!("kestrel: EL2 map of {s:#x}..{end_page:#x} failed: {err:?}");
                 MapFailed
             })
     }

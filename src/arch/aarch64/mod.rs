@@ -5,6 +5,7 @@ pub mod cache;
 pub mod console;
 pub mod cpu;
 pub mod exception;
+pub mod gic;
 pub mod heap;
 pub mod mmu;
 pub mod psci_fw;

@@ -1,0 +1,499 @@
+//! The physical GIC as the hypervisor drives it: distributor and redistributors (GICv3) or
+//! distributor and CPU interface (GICv2) for the interrupts EL2 takes, and the virtualization
+//! control interface (ICH_* system registers / GICH MMIO) through which list registers inject
+//! virtual interrupts.
+//!
+//! Written here rather than with the `arm-gic` crate because the hypervisor needs what that
+//! crate does not offer: redistributors found by affinity across several regions, split
+//! priority drop / deactivation (EOImode = 1, so a hardware-linked virtual interrupt can be
+//! deactivated by the guest), GICv2's GICH block, and SPI routing to a chosen physical CPU.
+//!
+//! Register offsets: GIC architecture specification IHI 0069H (GICv3) and IHI 0048B (GICv2).
+use super::boot::MAX_CPUS;
+use super::cpu;
+use core::arch::asm;
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use spin::Once;
+
+/// The SGI the hypervisor uses to kick another physical CPU (new virtual interrupts to pick up,
+/// or a request to stop).
+pub const SGI_KICK: u32 = 1;
+/// PPIs: the GIC maintenance interrupt and the EL1 virtual timer.
+pub const PPI_MAINTENANCE: u32 = 25;
+pub const PPI_VTIMER: u32 = 27;
+pub const INTID_SPURIOUS: u32 = 1023;
+/// Priority the hypervisor gives every interrupt it enables.
+const PRIORITY: u8 = 0xa0;
+
+// Distributor (both versions).
+const GICD_CTLR: usize = 0x0000;
+const GICD_TYPER: usize = 0x0004;
+const GICD_IGROUPR: usize = 0x0080;
+const GICD_ISENABLER: usize = 0x0100;
+const GICD_ICENABLER: usize = 0x0180;
+const GICD_ICPENDR: usize = 0x0280;
+const GICD_ICACTIVER: usize = 0x0380;
+const GICD_IPRIORITYR: usize = 0x0400;
+const GICD_ITARGETSR: usize = 0x0800;
+const GICD_ICFGR: usize = 0x0c00;
+const GICD_SGIR: usize = 0x0f00;
+const GICD_IROUTER: usize = 0x6000;
+const GICD_CTLR_RWP: u32 = 1 << 31;
+
+// Redistributor (GICv3): RD_base and SGI_base frames.
+const GICR_TYPER: usize = 0x0008;
+const GICR_WAKER: usize = 0x0014;
+const GICR_SGI: usize = 0x1_0000;
+const GICR_TYPER_LAST: u64 = 1 << 4;
+const GICR_TYPER_VLPIS: u64 = 1 << 1;
+const GICR_WAKER_PROCESSOR_SLEEP: u32 = 1 << 1;
+const GICR_WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
+
+// GICv2 CPU interface and virtual interface control.
+const GICC_CTLR: usize = 0x0000;
+const GICC_PMR: usize = 0x0004;
+const GICC_BPR: usize = 0x0008;
+const GICC_IAR: usize = 0x000c;
+const GICC_EOIR: usize = 0x0010;
+const GICC_DIR: usize = 0x1000;
+const GICC_CTLR_ENABLE: u32 = 1 << 0;
+const GICC_CTLR_EOIMODE_NS: u32 = 1 << 9;
+const GICH_HCR: usize = 0x000;
+const GICH_VTR: usize = 0x004;
+const GICH_VMCR: usize = 0x008;
+const GICH_MISR: usize = 0x010;
+const GICH_ELRSR0: usize = 0x030;
+const GICH_LR0: usize = 0x100;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GicVersion {
+    V2,
+    V3,
+}
+
+/// Where the GIC's register frames are (from the DTB).
+#[derive(Clone, Debug, Default)]
+pub struct GicFrames {
+    pub gicd: u64,
+    /// GICv3: the redistributor regions (base, size).
+    pub gicr: alloc::vec::Vec<(u64, u64)>,
+    /// GICv2: CPU interface and virtual interface control.
+    pub gicc: u64,
+    pub gich: u64,
+}
+
+struct Gic {
+    version: GicVersion,
+    frames: GicFrames,
+    spi_limit: u32,
+    lrs: usize,
+}
+
+static GIC: Once<Gic> = Once::new();
+/// Per physical CPU: its redistributor's RD_base (GICv3).
+static RD_BASE: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+/// Per physical CPU: its GICv2 CPU interface bit, as ITARGETSR reports it.
+static V2_CPU_MASK: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(0) }; MAX_CPUS];
+
+fn rd32(a: usize) -> u32 {
+    // SAFETY: `a` lies in a GIC register frame from the DTB, mapped device-nGnRE by the EL2 map;
+    // 32-bit accesses are what these registers support.
+    unsafe { core::ptr::read_volatile(a as *const u32) }
+}
+fn wr32(a: usize, v: u32) {
+    // SAFETY: as in rd32.
+    unsafe { core::ptr::write_volatile(a as *mut u32, v) }
+}
+fn rd64(a: usize) -> u64 {
+    // SAFETY: as in rd32, for the 64-bit registers (GICR_TYPER, GICD_IROUTER).
+    unsafe { core::ptr::read_volatile(a as *const u64) }
+}
+fn wr64(a: usize, v: u64) {
+    // SAFETY: as in rd64.
+    unsafe { core::ptr::write_volatile(a as *mut u64, v) }
+}
+fn wr8(a: usize, v: u8) {
+    // SAFETY: as in rd32; IPRIORITYR and ITARGETSR are byte-accessible.
+    unsafe { core::ptr::write_volatile(a as *mut u8, v) }
+}
+
+macro_rules! sysreg_write {
+    ($reg:literal, $v:expr) => {
+        // SAFETY: a GIC CPU-interface system register at EL2; the write has no memory effect.
+        unsafe { asm!(concat!("msr ", $reg, ", {}"), in(reg) ($v as u64), options(nostack, preserves_flags)) }
+    };
+}
+macro_rules! sysreg_read {
+    ($reg:literal) => {{
+        let v: u64;
+        // SAFETY: a GIC CPU-interface system register read at EL2.
+        unsafe { asm!(concat!("mrs {}, ", $reg), out(reg) v, options(nostack, preserves_flags)) };
+        v
+    }};
+}
+
+fn gic() -> &'static Gic {
+    GIC.get().expect("GIC used before init")
+}
+
+pub fn version() -> Option<GicVersion> {
+    GIC.get().map(|g| g.version)
+}
+
+fn dist_wait_rwp(gicd: usize) {
+    while rd32(gicd + GICD_CTLR) & GICD_CTLR_RWP != 0 {
+        core::hint::spin_loop();
+    }
+}
+
+/// Sets up the distributor: every SPI group 1, disabled, default priority; then enables it.
+/// Called once, on the boot CPU.
+pub fn init_distributor(version: GicVersion, frames: GicFrames) {
+    let gicd = frames.gicd as usize;
+    let lines = ((rd32(gicd + GICD_TYPER) & 0x1f) + 1) * 32;
+    let spi_limit = lines.min(1020);
+    wr32(gicd + GICD_CTLR, 0);
+    if version == GicVersion::V3 {
+        dist_wait_rwp(gicd);
+    }
+    for i in (32..spi_limit).step_by(32) {
+        let n = (i / 32) as usize * 4;
+        wr32(gicd + GICD_ICENABLER + n, u32::MAX);
+        wr32(gicd + GICD_ICPENDR + n, u32::MAX);
+        wr32(gicd + GICD_ICACTIVER + n, u32::MAX);
+        wr32(gicd + GICD_IGROUPR + n, u32::MAX);
+    }
+    for i in 32..spi_limit as usize {
+        wr8(gicd + GICD_IPRIORITYR + i, PRIORITY);
+    }
+    let lrs = match version {
+        GicVersion::V3 => {
+            dist_wait_rwp(gicd);
+            // EnableGrp1NS | EnableGrp1A | ARE_NS, as Linux writes it (meaningful in both the
+            // single- and the two-security-state views).
+            wr32(gicd + GICD_CTLR, (1 << 0) | (1 << 1) | (1 << 4));
+            dist_wait_rwp(gicd);
+            0
+        }
+        GicVersion::V2 => {
+            wr32(gicd + GICD_CTLR, 1);
+            (rd32(frames.gich as usize + GICH_VTR) & 0x3f) as usize + 1
+        }
+    };
+    GIC.call_once(|| Gic {
+        version,
+        frames,
+        spi_limit,
+        lrs,
+    });
+}
+
+/// Sets up this CPU's redistributor (GICv3) and CPU interface, with the kick SGI, the
+/// maintenance interrupt and the virtual timer enabled. Every CPU calls it once.
+pub fn init_cpu() -> Result<(), &'static str> {
+    let g = gic();
+    let me = cpu::current_index();
+    match g.version {
+        GicVersion::V3 => {
+            let rd = find_redistributor(&g.frames.gicr, cpu::mpidr_affinity())
+                .ok_or("no GICv3 redistributor matches this CPU's MPIDR")?;
+            RD_BASE[me].store(rd, Ordering::Relaxed);
+            let w = rd32(rd + GICR_WAKER) & !GICR_WAKER_PROCESSOR_SLEEP;
+            wr32(rd + GICR_WAKER, w);
+            while rd32(rd + GICR_WAKER) & GICR_WAKER_CHILDREN_ASLEEP != 0 {
+                core::hint::spin_loop();
+            }
+            let sgi = rd + GICR_SGI;
+            wr32(sgi + GICD_ICENABLER, u32::MAX);
+            wr32(sgi + GICD_ICACTIVER, u32::MAX);
+            wr32(sgi + GICD_IGROUPR, u32::MAX);
+            for i in 0..32 {
+                wr8(sgi + GICD_IPRIORITYR + i, PRIORITY);
+            }
+            // ICC_SRE_EL2: SRE | DFB | DIB | Enable (EL1 may use its system registers).
+            sysreg_write!("icc_sre_el2", 0xfu64);
+            aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+            sysreg_write!("icc_pmr_el1", 0xffu64);
+            sysreg_write!("icc_bpr1_el1", 0u64);
+            sysreg_write!("icc_ctlr_el1", 1u64 << 1); // EOImode: drop priority only
+            sysreg_write!("icc_igrpen1_el1", 1u64);
+            wr32(
+                sgi + GICD_ISENABLER,
+                (1 << SGI_KICK) | (1 << PPI_MAINTENANCE) | (1 << PPI_VTIMER),
+            );
+        }
+        GicVersion::V2 => {
+            let gicd = g.frames.gicd as usize;
+            let gicc = g.frames.gicc as usize;
+            V2_CPU_MASK[me].store(rd32(gicd + GICD_ITARGETSR) as u8, Ordering::Relaxed);
+            wr32(gicd + GICD_ICENABLER, u32::MAX);
+            wr32(gicd + GICD_ICACTIVER, u32::MAX);
+            wr32(gicd + GICD_IGROUPR, 0);
+            for i in 0..32 {
+                wr8(gicd + GICD_IPRIORITYR + i, PRIORITY);
+            }
+            wr32(gicc + GICC_PMR, 0xff);
+            wr32(gicc + GICC_BPR, 0);
+            wr32(gicc + GICC_CTLR, GICC_CTLR_ENABLE | GICC_CTLR_EOIMODE_NS);
+            wr32(
+                gicd + GICD_ISENABLER,
+                (1 << SGI_KICK) | (1 << PPI_MAINTENANCE) | (1 << PPI_VTIMER),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn find_redistributor(regions: &[(u64, u64)], affinity: u64) -> Option<usize> {
+    let aff32 = ((affinity >> 8) & 0xff00_0000) | (affinity & 0x00ff_ffff);
+    for &(base, size) in regions {
+        let mut rd = base as usize;
+        let end = (base + size) as usize;
+        while rd + 0x2_0000 <= end {
+            let typer = rd64(rd + GICR_TYPER);
+            if typer >> 32 == aff32 {
+                return Some(rd);
+            }
+            if typer & GICR_TYPER_LAST != 0 {
+                break;
+            }
+            rd += if typer & GICR_TYPER_VLPIS != 0 {
+                0x4_0000
+            } else {
+                0x2_0000
+            };
+        }
+    }
+    None
+}
+
+/// Acknowledges the highest-priority pending interrupt (INTID_SPURIOUS when none).
+#[inline]
+pub fn ack() -> u32 {
+    match gic().version {
+        GicVersion::V3 => sysreg_read!("icc_iar1_el1") as u32 & 0xff_ffff,
+        GicVersion::V2 => rd32(gic().frames.gicc as usize + GICC_IAR) & 0x3ff,
+    }
+}
+
+/// Drops the running priority (EOImode 1: the interrupt stays active until `deactivate`, or
+/// until the guest deactivates the hardware-linked virtual interrupt).
+#[inline]
+pub fn priority_drop(intid: u32) {
+    match gic().version {
+        GicVersion::V3 => sysreg_write!("icc_eoir1_el1", intid),
+        GicVersion::V2 => wr32(gic().frames.gicc as usize + GICC_EOIR, intid),
+    }
+}
+
+#[inline]
+pub fn deactivate(intid: u32) {
+    match gic().version {
+        GicVersion::V3 => sysreg_write!("icc_dir_el1", intid),
+        GicVersion::V2 => wr32(gic().frames.gicc as usize + GICC_DIR, intid),
+    }
+}
+
+/// Sends SGI `sgi` to physical CPU `target`.
+pub fn send_sgi(target: usize, sgi: u32) {
+    match gic().version {
+        GicVersion::V3 => {
+            let Some(pc) = cpu::percpu(target) else {
+                return;
+            };
+            let mpidr = pc.mpidr.load(Ordering::Relaxed);
+            let aff0 = mpidr & 0xf;
+            let v = (1u64 << aff0)
+                | (((mpidr >> 8) & 0xff) << 16)
+                | ((sgi as u64 & 0xf) << 24)
+                | (((mpidr >> 16) & 0xff) << 32)
+                | (((mpidr >> 32) & 0xff) << 48);
+            aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
+            sysreg_write!("icc_sgi1r_el1", v);
+            aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+        }
+        GicVersion::V2 => {
+            let Some(mask) = V2_CPU_MASK.get(target) else {
+                return;
+            };
+            let m = mask.load(Ordering::Relaxed) as u32;
+            aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
+            wr32(
+                gic().frames.gicd as usize + GICD_SGIR,
+                (m << 16) | (sgi & 0xf),
+            );
+        }
+    }
+}
+
+/// Routes SPI `intid` to physical CPU `target`, sets its trigger and enables it.
+pub fn enable_spi(intid: u32, target: usize, edge: bool) {
+    let g = gic();
+    if intid < 32 || intid >= g.spi_limit {
+        return;
+    }
+    let gicd = g.frames.gicd as usize;
+    let cfg = gicd + GICD_ICFGR + (intid as usize / 16) * 4;
+    let shift = (intid % 16) * 2 + 1;
+    let v = rd32(cfg);
+    wr32(
+        cfg,
+        if edge {
+            v | (1 << shift)
+        } else {
+            v & !(1 << shift)
+        },
+    );
+    match g.version {
+        GicVersion::V3 => {
+            let mpidr = cpu::percpu(target)
+                .map(|p| p.mpidr.load(Ordering::Relaxed))
+                .unwrap_or(0);
+            wr64(
+                gicd + GICD_IROUTER + intid as usize * 8,
+                mpidr & 0xff_00ff_ffff,
+            );
+        }
+        GicVersion::V2 => {
+            let m = V2_CPU_MASK
+                .get(target)
+                .map(|m| m.load(Ordering::Relaxed))
+                .unwrap_or(1);
+            wr8(gicd + GICD_ITARGETSR + intid as usize, m);
+        }
+    }
+    wr32(
+        gicd + GICD_ISENABLER + (intid as usize / 32) * 4,
+        1 << (intid % 32),
+    );
+}
+
+pub fn disable_spi(intid: u32) {
+    let g = gic();
+    if intid < 32 || intid >= g.spi_limit {
+        return;
+    }
+    wr32(
+        g.frames.gicd as usize + GICD_ICENABLER + (intid as usize / 32) * 4,
+        1 << (intid % 32),
+    );
+}
+
+// ---- Virtualization control interface ----
+
+/// Number of list registers.
+pub fn lr_count() -> usize {
+    match gic().version {
+        GicVersion::V3 => (sysreg_read!("ich_vtr_el2") & 0x1f) as usize + 1,
+        GicVersion::V2 => gic().lrs,
+    }
+}
+
+macro_rules! ich_lr {
+    (read $i:expr) => {
+        match $i {
+            0 => sysreg_read!("ich_lr0_el2"),
+            1 => sysreg_read!("ich_lr1_el2"),
+            2 => sysreg_read!("ich_lr2_el2"),
+            3 => sysreg_read!("ich_lr3_el2"),
+            4 => sysreg_read!("ich_lr4_el2"),
+            5 => sysreg_read!("ich_lr5_el2"),
+            6 => sysreg_read!("ich_lr6_el2"),
+            7 => sysreg_read!("ich_lr7_el2"),
+            8 => sysreg_read!("ich_lr8_el2"),
+            9 => sysreg_read!("ich_lr9_el2"),
+            10 => sysreg_read!("ich_lr10_el2"),
+            11 => sysreg_read!("ich_lr11_el2"),
+            12 => sysreg_read!("ich_lr12_el2"),
+            13 => sysreg_read!("ich_lr13_el2"),
+            14 => sysreg_read!("ich_lr14_el2"),
+            _ => sysreg_read!("ich_lr15_el2"),
+        }
+    };
+    (write $i:expr, $v:expr) => {
+        match $i {
+            0 => sysreg_write!("ich_lr0_el2", $v),
+            1 => sysreg_write!("ich_lr1_el2", $v),
+            2 => sysreg_write!("ich_lr2_el2", $v),
+            3 => sysreg_write!("ich_lr3_el2", $v),
+            4 => sysreg_write!("ich_lr4_el2", $v),
+            5 => sysreg_write!("ich_lr5_el2", $v),
+            6 => sysreg_write!("ich_lr6_el2", $v),
+            7 => sysreg_write!("ich_lr7_el2", $v),
+            8 => sysreg_write!("ich_lr8_el2", $v),
+            9 => sysreg_write!("ich_lr9_el2", $v),
+            10 => sysreg_write!("ich_lr10_el2", $v),
+            11 => sysreg_write!("ich_lr11_el2", $v),
+            12 => sysreg_write!("ich_lr12_el2", $v),
+            13 => sysreg_write!("ich_lr13_el2", $v),
+            14 => sysreg_write!("ich_lr14_el2", $v),
+            _ => sysreg_write!("ich_lr15_el2", $v),
+        }
+    };
+}
+
+/// Raw list register `i` (ICH_LR<i>_EL2, or GICH_LR<i> zero-extended).
+#[inline]
+pub fn read_lr(i: usize) -> u64 {
+    match gic().version {
+        GicVersion::V3 => ich_lr!(read i),
+        GicVersion::V2 => rd32(gic().frames.gich as usize + GICH_LR0 + i * 4) as u64,
+    }
+}
+
+#[inline]
+pub fn write_lr(i: usize, v: u64) {
+    match gic().version {
+        GicVersion::V3 => ich_lr!(write i, v),
+        GicVersion::V2 => wr32(gic().frames.gich as usize + GICH_LR0 + i * 4, v as u32),
+    }
+}
+
+/// Bit i set when list register i holds no interrupt (ICH_ELRSR_EL2 / GICH_ELRSR0).
+#[inline]
+pub fn empty_lrs() -> u64 {
+    match gic().version {
+        GicVersion::V3 => sysreg_read!("ich_elrsr_el2"),
+        GicVersion::V2 => rd32(gic().frames.gich as usize + GICH_ELRSR0) as u64,
+    }
+}
+
+/// ICH_HCR_EL2 / GICH_HCR (En, UIE, ... in the same bit positions in both versions).
+#[inline]
+pub fn write_hcr(v: u64) {
+    match gic().version {
+        GicVersion::V3 => sysreg_write!("ich_hcr_el2", v),
+        GicVersion::V2 => wr32(gic().frames.gich as usize + GICH_HCR, v as u32),
+    }
+}
+
+#[inline]
+pub fn read_misr() -> u64 {
+    match gic().version {
+        GicVersion::V3 => sysreg_read!("ich_misr_el2"),
+        GicVersion::V2 => rd32(gic().frames.gich as usize + GICH_MISR) as u64,
+    }
+}
+
+/// ICH_VMCR_EL2 / GICH_VMCR: the guest's view of its CPU interface control.
+pub fn write_vmcr(v: u64) {
+    match gic().version {
+        GicVersion::V3 => sysreg_write!("ich_vmcr_el2", v),
+        GicVersion::V2 => wr32(gic().frames.gich as usize + GICH_VMCR, v as u32),
+    }
+}
+
+/// Clears the active-priority registers and every list register (a vCPU starting afresh).
+pub fn reset_virtual_interface() {
+    for i in 0..lr_count() {
+        write_lr(i, 0);
+    }
+    match gic().version {
+        GicVersion::V3 => {
+            sysreg_write!("ich_ap1r0_el2", 0u64);
+            sysreg_write!("ich_ap0r0_el2", 0u64);
+        }
+        GicVersion::V2 => wr32(gic().frames.gich as usize + 0xf0, 0),
+    }
+    write_vmcr(0);
+}
