@@ -24,11 +24,13 @@
 extern crate alloc;
 
 pub mod addr;
+pub mod console_mux;
 pub mod guest;
 pub mod mm;
 pub mod platform;
 pub mod psci;
 pub mod trap;
+pub mod vcpu;
 pub mod vdev;
 pub mod vgic;
 

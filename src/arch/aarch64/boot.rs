@@ -62,6 +62,11 @@ pub fn image_layout() -> ImageLayout {
     }
 }
 
+/// The top of physical CPU `index`'s stack (its guest frame sits just below).
+pub fn stack_top(index: usize) -> u64 {
+    core::ptr::addr_of!(__stacks_start) as u64 + ((index as u64 + 1) * STACK_SIZE as u64)
+}
+
 /// Physical address at which a secondary CPU starts (PSCI CPU_ON entry, spin-table release).
 pub fn secondary_entry_pa() -> u64 {
     kestrel_secondary_entry as *const () as u64

@@ -4,13 +4,7 @@ use super::console;
 use super::cpu;
 
 /// The register frame vectors.S stores: x0-x30, then ELR_EL2 and SPSR_EL2.
-#[repr(C)]
-#[derive(Clone, Copy, Default, Debug)]
-pub struct TrapFrame {
-    pub x: [u64; 31],
-    pub pc: u64,
-    pub pstate: u64,
-}
+pub use crate::vcpu::GuestRegs as TrapFrame;
 
 const _: () = assert!(core::mem::size_of::<TrapFrame>() <= super::boot::FRAME_SIZE);
 

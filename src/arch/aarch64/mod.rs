@@ -9,3 +9,4 @@ pub mod gic;
 pub mod heap;
 pub mod mmu;
 pub mod psci_fw;
+pub mod vcpu_hw;

@@ -1,0 +1,135 @@
+//! The hardware side of running a vCPU on this physical CPU: EL2 controls for a guest, the EL1
+//! register file (reset, and save/restore for when a vCPU stops), the live EL1 registers for
+//! exception injection, and the jump into the guest.
+use crate::vcpu::{El1Access, GuestRegs};
+use aarch64_cpu::registers::*;
+use core::arch::asm;
+
+/// HCR_EL2 for a guest (Arm ARM D19.2.49): stage 2 on (VM), set/way invalidation upgraded to
+/// clean+invalidate (SWIO), physical FIQ/IRQ/SError to EL2 (FMO/IMO/AMO), TLB and cache
+/// maintenance broadcast within the inner shareable domain (FB, BSU), SMC trapped (TSC),
+/// implementation-defined registers trapped (TIDCP), auxiliary control trapped (TACR), EL1 is
+/// AArch64 (RW), pointer authentication not trapped (API/APK). WFI/WFE are *not* trapped: each
+/// vCPU owns its physical CPU and sleeps in hardware.
+pub fn guest_hcr() -> u64 {
+    (HCR_EL2::VM::Enable
+        + HCR_EL2::SWIO::SET
+        + HCR_EL2::FMO::EnableVirtualFIQ
+        + HCR_EL2::IMO::EnableVirtualIRQ
+        + HCR_EL2::AMO::SET
+        + HCR_EL2::FB::SET
+        + HCR_EL2::BSU::InnerShareable
+        + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
+        + HCR_EL2::TIDCP::SET
+        + HCR_EL2::TACR::SET
+        + HCR_EL2::RW::EL1IsAarch64
+        + HCR_EL2::API::SET
+        + HCR_EL2::APK::SET)
+        .value
+}
+
+/// Programs the EL2 controls for running a guest vCPU on this CPU.
+pub fn configure_el2(vttbr: u64, vtcr: u64, vmpidr: u64) {
+    VTCR_EL2.set(vtcr);
+    VTTBR_EL2.set(vttbr);
+    VMPIDR_EL2.set(vmpidr | (1 << 31));
+    // SAFETY: VPIDR_EL2 only changes what the guest reads from MIDR_EL1.
+    unsafe { asm!("mrs {t}, midr_el1", "msr vpidr_el2, {t}", t = out(reg) _, options(nostack)) };
+    // The guest reads the physical counter freely, its virtual timer runs with no offset, and
+    // its EL1 physical timer registers trap (CNTHCTL_EL2.EL1PCEN = 0).
+    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET);
+    CNTVOFF_EL2.set(0);
+    // No FP/SIMD, trace or CPACR traps (CPTR_EL2 RES1 bits only).
+    CPTR_EL2.set(0x33ff);
+    // PMU counters all belong to EL1; debug registers not trapped.
+    let pmcr: u64;
+    // SAFETY: reading PMCR_EL0 at EL2 has no side effect.
+    unsafe { asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nostack, nomem)) };
+    MDCR_EL2.set((pmcr >> 11) & 0x1f);
+    HCR_EL2.set(guest_hcr());
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// Puts the EL1 register file in its reset state, so nothing of a previous guest survives and
+/// the vCPU starts as the boot protocol says (MMU and caches off).
+pub fn reset_el1() {
+    // SCTLR_EL1 RES1 bits with the MMU, caches and alignment checks off.
+    SCTLR_EL1.set(0x30d0_0800);
+    macro_rules! zero {
+        ($($r:literal),*) => {
+            // SAFETY: these EL1 registers only affect the guest's own EL1/EL0 state, which is
+            // being reset; the MMU they control is off.
+            $( unsafe { asm!(concat!("msr ", $r, ", xzr"), options(nostack, nomem)) }; )*
+        };
+    }
+    zero!(
+        "ttbr0_el1",
+        "ttbr1_el1",
+        "tcr_el1",
+        "mair_el1",
+        "amair_el1",
+        "vbar_el1",
+        "contextidr_el1",
+        "tpidr_el0",
+        "tpidrro_el0",
+        "tpidr_el1",
+        "sp_el0",
+        "sp_el1",
+        "elr_el1",
+        "spsr_el1",
+        "esr_el1",
+        "far_el1",
+        "afsr0_el1",
+        "afsr1_el1",
+        "par_el1",
+        "cpacr_el1",
+        "cntkctl_el1",
+        "csselr_el1",
+        "mdscr_el1",
+        "cntv_ctl_el0",
+        "cntv_cval_el0"
+    );
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// The live EL1 registers of the vCPU running on this CPU.
+pub struct LiveEl1;
+
+impl El1Access for LiveEl1 {
+    fn vbar_el1(&self) -> u64 {
+        VBAR_EL1.get()
+    }
+    fn set_elr_el1(&mut self, v: u64) {
+        ELR_EL1.set(v)
+    }
+    fn set_spsr_el1(&mut self, v: u64) {
+        SPSR_EL1.set(v)
+    }
+    fn set_esr_el1(&mut self, v: u64) {
+        ESR_EL1.set(v)
+    }
+    fn set_far_el1(&mut self, v: u64) {
+        FAR_EL1.set(v)
+    }
+}
+
+unsafe extern "C" {
+    fn kestrel_guest_resume(frame: *mut GuestRegs) -> !;
+}
+
+/// Switches to the guest described by `frame`, which must be this CPU's guest frame at the top
+/// of its stack (see vectors.S). Everything below it on the stack is abandoned.
+pub fn enter_guest(frame: &'static mut GuestRegs) -> ! {
+    // SAFETY: the frame is this CPU's register frame at its stack top; vectors.S restores it and
+    // erets. The EL2 controls were set by `configure_el2`.
+    unsafe { kestrel_guest_resume(frame) }
+}
+
+/// This CPU's guest register frame (at the top of its stack).
+pub fn this_cpu_frame() -> &'static mut GuestRegs {
+    let idx = super::cpu::current_index();
+    let top = super::boot::stack_top(idx);
+    // SAFETY: each CPU's frame lies at the top of its own stack and only that CPU touches it;
+    // vectors.S and this function agree on its location and layout.
+    unsafe { &mut *((top - super::boot::FRAME_SIZE as u64) as *mut GuestRegs) }
+}

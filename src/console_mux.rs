@@ -1,0 +1,204 @@
+//! Sharing one physical console between the hypervisor and several VMs.
+//!
+//! Output: each VM's console bytes go out as they come, but every line a VM starts is prefixed
+//! with its name (`[linux] `), and when another source interrupts a half-written line, the line
+//! is ended first, so output from different VMs never runs together on one line.
+//!
+//! Input: keyboard bytes go to one VM at a time (the focus). The escape character Ctrl-A
+//! followed by `1`..`9` moves the focus to VM 1..9, `n` to the next VM, and a second Ctrl-A sends
+//! a literal Ctrl-A to the focused VM; anything else after Ctrl-A is dropped.
+#![forbid(unsafe_code)]
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+pub const ESCAPE: u8 = 0x01;
+
+/// Who is writing: the hypervisor's own log, or VM `n` (an index into the mux's VM list).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Source {
+    Hypervisor,
+    Vm(usize),
+}
+
+/// What a keyboard byte turned into.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Input {
+    /// Deliver this byte to VM n.
+    ToVm(usize, u8),
+    /// The focus moved to VM n.
+    Focus(usize),
+    /// Swallowed (part of an escape sequence, or no VM to send it to).
+    None,
+}
+
+pub struct ConsoleMux {
+    names: Vec<String>,
+    /// Source that wrote the last byte, and whether it left a line open.
+    owner: Option<Source>,
+    mid_line: bool,
+    focus: usize,
+    escape: bool,
+}
+
+impl ConsoleMux {
+    pub fn new() -> Self {
+        Self {
+            names: Vec::new(),
+            owner: None,
+            mid_line: false,
+            focus: 0,
+            escape: false,
+        }
+    }
+
+    /// Registers a VM by name; returns its index.
+    pub fn add_vm(&mut self, name: &str) -> usize {
+        self.names.push(String::from(name));
+        self.names.len() - 1
+    }
+
+    pub fn vm_count(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn focus(&self) -> usize {
+        self.focus
+    }
+
+    /// Output from `src`: calls `out` with the bytes to send to the physical console.
+    pub fn write(&mut self, src: Source, bytes: &[u8], out: &mut dyn FnMut(&[u8])) {
+        for &b in bytes {
+            if self.mid_line && self.owner != Some(src) {
+                out(b"\n");
+                self.mid_line = false;
+            }
+            if !self.mid_line {
+                if let Source::Vm(i) = src {
+                    out(b"[");
+                    out(self.names.get(i).map(|s| s.as_bytes()).unwrap_or(b"?"));
+                    out(b"] ");
+                }
+            }
+            self.owner = Some(src);
+            match b {
+                b'\n' => {
+                    out(b"\n");
+                    self.mid_line = false;
+                }
+                b'\r' => {}
+                _ => {
+                    out(&[b]);
+                    self.mid_line = true;
+                }
+            }
+        }
+    }
+
+    /// Interprets one keyboard byte.
+    pub fn input(&mut self, b: u8) -> Input {
+        let n = self.names.len();
+        if n == 0 {
+            return Input::None;
+        }
+        if self.escape {
+            self.escape = false;
+            return match b {
+                ESCAPE => Input::ToVm(self.focus, ESCAPE),
+                b'1'..=b'9' if ((b - b'1') as usize) < n => {
+                    self.focus = (b - b'1') as usize;
+                    Input::Focus(self.focus)
+                }
+                b'n' => {
+                    self.focus = (self.focus + 1) % n;
+                    Input::Focus(self.focus)
+                }
+                _ => Input::None,
+            };
+        }
+        if b == ESCAPE {
+            self.escape = true;
+            return Input::None;
+        }
+        Input::ToVm(self.focus, b)
+    }
+}
+
+impl Default for ConsoleMux {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(mux: &mut ConsoleMux, writes: &[(Source, &str)]) -> String {
+        let mut s = Vec::new();
+        for (src, text) in writes {
+            mux.write(*src, text.as_bytes(), &mut |b| s.extend_from_slice(b));
+        }
+        String::from_utf8(s).unwrap()
+    }
+
+    fn two_vms() -> ConsoleMux {
+        let mut m = ConsoleMux::new();
+        m.add_vm("a");
+        m.add_vm("b");
+        m
+    }
+
+    #[test]
+    fn every_vm_line_is_prefixed_with_its_name() {
+        let mut m = two_vms();
+        let out = render(
+            &mut m,
+            &[(Source::Vm(0), "one\ntwo\n"), (Source::Vm(1), "three\n")],
+        );
+        assert_eq!(out, "[a] one\n[a] two\n[b] three\n");
+    }
+
+    #[test]
+    fn an_interrupted_line_is_ended_before_the_next_source_writes() {
+        let mut m = two_vms();
+        let out = render(
+            &mut m,
+            &[
+                (Source::Vm(0), "prompt # "),
+                (Source::Vm(1), "hello\n"),
+                (Source::Hypervisor, "log\n"),
+                (Source::Vm(0), "ls\n"),
+            ],
+        );
+        assert_eq!(out, "[a] prompt # \n[b] hello\nlog\n[a] ls\n");
+    }
+
+    #[test]
+    fn carriage_returns_from_guests_are_dropped() {
+        let mut m = two_vms();
+        assert_eq!(render(&mut m, &[(Source::Vm(1), "x\r\n")]), "[b] x\n");
+    }
+
+    #[test]
+    fn input_goes_to_the_focused_vm_and_escape_switches_focus() {
+        let mut m = two_vms();
+        assert_eq!(m.input(b'l'), Input::ToVm(0, b'l'));
+        assert_eq!(m.input(ESCAPE), Input::None);
+        assert_eq!(m.input(b'2'), Input::Focus(1));
+        assert_eq!(m.input(b's'), Input::ToVm(1, b's'));
+        assert_eq!(m.input(ESCAPE), Input::None);
+        assert_eq!(m.input(b'n'), Input::Focus(0));
+        assert_eq!(m.input(ESCAPE), Input::None);
+        assert_eq!(m.input(ESCAPE), Input::ToVm(0, ESCAPE));
+        assert_eq!(m.input(ESCAPE), Input::None);
+        assert_eq!(m.input(b'9'), Input::None, "no VM 9: swallowed");
+        assert_eq!(m.focus(), 0);
+    }
+
+    #[test]
+    fn input_without_vms_is_dropped() {
+        let mut m = ConsoleMux::new();
+        assert_eq!(m.input(b'x'), Input::None);
+    }
+}
