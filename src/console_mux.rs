@@ -73,12 +73,12 @@ impl ConsoleMux {
                 out(b"\n");
                 self.mid_line = false;
             }
-            if !self.mid_line {
-                if let Source::Vm(i) = src {
-                    out(b"[");
-                    out(self.names.get(i).map(|s| s.as_bytes()).unwrap_or(b"?"));
-                    out(b"] ");
-                }
+            if !self.mid_line
+                && let Source::Vm(i) = src
+            {
+                out(b"[");
+                out(self.names.get(i).map(|s| s.as_bytes()).unwrap_or(b"?"));
+                out(b"] ");
             }
             self.owner = Some(src);
             match b {
