@@ -574,8 +574,8 @@ fn node_path(chain: &[tree::Node<'_, '_>]) -> String {
     path
 }
 
-/// The console: the node `/chosen/stdout-path` names when it is a UART we drive, else the first
-/// enabled PL011.
+/// The console: the node `/chosen/stdout-path` (or the older `linux,stdout-path`) names when it
+/// is an enabled UART we drive, else the first enabled PL011.
 fn parse_console(fdt: &Fdt<'_>, chosen: Option<tree::Node<'_, '_>>) -> Result<Uart, PlatformError> {
     let uart_of = |chain: &[tree::Node<'_, '_>]| -> Result<Option<Uart>, PlatformError> {
         let Some(&node) = chain.last() else {
@@ -609,7 +609,7 @@ fn parse_console(fdt: &Fdt<'_>, chosen: Option<tree::Node<'_, '_>>) -> Result<Ua
     };
 
     let stdout = chosen
-        .and_then(|c| tree::prop_str(c, "stdout-path"))
+        .and_then(|c| tree::prop_str(c, "stdout-path").or(tree::prop_str(c, "linux,stdout-path")))
         .and_then(|path| tree::resolve_path(fdt, path));
     if let Some(chain) = stdout
         && let Some(uart) = uart_of(&chain)?
