@@ -143,3 +143,4 @@ mod tests {
         assert_eq!(AccessWidth::Double.mask(), u64::MAX);
     }
 }
+pub mod pl011;
