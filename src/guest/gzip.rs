@@ -230,7 +230,7 @@ fn parse_header_at(input: &[u8], base: usize) -> Result<GzipHeader<'_>, GzipErro
         extra = Some(data.get(pos..pos + xlen).ok_or(truncated.clone())?);
         pos += xlen;
     }
-    let mut zero_terminated = |pos: &mut usize| -> Result<&[u8], GzipError> {
+    let zero_terminated = |pos: &mut usize| -> Result<&[u8], GzipError> {
         let rest = data.get(*pos..).ok_or(truncated.clone())?;
         let n = rest.iter().position(|&b| b == 0).ok_or(truncated.clone())?;
         let s = &rest[..n];
