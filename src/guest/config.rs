@@ -135,8 +135,8 @@ pub enum ConfigError {
     MissingKernel,
     /// A required key of a table (a device's `name`, `base` or `size`) is missing.
     MissingKey { key: String, line: usize },
-    /// `name` (or the folder name it defaults to) is empty, too long or has other characters
-    /// than `A-Z a-z 0-9 - _ .`.
+    /// `name` (or the folder name it defaults to) is empty, too long, does not start with a
+    /// letter or digit, or has other characters than `A-Z a-z 0-9 - _ .`.
     BadName { value: String },
     BadPath { key: &'static str, path: String, problem: PathProblem },
     BadSize { key: String, value: String, problem: SizeProblem },
@@ -174,7 +174,8 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::BadName { value } => write!(
                 f,
-                "vm.toml: name `{value}` must be 1-{MAX_NAME_LEN} characters of A-Z a-z 0-9 - _ ."
+                "vm.toml: name `{value}` must be 1-{MAX_NAME_LEN} characters of A-Z a-z 0-9 - _ . \
+                 starting with a letter or digit"
             ),
             ConfigError::BadPath { key, path, problem } => {
                 let why = match problem {
@@ -331,6 +332,7 @@ fn parse_size(key: &str, v: &SizeValue) -> Result<u64, ConfigError> {
 
 fn valid_name(name: &str) -> bool {
     (1..=MAX_NAME_LEN).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 

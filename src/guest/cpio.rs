@@ -173,6 +173,9 @@ pub struct Entry<'a> {
     pub ino: u32,
     pub nlink: u32,
     pub mtime: u32,
+    /// Device of the file system the file came from (with `ino`, identifies hard links).
+    pub dev_major: u32,
+    pub dev_minor: u32,
     pub data: &'a [u8],
     /// Byte offset of this entry's header in the archive.
     pub offset: usize,
@@ -288,7 +291,7 @@ impl<'a> CpioReader<'a> {
         {
             values[i] = self.field(header, field)?;
         }
-        let [ino, mode, _uid, _gid, nlink, mtime, file_size, _, _, _, _, name_size, check] =
+        let [ino, mode, _uid, _gid, nlink, mtime, file_size, dev_major, dev_minor, _, _, name_size, check] =
             values;
 
         if name_size == 0 {
@@ -332,7 +335,7 @@ impl<'a> CpioReader<'a> {
                 return Err(CpioError::ChecksumMismatch { offset, expected: check, actual });
             }
         }
-        Ok((Entry { name, mode, ino, nlink, mtime, data, offset }, next))
+        Ok((Entry { name, mode, ino, nlink, mtime, dev_major, dev_minor, data, offset }, next))
     }
 }
 
@@ -361,7 +364,7 @@ impl<'a> Iterator for CpioReader<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use alloc::format;
     use alloc::vec::Vec;
@@ -369,6 +372,11 @@ mod tests {
     /// Builds one newc entry by hand, as `cpio -o -H newc` would.
     pub(crate) fn push_entry(out: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]) {
         push_entry_magic(out, MAGIC_NEWC, name, mode, data, 0);
+    }
+
+    /// An entry with a given inode number and link count (for hard links).
+    pub(crate) fn push_linked_entry(out: &mut Vec<u8>, name: &str, ino: u32, nlink: u32, data: &[u8]) {
+        push_entry_fields(out, MAGIC_NEWC, name, 0o100_644, ino, nlink, data, 0);
     }
 
     fn push_entry_magic(
@@ -379,13 +387,27 @@ mod tests {
         data: &[u8],
         check: u32,
     ) {
+        push_entry_fields(out, magic, name, mode, 1, 1, data, check);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_entry_fields(
+        out: &mut Vec<u8>,
+        magic: &[u8; 6],
+        name: &str,
+        mode: u32,
+        ino: u32,
+        nlink: u32,
+        data: &[u8],
+        check: u32,
+    ) {
         out.extend_from_slice(magic);
         let fields = [
-            1,
+            ino,
             mode,
             0,
             0,
-            1,
+            nlink,
             0,
             data.len() as u32,
             0,

@@ -360,8 +360,17 @@ pub fn decompress(input: &[u8], limit: usize) -> Result<Vec<u8>, GzipError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A one-member gzip file of `data` (miniz_oxide's deflate, RFC 1952 framing).
+    pub(crate) fn compress(data: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+        out.extend_from_slice(&miniz_oxide::deflate::compress_to_vec(data, 6));
+        out.extend_from_slice(&crc32(data).to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out
+    }
 
     const PLAIN: &[u8] = include_bytes!("../../tests/fixtures/guest/gzip-plain.txt");
     /// `gzip -9 -n`: no name, no mtime.
@@ -577,6 +586,13 @@ mod tests {
                 // Only the error kind matters; a valid stream here would be a coincidence.
                 let r = decompress(&m, 4096);
                 prop_assert!(r.is_err() || r.as_ref().is_ok_and(|v| v.len() <= 4096));
+            }
+
+            #[test]
+            fn round_trips_what_deflate_compresses(
+                data in proptest::collection::vec(0u8..4, 0..20_000)
+            ) {
+                prop_assert_eq!(decompress(&compress(&data), data.len()).unwrap(), data);
             }
 
             #[test]

@@ -209,7 +209,7 @@ fn reports_syntax_errors_and_wrong_types_with_position() {
 #[test]
 fn validates_the_name_and_defaults_it_to_the_folder() {
     assert_eq!(parse(b"kernel = \"I\"", "vm2").unwrap().name, "vm2");
-    for bad in ["", "has space", "slash/no", &"x".repeat(33)] {
+    for bad in ["", "has space", "slash/no", "..", "-x", &"x".repeat(33)] {
         assert_eq!(
             err(&alloc::format!("name = \"{bad}\"")),
             ConfigError::BadName { value: bad.to_string() }
