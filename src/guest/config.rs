@@ -129,46 +129,112 @@ pub enum SizeProblem {
 pub enum ConfigError {
     NotUtf8,
     /// A TOML syntax error, or a value of the wrong type (`key` is the key on that line).
-    Toml { key: Option<String>, line: usize, column: usize, message: String },
+    Toml {
+        key: Option<String>,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     /// A key this version does not know (misspelt?).
-    UnknownKey { key: String, line: usize },
+    UnknownKey {
+        key: String,
+        line: usize,
+    },
     MissingKernel,
+    /// A string that ends up in the device tree holds a NUL character (`\u0000`).
+    NulInString {
+        key: &'static str,
+    },
     /// A required key of a table (a device's `name`, `base` or `size`) is missing.
-    MissingKey { key: String, line: usize },
+    MissingKey {
+        key: String,
+        line: usize,
+    },
     /// `name` (or the folder name it defaults to) is empty, too long, does not start with a
     /// letter or digit, or has other characters than `A-Z a-z 0-9 - _ .`.
-    BadName { value: String },
-    BadPath { key: &'static str, path: String, problem: PathProblem },
-    BadSize { key: String, value: String, problem: SizeProblem },
-    OutOfRange { key: String, value: i64, min: i64, max: i64 },
-    Unaligned { key: String, value: u64, align: u64 },
+    BadName {
+        value: String,
+    },
+    BadPath {
+        key: &'static str,
+        path: String,
+        problem: PathProblem,
+    },
+    BadSize {
+        key: String,
+        value: String,
+        problem: SizeProblem,
+    },
+    OutOfRange {
+        key: String,
+        value: i64,
+        min: i64,
+        max: i64,
+    },
+    Unaligned {
+        key: String,
+        value: u64,
+        align: u64,
+    },
     /// A string key with a value outside its allowed set.
-    BadChoice { key: &'static str, value: String, allowed: &'static [&'static str] },
+    BadChoice {
+        key: &'static str,
+        value: String,
+        allowed: &'static [&'static str],
+    },
     /// `physical_cpus` does not list exactly `cpus` entries.
-    PhysicalCpusLength { cpus: usize, listed: usize },
-    DuplicatePhysicalCpu { cpu: usize },
+    PhysicalCpusLength {
+        cpus: usize,
+        listed: usize,
+    },
+    DuplicatePhysicalCpu {
+        cpu: usize,
+    },
     /// `spis` is not a multiple of 32.
-    SpisNotMultipleOf32 { spis: u32 },
+    SpisNotMultipleOf32 {
+        spis: u32,
+    },
     /// An IPA range ends past `MAX_IPA` (or overflows).
-    OutsideIpaSpace { key: String },
+    OutsideIpaSpace {
+        key: String,
+    },
     /// Two guest-physical ranges overlap (a device and RAM, or two devices).
-    Overlap { key: String, with: String },
+    Overlap {
+        key: String,
+        with: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::NotUtf8 => write!(f, "vm.toml is not UTF-8"),
-            ConfigError::Toml { key: Some(key), line, column, message } => {
+            ConfigError::Toml {
+                key: Some(key),
+                line,
+                column,
+                message,
+            } => {
                 write!(f, "vm.toml:{line}:{column}: `{key}`: {message}")
             }
-            ConfigError::Toml { key: None, line, column, message } => {
+            ConfigError::Toml {
+                key: None,
+                line,
+                column,
+                message,
+            } => {
                 write!(f, "vm.toml:{line}:{column}: {message}")
             }
             ConfigError::UnknownKey { key, line } => {
-                write!(f, "vm.toml:{line}: unknown key `{key}` (see docs/ramdisk.md)")
+                write!(
+                    f,
+                    "vm.toml:{line}: unknown key `{key}` (see docs/ramdisk.md)"
+                )
             }
             ConfigError::MissingKernel => write!(f, "vm.toml: `kernel` is required"),
+            ConfigError::NulInString { key } => {
+                write!(f, "vm.toml: `{key}` contains a NUL character")
+            }
             ConfigError::MissingKey { key, line } => {
                 write!(f, "vm.toml:{line}: `{key}` is required in this table")
             }
@@ -186,7 +252,11 @@ impl fmt::Display for ConfigError {
                 };
                 write!(f, "vm.toml: `{key}` path `{path}` {why}")
             }
-            ConfigError::BadSize { key, value, problem } => {
+            ConfigError::BadSize {
+                key,
+                value,
+                problem,
+            } => {
                 write!(f, "vm.toml: `{key}` = {value}: ")?;
                 match problem {
                     SizeProblem::Syntax => {
@@ -198,14 +268,26 @@ impl fmt::Display for ConfigError {
                     SizeProblem::TooSmall(m) => write!(f, "below the minimum of {m:#x} bytes"),
                 }
             }
-            ConfigError::OutOfRange { key, value, min, max } => {
+            ConfigError::OutOfRange {
+                key,
+                value,
+                min,
+                max,
+            } => {
                 write!(f, "vm.toml: `{key}` = {value} is outside {min}..={max}")
             }
             ConfigError::Unaligned { key, value, align } => {
                 write!(f, "vm.toml: `{key}` = {value:#x} is not {align:#x}-aligned")
             }
-            ConfigError::BadChoice { key, value, allowed } => {
-                write!(f, "vm.toml: `{key}` = \"{value}\", expected one of {allowed:?}")
+            ConfigError::BadChoice {
+                key,
+                value,
+                allowed,
+            } => {
+                write!(
+                    f,
+                    "vm.toml: `{key}` = \"{value}\", expected one of {allowed:?}"
+                )
             }
             ConfigError::PhysicalCpusLength { cpus, listed } => write!(
                 f,
@@ -218,7 +300,10 @@ impl fmt::Display for ConfigError {
                 write!(f, "vm.toml: `spis` = {spis} is not a multiple of 32")
             }
             ConfigError::OutsideIpaSpace { key } => {
-                write!(f, "vm.toml: `{key}` ends beyond the {MAX_IPA:#x} guest address space")
+                write!(
+                    f,
+                    "vm.toml: `{key}` ends beyond the {MAX_IPA:#x} guest address space"
+                )
             }
             ConfigError::Overlap { key, with } => {
                 write!(f, "vm.toml: `{key}` overlaps `{with}`")
@@ -304,7 +389,9 @@ fn parse_size(key: &str, v: &SizeValue) -> Result<u64, ConfigError> {
     if text.starts_with('-') {
         return Err(err(SizeProblem::Negative));
     }
-    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(digits_end);
     if digits.is_empty() {
         return Err(err(SizeProblem::Syntax));
@@ -327,19 +414,26 @@ fn parse_size(key: &str, v: &SizeValue) -> Result<u64, ConfigError> {
         return Err(err(SizeProblem::Syntax));
     }
     let n: u64 = digits.parse().map_err(|_| err(SizeProblem::Overflow))?;
-    n.checked_mul(1u64 << shift).ok_or(err(SizeProblem::Overflow))
+    n.checked_mul(1u64 << shift)
+        .ok_or(err(SizeProblem::Overflow))
 }
 
 fn valid_name(name: &str) -> bool {
     (1..=MAX_NAME_LEN).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Normalizes a path relative to the VM folder: drops "." components; rejects absolute
 /// paths, "..", empty components and NUL bytes.
 pub fn normalize_path(key: &'static str, path: &str) -> Result<String, ConfigError> {
-    let err = |problem| ConfigError::BadPath { key, path: path.to_owned(), problem };
+    let err = |problem| ConfigError::BadPath {
+        key,
+        path: path.to_owned(),
+        problem,
+    };
     if path.is_empty() {
         return Err(err(PathProblem::Empty));
     }
@@ -373,7 +467,12 @@ fn in_range(key: &str, value: i64, min: i64, max: i64) -> Result<i64, ConfigErro
     if (min..=max).contains(&value) {
         Ok(value)
     } else {
-        Err(ConfigError::OutOfRange { key: key.to_owned(), value, min, max })
+        Err(ConfigError::OutOfRange {
+            key: key.to_owned(),
+            value,
+            min,
+            max,
+        })
     }
 }
 
@@ -388,7 +487,11 @@ fn choice<T: Copy>(
         .iter()
         .find(|(s, _)| *s == value)
         .map(|&(_, t)| Some(t))
-        .ok_or(ConfigError::BadChoice { key, value, allowed })
+        .ok_or(ConfigError::BadChoice {
+            key,
+            value,
+            allowed,
+        })
 }
 
 /// 1-based line and column of a byte offset.
@@ -396,19 +499,27 @@ fn line_col(text: &str, at: usize) -> (usize, usize) {
     let at = at.min(text.len());
     let before = text.as_bytes().get(..at).unwrap_or_default();
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
     (line, at - line_start + 1)
 }
 
 /// The key assigned on the line holding byte `at`, if the line reads `key = ...`.
 fn key_on_line(text: &str, at: usize) -> Option<String> {
     let at = at.min(text.len());
-    let start = text.as_bytes()[..at].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let start = text.as_bytes()[..at]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
     let line = text[start..].lines().next()?;
     let (key, _) = line.split_once('=')?;
     let key = key.trim();
     let bare = !key.is_empty()
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     bare.then(|| key.to_owned())
 }
 
@@ -421,12 +532,18 @@ fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
     if let Some(rest) = message.strip_prefix("unknown field `")
         && let Some((key, _)) = rest.split_once('`')
     {
-        return ConfigError::UnknownKey { key: key.to_owned(), line };
+        return ConfigError::UnknownKey {
+            key: key.to_owned(),
+            line,
+        };
     }
     if let Some(rest) = message.strip_prefix("missing field `")
         && let Some((key, _)) = rest.split_once('`')
     {
-        return ConfigError::MissingKey { key: key.to_owned(), line };
+        return ConfigError::MissingKey {
+            key: key.to_owned(),
+            line,
+        };
     }
     ConfigError::Toml {
         key: e.span().and_then(|s| key_on_line(text, s.start)),
@@ -451,16 +568,14 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
         return Err(ConfigError::BadName { value: name });
     }
     let kernel = normalize_path("kernel", &raw.kernel.ok_or(ConfigError::MissingKernel)?)?;
-    let initrd = raw.initrd.map(|p| normalize_path("initrd", &p)).transpose()?;
+    let initrd = raw
+        .initrd
+        .map(|p| normalize_path("initrd", &p))
+        .transpose()?;
     let dtb = raw.dtb.map(|p| normalize_path("dtb", &p)).transpose()?;
     let bootargs = raw.bootargs.unwrap_or_else(|| DEFAULT_BOOTARGS.to_owned());
     if bootargs.contains('\0') {
-        return Err(ConfigError::Toml {
-            key: Some("bootargs".to_owned()),
-            line: 0,
-            column: 0,
-            message: "contains a NUL character".to_owned(),
-        });
+        return Err(ConfigError::NulInString { key: "bootargs" });
     }
 
     let memory = match &raw.memory {
@@ -475,7 +590,7 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
     if memory < MIN_MEMORY {
         return Err(bad_memory(SizeProblem::TooSmall(MIN_MEMORY)));
     }
-    if memory % MEMORY_ALIGN != 0 {
+    if !memory.is_multiple_of(MEMORY_ALIGN) {
         return Err(bad_memory(SizeProblem::NotMultiple(MEMORY_ALIGN)));
     }
 
@@ -484,7 +599,10 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
         None => None,
         Some(list) => {
             if list.len() != cpus {
-                return Err(ConfigError::PhysicalCpusLength { cpus, listed: list.len() });
+                return Err(ConfigError::PhysicalCpusLength {
+                    cpus,
+                    listed: list.len(),
+                });
             }
             let mut out: Vec<usize> = Vec::with_capacity(list.len());
             for (i, &c) in list.iter().enumerate() {
@@ -501,7 +619,7 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
 
     let ram_base = raw.ram_base.unwrap_or(DEFAULT_RAM_BASE as i64);
     let ram_base = in_range("ram_base", ram_base, 0, MAX_IPA as i64)? as u64;
-    if ram_base % MEMORY_ALIGN != 0 {
+    if !ram_base.is_multiple_of(MEMORY_ALIGN) {
         return Err(ConfigError::Unaligned {
             key: "ram_base".to_owned(),
             value: ram_base,
@@ -509,7 +627,9 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
         });
     }
     if ram_base.checked_add(memory).is_none_or(|end| end > MAX_IPA) {
-        return Err(ConfigError::OutsideIpaSpace { key: "memory".to_owned() });
+        return Err(ConfigError::OutsideIpaSpace {
+            key: "memory".to_owned(),
+        });
     }
 
     let spis = in_range(
@@ -518,7 +638,7 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
         i64::from(SPI_GRANULE),
         i64::from(MAX_SPIS),
     )? as u32;
-    if spis % SPI_GRANULE != 0 {
+    if !spis.is_multiple_of(SPI_GRANULE) {
         return Err(ConfigError::SpisNotMultipleOf32 { spis });
     }
 
@@ -544,11 +664,15 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
             return Err(ConfigError::BadName { value: d.name });
         }
         let base = in_range(&key("base"), d.base, 0, i64::MAX)? as u64;
-        if base % PAGE_SIZE != 0 {
-            return Err(ConfigError::Unaligned { key: key("base"), value: base, align: PAGE_SIZE });
+        if !base.is_multiple_of(PAGE_SIZE) {
+            return Err(ConfigError::Unaligned {
+                key: key("base"),
+                value: base,
+                align: PAGE_SIZE,
+            });
         }
         let size = parse_size(&key("size"), &d.size)?;
-        if size == 0 || size % PAGE_SIZE != 0 {
+        if size == 0 || !size.is_multiple_of(PAGE_SIZE) {
             return Err(ConfigError::BadSize {
                 key: key("size"),
                 value: alloc::format!("{size:#x}"),
@@ -570,22 +694,35 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
             Some(v) => in_range(&key("ipa"), v, 0, i64::MAX)? as u64,
             None => base,
         };
-        if ipa % PAGE_SIZE != 0 {
-            return Err(ConfigError::Unaligned { key: key("ipa"), value: ipa, align: PAGE_SIZE });
+        if !ipa.is_multiple_of(PAGE_SIZE) {
+            return Err(ConfigError::Unaligned {
+                key: key("ipa"),
+                value: ipa,
+                align: PAGE_SIZE,
+            });
         }
         if ipa.checked_add(size).is_none_or(|end| end > MAX_IPA) {
             return Err(ConfigError::OutsideIpaSpace { key: key("ipa") });
         }
         if overlaps((ipa, size), (ram_base, memory)) {
-            return Err(ConfigError::Overlap { key: key("ipa"), with: "memory".to_owned() });
+            return Err(ConfigError::Overlap {
+                key: key("ipa"),
+                with: "memory".to_owned(),
+            });
         }
         for (j, other) in devices.iter().enumerate() {
             let with = |field: &str| alloc::format!("devices[{j}].{field}");
             if overlaps((ipa, size), (other.ipa.as_u64(), other.size)) {
-                return Err(ConfigError::Overlap { key: key("ipa"), with: with("ipa") });
+                return Err(ConfigError::Overlap {
+                    key: key("ipa"),
+                    with: with("ipa"),
+                });
             }
             if overlaps((base, size), (other.base.as_u64(), other.size)) {
-                return Err(ConfigError::Overlap { key: key("base"), with: with("base") });
+                return Err(ConfigError::Overlap {
+                    key: key("base"),
+                    with: with("base"),
+                });
             }
         }
         let mut interrupts = Vec::new();
@@ -635,14 +772,29 @@ pub enum Refusal {
     /// An earlier VM has the same name.
     DuplicateName,
     /// `physical_cpus` names a CPU the machine does not have.
-    CpuOutOfRange { cpu: usize, machine_cpus: usize },
+    CpuOutOfRange {
+        cpu: usize,
+        machine_cpus: usize,
+    },
     /// `physical_cpus` names a CPU an accepted VM already uses.
-    CpuTaken { cpu: usize, by: String },
+    CpuTaken {
+        cpu: usize,
+        by: String,
+    },
     /// Not enough unpinned CPUs are left.
-    NotEnoughCpus { wanted: usize, free: usize },
-    NotEnoughMemory { wanted: u64, free: u64 },
+    NotEnoughCpus {
+        wanted: usize,
+        free: usize,
+    },
+    NotEnoughMemory {
+        wanted: u64,
+        free: u64,
+    },
     /// A passthrough device's host range overlaps one an accepted VM already has.
-    DeviceTaken { device: String, by: String },
+    DeviceTaken {
+        device: String,
+        by: String,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -650,7 +802,10 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::DuplicateName => write!(f, "another VM has the same name"),
             Refusal::CpuOutOfRange { cpu, machine_cpus } => {
-                write!(f, "physical CPU {cpu} does not exist (the machine has {machine_cpus})")
+                write!(
+                    f,
+                    "physical CPU {cpu} does not exist (the machine has {machine_cpus})"
+                )
             }
             Refusal::CpuTaken { cpu, by } => write!(f, "physical CPU {cpu} is used by VM {by}"),
             Refusal::NotEnoughCpus { wanted, free } => {
@@ -670,7 +825,9 @@ impl fmt::Display for Refusal {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Admission {
     /// Start it; vCPU i runs on `physical_cpus[i]`.
-    Accept { physical_cpus: Vec<usize> },
+    Accept {
+        physical_cpus: Vec<usize>,
+    },
     Refuse(Refusal),
 }
 
@@ -694,15 +851,19 @@ pub fn admit(vms: &[&VmConfig], machine: &MachineResources) -> Vec<Admission> {
     let fits = |i: usize, free_memory: u64, verdicts: &[Option<Admission>]| {
         let vm = vms[i];
         if vm.memory > free_memory {
-            return Err(Refusal::NotEnoughMemory { wanted: vm.memory, free: free_memory });
+            return Err(Refusal::NotEnoughMemory {
+                wanted: vm.memory,
+                free: free_memory,
+            });
         }
         for d in &vm.devices {
             for (j, other) in vms.iter().enumerate() {
                 let accepted = matches!(verdicts[j], Some(Admission::Accept { .. }));
                 if accepted
-                    && other.devices.iter().any(|od| {
-                        overlaps((d.base.as_u64(), d.size), (od.base.as_u64(), od.size))
-                    })
+                    && other
+                        .devices
+                        .iter()
+                        .any(|od| overlaps((d.base.as_u64(), d.size), (od.base.as_u64(), od.size)))
                 {
                     return Err(Refusal::DeviceTaken {
                         device: d.name.clone(),
@@ -724,16 +885,26 @@ pub fn admit(vms: &[&VmConfig], machine: &MachineResources) -> Vec<Admission> {
                 Some(list) => list
                     .iter()
                     .try_for_each(|&c| match cpu_owner.get(c) {
-                        None => Err(Refusal::CpuOutOfRange { cpu: c, machine_cpus: machine.cpus }),
-                        Some(Some(o)) => Err(Refusal::CpuTaken { cpu: c, by: vms[*o].name.clone() }),
+                        None => Err(Refusal::CpuOutOfRange {
+                            cpu: c,
+                            machine_cpus: machine.cpus,
+                        }),
+                        Some(Some(o)) => Err(Refusal::CpuTaken {
+                            cpu: c,
+                            by: vms[*o].name.clone(),
+                        }),
                         Some(None) => Ok(()),
                     })
                     .map(|()| list.clone()),
                 None => {
-                    let free: Vec<usize> =
-                        (0..machine.cpus).filter(|&c| cpu_owner[c].is_none()).collect();
+                    let free: Vec<usize> = (0..machine.cpus)
+                        .filter(|&c| cpu_owner[c].is_none())
+                        .collect();
                     if free.len() < vm.cpus {
-                        Err(Refusal::NotEnoughCpus { wanted: vm.cpus, free: free.len() })
+                        Err(Refusal::NotEnoughCpus {
+                            wanted: vm.cpus,
+                            free: free.len(),
+                        })
                     } else {
                         Ok(free[..vm.cpus].to_vec())
                     }
@@ -749,7 +920,9 @@ pub fn admit(vms: &[&VmConfig], machine: &MachineResources) -> Vec<Admission> {
                         cpu_owner[c] = Some(i);
                     }
                     free_memory -= vm.memory;
-                    Admission::Accept { physical_cpus: cpus }
+                    Admission::Accept {
+                        physical_cpus: cpus,
+                    }
                 }
                 Err(r) => Admission::Refuse(r),
             });

@@ -101,15 +101,21 @@ pub enum FdtError {
     NoMemory,
     NoCpus,
     /// Two vCPUs have the same MPIDR affinity.
-    DuplicateMpidr { affinity: u64 },
+    DuplicateMpidr {
+        affinity: u64,
+    },
     /// GICv2 cannot serve more than 8 vCPUs.
-    TooManyCpusForGicV2 { cpus: usize },
+    TooManyCpusForGicV2 {
+        cpus: usize,
+    },
     /// A GICv3 without redistributor regions.
     NoRedistributors,
     /// bootargs contains a NUL byte.
     BadBootargs,
     /// The blob is larger than the 2 MiB the boot protocol allows.
-    TooLarge { size: usize },
+    TooLarge {
+        size: usize,
+    },
     /// The FDT writer refused something (a bug in this module).
     Writer(vm_fdt::Error),
 }
@@ -143,7 +149,10 @@ impl From<vm_fdt::Error> for FdtError {
 
 /// `<addr-hi addr-lo size-hi size-lo>` for #address-cells = #size-cells = 2.
 fn reg_cells(ranges: &[IpaRange]) -> Vec<u64> {
-    ranges.iter().flat_map(|r| [r.start.as_u64(), r.size]).collect()
+    ranges
+        .iter()
+        .flat_map(|r| [r.start.as_u64(), r.size])
+        .collect()
 }
 
 fn strings(list: &[&str]) -> Vec<String> {
@@ -161,7 +170,11 @@ pub fn build(spec: &GuestDtbSpec<'_>) -> Result<Vec<u8>, FdtError> {
     if spec.bootargs.contains('\0') {
         return Err(FdtError::BadBootargs);
     }
-    let affinities: Vec<u64> = spec.vcpu_mpidrs.iter().map(|m| m & MPIDR_AFFINITY_MASK).collect();
+    let affinities: Vec<u64> = spec
+        .vcpu_mpidrs
+        .iter()
+        .map(|m| m & MPIDR_AFFINITY_MASK)
+        .collect();
     for (i, a) in affinities.iter().enumerate() {
         if affinities[..i].contains(a) {
             return Err(FdtError::DuplicateMpidr { affinity: *a });
@@ -222,7 +235,11 @@ pub fn build(spec: &GuestDtbSpec<'_>) -> Result<Vec<u8>, FdtError> {
     }
 
     // arm/cpus.yaml: one address cell when every Aff3 is 0, else two.
-    let cpu_cells = if affinities.iter().any(|a| a & MPIDR_AFF3_MASK != 0) { 2 } else { 1 };
+    let cpu_cells = if affinities.iter().any(|a| a & MPIDR_AFF3_MASK != 0) {
+        2
+    } else {
+        1
+    };
     let cpus = w.begin_node("cpus")?;
     w.property_u32("#address-cells", cpu_cells)?;
     w.property_u32("#size-cells", 0)?;
@@ -246,12 +263,26 @@ pub fn build(spec: &GuestDtbSpec<'_>) -> Result<Vec<u8>, FdtError> {
     w.end_node(psci)?;
 
     let (gic_base, compatible, regs, maintenance, rd_regions) = match spec.gic {
-        GicSpec::V3 { distributor, redistributors, maintenance_ppi } => {
+        GicSpec::V3 {
+            distributor,
+            redistributors,
+            maintenance_ppi,
+        } => {
             let mut regs = vec![distributor];
             regs.extend_from_slice(redistributors);
-            (distributor.start, "arm,gic-v3", regs, maintenance_ppi, Some(redistributors.len()))
+            (
+                distributor.start,
+                "arm,gic-v3",
+                regs,
+                maintenance_ppi,
+                Some(redistributors.len()),
+            )
         }
-        GicSpec::V2 { distributor, cpu_interface, maintenance_ppi } => (
+        GicSpec::V2 {
+            distributor,
+            cpu_interface,
+            maintenance_ppi,
+        } => (
             distributor.start,
             "arm,cortex-a15-gic",
             vec![distributor, cpu_interface],
@@ -278,8 +309,14 @@ pub fn build(spec: &GuestDtbSpec<'_>) -> Result<Vec<u8>, FdtError> {
     w.end_node(gic)?;
 
     let timer = w.begin_node("timer")?;
-    w.property_string_list("compatible", strings(&["arm,armv8-timer", "arm,armv7-timer"]))?;
-    let cells: Vec<u32> = TIMER_PPIS.iter().flat_map(|&p| [GIC_PPI, p, ppi_flags]).collect();
+    w.property_string_list(
+        "compatible",
+        strings(&["arm,armv8-timer", "arm,armv7-timer"]),
+    )?;
+    let cells: Vec<u32> = TIMER_PPIS
+        .iter()
+        .flat_map(|&p| [GIC_PPI, p, ppi_flags])
+        .collect();
     w.property_array_u32("interrupts", &cells)?;
     w.property_null("always-on")?;
     w.end_node(timer)?;
@@ -319,10 +356,16 @@ mod tests {
     const M: u64 = 1 << 20;
 
     fn r(start: u64, size: u64) -> IpaRange {
-        IpaRange { start: Ipa::new(start), size }
+        IpaRange {
+            start: Ipa::new(start),
+            size,
+        }
     }
 
-    const RDIST: [IpaRange; 1] = [IpaRange { start: Ipa::new(0x080a_0000), size: 0x4_0000 }];
+    const RDIST: [IpaRange; 1] = [IpaRange {
+        start: Ipa::new(0x080a_0000),
+        size: 0x4_0000,
+    }];
 
     fn spec_v3<'a>(mpidrs: &'a [u64], memory: &'a [IpaRange]) -> GuestDtbSpec<'a> {
         GuestDtbSpec {
@@ -333,7 +376,11 @@ mod tests {
                 redistributors: &RDIST,
                 maintenance_ppi: Some(GIC_MAINTENANCE_PPI),
             },
-            uart: Some(UartSpec { base: Ipa::new(0x0900_0000), size: 0x1000, spi: 1 }),
+            uart: Some(UartSpec {
+                base: Ipa::new(0x0900_0000),
+                size: 0x1000,
+                spi: 1,
+            }),
             bootargs: "console=ttyAMA0 earlycon",
             initrd: Some(r(0x4000_0000 + 30 * M, 0x12_3456)),
             rng_seed: Some(&[1, 2, 3, 4, 5, 6, 7, 8]),
@@ -341,13 +388,21 @@ mod tests {
     }
 
     fn cells_u32(node: FdtNode<'_, '_>, prop: &str) -> Vec<u32> {
-        let v = node.property(prop).unwrap_or_else(|| panic!("{prop} missing")).value;
+        let v = node
+            .property(prop)
+            .unwrap_or_else(|| panic!("{prop} missing"))
+            .value;
         assert_eq!(v.len() % 4, 0, "{prop}");
-        v.chunks(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect()
+        v.chunks(4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     }
 
     fn cells_u64(node: FdtNode<'_, '_>, prop: &str) -> Vec<u64> {
-        let v = node.property(prop).unwrap_or_else(|| panic!("{prop} missing")).value;
+        let v = node
+            .property(prop)
+            .unwrap_or_else(|| panic!("{prop} missing"))
+            .value;
         assert_eq!(v.len() % 8, 0, "{prop}");
         v.chunks(8)
             .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
@@ -355,9 +410,14 @@ mod tests {
     }
 
     fn string_list<'a>(node: FdtNode<'_, 'a>, prop: &str) -> Vec<&'a str> {
-        let v = node.property(prop).unwrap_or_else(|| panic!("{prop} missing")).value;
+        let v = node
+            .property(prop)
+            .unwrap_or_else(|| panic!("{prop} missing"))
+            .value;
         let v = v.strip_suffix(&[0]).expect("NUL-terminated");
-        v.split(|&b| b == 0).map(|s| core::str::from_utf8(s).unwrap()).collect()
+        v.split(|&b| b == 0)
+            .map(|s| core::str::from_utf8(s).unwrap())
+            .collect()
     }
 
     #[test]
@@ -375,7 +435,11 @@ mod tests {
         let mem = fdt.find_node("/memory@40000000").unwrap();
         assert_eq!(string_list(mem, "device_type"), ["memory"]);
         assert_eq!(cells_u64(mem, "reg"), [0x4000_0000, 512 * M]);
-        let regions: Vec<_> = fdt.memory().regions().map(|r| (r.starting_address as u64, r.size)).collect();
+        let regions: Vec<_> = fdt
+            .memory()
+            .regions()
+            .map(|r| (r.starting_address as u64, r.size))
+            .collect();
         assert_eq!(regions, [(0x4000_0000, Some(512 * M as usize))]);
 
         let cpus = fdt.find_node("/cpus").unwrap();
@@ -385,13 +449,20 @@ mod tests {
             let cpu = fdt.find_node(name).unwrap();
             assert_eq!(string_list(cpu, "device_type"), ["cpu"]);
             assert_eq!(string_list(cpu, "compatible"), ["arm,armv8"]);
-            assert_eq!(cells_u32(cpu, "reg"), [i as u32], "MPIDR bit 31 (RES1) is not in reg");
+            assert_eq!(
+                cells_u32(cpu, "reg"),
+                [i as u32],
+                "MPIDR bit 31 (RES1) is not in reg"
+            );
             assert_eq!(string_list(cpu, "enable-method"), ["psci"]);
         }
         assert_eq!(fdt.cpus().count(), 2);
 
         let psci = fdt.find_node("/psci").unwrap();
-        assert_eq!(string_list(psci, "compatible"), ["arm,psci-1.0", "arm,psci-0.2"]);
+        assert_eq!(
+            string_list(psci, "compatible"),
+            ["arm,psci-1.0", "arm,psci-0.2"]
+        );
         assert_eq!(string_list(psci, "method"), ["hvc"]);
 
         let gic = fdt.find_node("/intc@8000000").unwrap();
@@ -399,15 +470,24 @@ mod tests {
         assert_eq!(cells_u32(gic, "#interrupt-cells"), [3]);
         assert_eq!(cells_u32(gic, "#address-cells"), [0]);
         assert_eq!(gic.property("interrupt-controller").unwrap().value, b"");
-        assert_eq!(cells_u64(gic, "reg"), [0x0800_0000, 0x1_0000, 0x080a_0000, 0x4_0000]);
+        assert_eq!(
+            cells_u64(gic, "reg"),
+            [0x0800_0000, 0x1_0000, 0x080a_0000, 0x4_0000]
+        );
         assert_eq!(cells_u32(gic, "#redistributor-regions"), [1]);
         assert_eq!(cells_u32(gic, "interrupts"), [1, 9, 4]);
         assert_eq!(cells_u32(gic, "phandle"), [PHANDLE_GIC]);
 
         let timer = fdt.find_node("/timer").unwrap();
-        assert_eq!(string_list(timer, "compatible"), ["arm,armv8-timer", "arm,armv7-timer"]);
+        assert_eq!(
+            string_list(timer, "compatible"),
+            ["arm,armv8-timer", "arm,armv7-timer"]
+        );
         // As QEMU virt with gic-version=3 writes it.
-        assert_eq!(cells_u32(timer, "interrupts"), [1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4]);
+        assert_eq!(
+            cells_u32(timer, "interrupts"),
+            [1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4]
+        );
         assert!(timer.property("always-on").is_some());
 
         let clk = fdt.find_node("/apb-pclk").unwrap();
@@ -417,7 +497,10 @@ mod tests {
         assert_eq!(cells_u32(clk, "phandle"), [PHANDLE_CLOCK]);
 
         let uart = fdt.find_node("/pl011@9000000").unwrap();
-        assert_eq!(string_list(uart, "compatible"), ["arm,pl011", "arm,primecell"]);
+        assert_eq!(
+            string_list(uart, "compatible"),
+            ["arm,pl011", "arm,primecell"]
+        );
         assert_eq!(cells_u64(uart, "reg"), [0x0900_0000, 0x1000]);
         assert_eq!(cells_u32(uart, "interrupts"), [0, 1, 4]);
         assert_eq!(cells_u32(uart, "clocks"), [PHANDLE_CLOCK, PHANDLE_CLOCK]);
@@ -427,11 +510,23 @@ mod tests {
         assert_eq!(fdt.chosen().bootargs(), Some("console=ttyAMA0 earlycon"));
         assert_eq!(string_list(chosen, "stdout-path"), ["/pl011@9000000"]);
         assert_eq!(fdt.chosen().stdout().unwrap().name, "pl011@9000000");
-        assert_eq!(cells_u64(chosen, "linux,initrd-start"), [0x4000_0000 + 30 * M]);
-        assert_eq!(cells_u64(chosen, "linux,initrd-end"), [0x4000_0000 + 30 * M + 0x12_3456]);
-        assert_eq!(chosen.property("rng-seed").unwrap().value, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(
+            cells_u64(chosen, "linux,initrd-start"),
+            [0x4000_0000 + 30 * M]
+        );
+        assert_eq!(
+            cells_u64(chosen, "linux,initrd-end"),
+            [0x4000_0000 + 30 * M + 0x12_3456]
+        );
+        assert_eq!(
+            chosen.property("rng-seed").unwrap().value,
+            [1, 2, 3, 4, 5, 6, 7, 8]
+        );
 
-        assert_eq!(fdt.aliases().unwrap().resolve("serial0"), Some("/pl011@9000000"));
+        assert_eq!(
+            fdt.aliases().unwrap().resolve("serial0"),
+            Some("/pl011@9000000")
+        );
     }
 
     #[test]
@@ -447,7 +542,10 @@ mod tests {
         let fdt = Fdt::new(&blob).unwrap();
         let gic = fdt.find_node("/intc@8000000").unwrap();
         assert_eq!(string_list(gic, "compatible"), ["arm,cortex-a15-gic"]);
-        assert_eq!(cells_u64(gic, "reg"), [0x0800_0000, 0x1_0000, 0x0801_0000, 0x1_0000]);
+        assert_eq!(
+            cells_u64(gic, "reg"),
+            [0x0800_0000, 0x1_0000, 0x0801_0000, 0x1_0000]
+        );
         assert!(gic.property("interrupts").is_none());
         assert!(gic.property("#redistributor-regions").is_none());
         // QEMU virt with gic-version=2 and 2 CPUs: flags 0x304.
@@ -463,9 +561,18 @@ mod tests {
         let memory = [r(0x4000_0000, 64 * M)];
         let blob = build(&spec_v3(&[0x1_0000_0000, 0x0000_0100], &memory)).unwrap();
         let fdt = Fdt::new(&blob).unwrap();
-        assert_eq!(cells_u32(fdt.find_node("/cpus").unwrap(), "#address-cells"), [2]);
-        assert_eq!(cells_u64(fdt.find_node("/cpus/cpu@100000000").unwrap(), "reg"), [1 << 32]);
-        assert_eq!(cells_u64(fdt.find_node("/cpus/cpu@100").unwrap(), "reg"), [0x100]);
+        assert_eq!(
+            cells_u32(fdt.find_node("/cpus").unwrap(), "#address-cells"),
+            [2]
+        );
+        assert_eq!(
+            cells_u64(fdt.find_node("/cpus/cpu@100000000").unwrap(), "reg"),
+            [1 << 32]
+        );
+        assert_eq!(
+            cells_u64(fdt.find_node("/cpus/cpu@100").unwrap(), "reg"),
+            [0x100]
+        );
     }
 
     #[test]
@@ -483,7 +590,10 @@ mod tests {
         assert!(fdt.find_node("/aliases").is_none());
         assert!(fdt.find_compatible(&["arm,pl011"]).is_none());
         assert!(fdt.find_node("/apb-pclk").is_none());
-        assert_eq!(cells_u64(fdt.find_node("/memory@100000000").unwrap(), "reg"), [1 << 32, 64 * M]);
+        assert_eq!(
+            cells_u64(fdt.find_node("/memory@100000000").unwrap(), "reg"),
+            [1 << 32, 64 * M]
+        );
     }
 
     #[test]
@@ -537,14 +647,21 @@ mod tests {
         let blob = build(&spec_v3(&[0, 1], &memory)).unwrap();
         let path = std::env::temp_dir().join(format!("kestrel-guest-{}.dtb", std::process::id()));
         std::fs::write(&path, &blob).unwrap();
-        let out = Command::new("dtc").args(["-I", "dtb", "-O", "dts"]).arg(&path).output().unwrap();
+        let out = Command::new("dtc")
+            .args(["-I", "dtb", "-O", "dts"])
+            .arg(&path)
+            .output()
+            .unwrap();
         let _ = std::fs::remove_file(&path);
         let dts = String::from_utf8(out.stdout).unwrap();
         let warnings = String::from_utf8(out.stderr).unwrap();
         assert!(out.status.success(), "{warnings}");
         assert!(warnings.is_empty(), "dtc warnings:\n{warnings}");
         assert!(dts.contains("compatible = \"arm,gic-v3\";"), "{dts}");
-        assert!(dts.contains("bootargs = \"console=ttyAMA0 earlycon\";"), "{dts}");
+        assert!(
+            dts.contains("bootargs = \"console=ttyAMA0 earlycon\";"),
+            "{dts}"
+        );
         assert!(dts.contains("cpu@1 {"), "{dts}");
     }
 }

@@ -62,7 +62,11 @@ pub enum GzipError {
     /// A reserved FLG bit is set.
     ReservedFlags { offset: usize, flags: u8 },
     /// The FHCRC header checksum does not match.
-    HeaderCrcMismatch { offset: usize, expected: u16, actual: u16 },
+    HeaderCrcMismatch {
+        offset: usize,
+        expected: u16,
+        actual: u16,
+    },
     /// The DEFLATE data is invalid.
     CorruptData { offset: usize },
     /// The DEFLATE data ends before its final block.
@@ -72,9 +76,17 @@ pub enum GzipError {
     /// The output would exceed the caller's limit.
     OutputTooLarge { limit: usize },
     /// The CRC-32 of the output does not match the trailer.
-    CrcMismatch { offset: usize, expected: u32, actual: u32 },
+    CrcMismatch {
+        offset: usize,
+        expected: u32,
+        actual: u32,
+    },
     /// ISIZE does not match the output size mod 2^32.
-    SizeMismatch { offset: usize, expected: u32, actual: u32 },
+    SizeMismatch {
+        offset: usize,
+        expected: u32,
+        actual: u32,
+    },
     /// Non-zero bytes that are not a gzip member follow the last member.
     TrailingGarbage { offset: usize },
 }
@@ -87,12 +99,22 @@ impl fmt::Display for GzipError {
                 write!(f, "gzip: member header at {offset:#x} is truncated")
             }
             GzipError::UnsupportedMethod { offset, method } => {
-                write!(f, "gzip: member at {offset:#x} uses method {method}, not deflate (8)")
+                write!(
+                    f,
+                    "gzip: member at {offset:#x} uses method {method}, not deflate (8)"
+                )
             }
             GzipError::ReservedFlags { offset, flags } => {
-                write!(f, "gzip: member at {offset:#x} sets reserved flags {flags:#04x}")
+                write!(
+                    f,
+                    "gzip: member at {offset:#x} sets reserved flags {flags:#04x}"
+                )
             }
-            GzipError::HeaderCrcMismatch { offset, expected, actual } => write!(
+            GzipError::HeaderCrcMismatch {
+                offset,
+                expected,
+                actual,
+            } => write!(
                 f,
                 "gzip: header CRC of member at {offset:#x} is {actual:#06x}, FHCRC says \
                  {expected:#06x}"
@@ -101,7 +123,10 @@ impl fmt::Display for GzipError {
                 write!(f, "gzip: corrupt deflate data in member at {offset:#x}")
             }
             GzipError::TruncatedData { offset } => {
-                write!(f, "gzip: deflate data of member at {offset:#x} is truncated")
+                write!(
+                    f,
+                    "gzip: deflate data of member at {offset:#x} is truncated"
+                )
             }
             GzipError::TruncatedTrailer { offset } => {
                 write!(f, "gzip: CRC32/ISIZE trailer at {offset:#x} is truncated")
@@ -109,16 +134,27 @@ impl fmt::Display for GzipError {
             GzipError::OutputTooLarge { limit } => {
                 write!(f, "gzip: output exceeds the limit of {limit} bytes")
             }
-            GzipError::CrcMismatch { offset, expected, actual } => write!(
+            GzipError::CrcMismatch {
+                offset,
+                expected,
+                actual,
+            } => write!(
                 f,
                 "gzip: data CRC32 is {actual:#010x}, trailer at {offset:#x} says {expected:#010x}"
             ),
-            GzipError::SizeMismatch { offset, expected, actual } => write!(
+            GzipError::SizeMismatch {
+                offset,
+                expected,
+                actual,
+            } => write!(
                 f,
                 "gzip: data size mod 2^32 is {actual}, trailer at {offset:#x} says {expected}"
             ),
             GzipError::TrailingGarbage { offset } => {
-                write!(f, "gzip: unexpected bytes at {offset:#x} after the last member")
+                write!(
+                    f,
+                    "gzip: unexpected bytes at {offset:#x} after the last member"
+                )
             }
         }
     }
@@ -155,7 +191,11 @@ const CRC32_TABLE: [u32; 256] = {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         table[i] = c;
@@ -208,16 +248,26 @@ fn parse_header_at(input: &[u8], base: usize) -> Result<GzipHeader<'_>, GzipErro
     let data = &input[base..];
     let truncated = GzipError::TruncatedHeader { offset: base };
     if !is_gzip(data) {
-        return Err(if data.len() < 2 { truncated } else { GzipError::NotGzip });
+        return Err(if data.len() < 2 {
+            truncated
+        } else {
+            GzipError::NotGzip
+        });
     }
     let fixed = data.get(..FIXED_HEADER_LEN).ok_or(truncated.clone())?;
     let method = fixed[2];
     if method != CM_DEFLATE {
-        return Err(GzipError::UnsupportedMethod { offset: base, method });
+        return Err(GzipError::UnsupportedMethod {
+            offset: base,
+            method,
+        });
     }
     let flg = fixed[3];
     if flg & flags::RESERVED != 0 {
-        return Err(GzipError::ReservedFlags { offset: base, flags: flg });
+        return Err(GzipError::ReservedFlags {
+            offset: base,
+            flags: flg,
+        });
     }
     let mtime = le32(fixed, 4).ok_or(truncated.clone())?;
     let mut pos = FIXED_HEADER_LEN;
@@ -237,14 +287,26 @@ fn parse_header_at(input: &[u8], base: usize) -> Result<GzipHeader<'_>, GzipErro
         *pos += n + 1;
         Ok(s)
     };
-    let name = if flg & flags::FNAME != 0 { Some(zero_terminated(&mut pos)?) } else { None };
-    let comment = if flg & flags::FCOMMENT != 0 { Some(zero_terminated(&mut pos)?) } else { None };
+    let name = if flg & flags::FNAME != 0 {
+        Some(zero_terminated(&mut pos)?)
+    } else {
+        None
+    };
+    let comment = if flg & flags::FCOMMENT != 0 {
+        Some(zero_terminated(&mut pos)?)
+    } else {
+        None
+    };
     if flg & flags::FHCRC != 0 {
         let stored = data.get(pos..pos + 2).ok_or(truncated.clone())?;
         let expected = u16::from_le_bytes([stored[0], stored[1]]);
         let actual = (crc32(&data[..pos]) & 0xffff) as u16;
         if actual != expected {
-            return Err(GzipError::HeaderCrcMismatch { offset: base, expected, actual });
+            return Err(GzipError::HeaderCrcMismatch {
+                offset: base,
+                expected,
+                actual,
+            });
         }
         pos += 2;
     }
@@ -324,9 +386,11 @@ pub fn decompress(input: &[u8], limit: usize) -> Result<Vec<u8>, GzipError> {
         let header = parse_header_at(input, pos)?;
         let member_out_start = out.len();
         let deflate_end = inflate_member(input, pos + header.len, pos, &mut out, limit)?;
-        let trailer = input
-            .get(deflate_end..deflate_end + TRAILER_LEN)
-            .ok_or(GzipError::TruncatedTrailer { offset: deflate_end })?;
+        let trailer = input.get(deflate_end..deflate_end + TRAILER_LEN).ok_or(
+            GzipError::TruncatedTrailer {
+                offset: deflate_end,
+            },
+        )?;
         let expected_crc = le32(trailer, 0).ok_or(GzipError::TruncatedTrailer { offset: pos })?;
         let expected_size = le32(trailer, 4).ok_or(GzipError::TruncatedTrailer { offset: pos })?;
         let produced = &out[member_out_start..];
@@ -407,7 +471,10 @@ pub(crate) mod tests {
         assert_eq!(h.name, Some(&b"gzip-plain.txt"[..]));
         assert_eq!(h.flags & flags::FNAME, flags::FNAME);
         assert_eq!(h.len, 10 + b"gzip-plain.txt\0".len());
-        assert_eq!(h.extra_flags, 2, "XFL = 2 for gzip -9 (maximum compression)");
+        assert_eq!(
+            h.extra_flags, 2,
+            "XFL = 2 for gzip -9 (maximum compression)"
+        );
         assert_eq!(decompress(GZ_NAMED, 1 << 20).unwrap(), PLAIN);
         let h = parse_header(GZ).unwrap();
         assert_eq!((h.name, h.mtime, h.len), (None, 0, 10));
@@ -417,7 +484,12 @@ pub(crate) mod tests {
     /// the fixture.
     fn member_with_all_fields(bad_hcrc: bool) -> Vec<u8> {
         let plain = parse_header(GZ).unwrap();
-        let mut m = vec![0x1f, 0x8b, 8, flags::FEXTRA | flags::FNAME | flags::FCOMMENT | flags::FHCRC];
+        let mut m = vec![
+            0x1f,
+            0x8b,
+            8,
+            flags::FEXTRA | flags::FNAME | flags::FCOMMENT | flags::FHCRC,
+        ];
         m.extend_from_slice(&0x1234_5678u32.to_le_bytes());
         m.extend_from_slice(&[0, 3]);
         m.extend_from_slice(&4u16.to_le_bytes());
@@ -467,13 +539,19 @@ pub(crate) mod tests {
         m[2] = 7;
         assert_eq!(
             decompress(&m, 1 << 20),
-            Err(GzipError::UnsupportedMethod { offset: 0, method: 7 })
+            Err(GzipError::UnsupportedMethod {
+                offset: 0,
+                method: 7
+            })
         );
         let mut m = GZ.to_vec();
         m[3] = 0x20;
         assert_eq!(
             decompress(&m, 1 << 20),
-            Err(GzipError::ReservedFlags { offset: 0, flags: 0x20 })
+            Err(GzipError::ReservedFlags {
+                offset: 0,
+                flags: 0x20
+            })
         );
         assert_eq!(decompress(b"070701", 1 << 20), Err(GzipError::NotGzip));
     }
@@ -486,7 +564,11 @@ pub(crate) mod tests {
         let expected = le32(&m, at).unwrap();
         assert_eq!(
             decompress(&m, 1 << 20),
-            Err(GzipError::CrcMismatch { offset: at, expected, actual: crc32(PLAIN) })
+            Err(GzipError::CrcMismatch {
+                offset: at,
+                expected,
+                actual: crc32(PLAIN)
+            })
         );
     }
 
@@ -513,7 +595,9 @@ pub(crate) mod tests {
         );
         assert_eq!(
             decompress(&GZ[..GZ.len() - 3], 1 << 20),
-            Err(GzipError::TruncatedTrailer { offset: GZ.len() - 8 })
+            Err(GzipError::TruncatedTrailer {
+                offset: GZ.len() - 8
+            })
         );
         assert_eq!(
             decompress(&GZ[..7], 1 << 20),
@@ -526,7 +610,10 @@ pub(crate) mod tests {
         let mut m = GZ.to_vec();
         // Make the first block's type the reserved BTYPE 11 (RFC 1951 section 3.2.3).
         m[10] |= 0b110;
-        assert_eq!(decompress(&m, 1 << 20), Err(GzipError::CorruptData { offset: 0 }));
+        assert_eq!(
+            decompress(&m, 1 << 20),
+            Err(GzipError::CorruptData { offset: 0 })
+        );
     }
 
     #[test]
@@ -537,7 +624,9 @@ pub(crate) mod tests {
         m.extend_from_slice(b"junk");
         assert_eq!(
             decompress(&m, 1 << 20),
-            Err(GzipError::TrailingGarbage { offset: GZ.len() + 100 })
+            Err(GzipError::TrailingGarbage {
+                offset: GZ.len() + 100
+            })
         );
     }
 
@@ -554,7 +643,10 @@ pub(crate) mod tests {
         bad[GZ.len() + 2] = 9;
         assert_eq!(
             decompress(&bad, 1 << 20),
-            Err(GzipError::UnsupportedMethod { offset: GZ.len(), method: 9 })
+            Err(GzipError::UnsupportedMethod {
+                offset: GZ.len(),
+                method: 9
+            })
         );
     }
 
@@ -562,14 +654,19 @@ pub(crate) mod tests {
     fn enforces_the_output_limit() {
         assert_eq!(
             decompress(GZ, PLAIN.len() - 1),
-            Err(GzipError::OutputTooLarge { limit: PLAIN.len() - 1 })
+            Err(GzipError::OutputTooLarge {
+                limit: PLAIN.len() - 1
+            })
         );
         assert_eq!(decompress(GZ, PLAIN.len()).unwrap(), PLAIN);
         // A lying ISIZE hint does not make the buffer larger than the limit.
         let mut m = GZ.to_vec();
         let at = m.len() - 4;
         m[at..].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(decompress(&m, 100), Err(GzipError::OutputTooLarge { limit: 100 }));
+        assert_eq!(
+            decompress(&m, 100),
+            Err(GzipError::OutputTooLarge { limit: 100 })
+        );
     }
 
     mod props {

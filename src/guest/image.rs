@@ -111,10 +111,16 @@ impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ImageError::TooShort { len } => {
-                write!(f, "kernel: {len} bytes is shorter than the 64-byte arm64 Image header")
+                write!(
+                    f,
+                    "kernel: {len} bytes is shorter than the 64-byte arm64 Image header"
+                )
             }
             ImageError::EfiZboot { compression } => {
-                let n = compression.iter().position(|&b| b == 0).unwrap_or(compression.len());
+                let n = compression
+                    .iter()
+                    .position(|&b| b == 0)
+                    .unwrap_or(compression.len());
                 let name = core::str::from_utf8(&compression[..n]).unwrap_or("?");
                 write!(
                     f,
@@ -123,7 +129,10 @@ impl fmt::Display for ImageError {
                 )
             }
             ImageError::Gzip => {
-                write!(f, "kernel: gzip-compressed (Image.gz); it must be decompressed first")
+                write!(
+                    f,
+                    "kernel: gzip-compressed (Image.gz); it must be decompressed first"
+                )
             }
             ImageError::BadMagic { found } => write!(
                 f,
@@ -131,7 +140,10 @@ impl fmt::Display for ImageError {
                  0x644d5241)"
             ),
             ImageError::BigEndian => write!(f, "kernel: big-endian kernels are not supported"),
-            ImageError::ImageSizeTooSmall { image_size, file_size } => write!(
+            ImageError::ImageSizeTooSmall {
+                image_size,
+                file_size,
+            } => write!(
                 f,
                 "kernel: header image_size {image_size:#x} is smaller than the file \
                  ({file_size:#x} bytes)"
@@ -203,7 +215,10 @@ pub fn parse(data: &[u8]) -> Result<ImageInfo, ImageError> {
             return Err(ImageError::BigEndian);
         }
         if raw_image_size < file_size {
-            return Err(ImageError::ImageSizeTooSmall { image_size: raw_image_size, file_size });
+            return Err(ImageError::ImageSizeTooSmall {
+                image_size: raw_image_size,
+                file_size,
+            });
         }
         let page_size = match flags.read_as_enum(IMAGE_FLAGS::PAGE_SIZE) {
             Some(IMAGE_FLAGS::PAGE_SIZE::Value::Size4K) => PageSize::Size4K,
@@ -214,10 +229,17 @@ pub fn parse(data: &[u8]) -> Result<ImageInfo, ImageError> {
         let anywhere = flags.is_set(IMAGE_FLAGS::PHYS_PLACEMENT_ANYWHERE);
         (raw_text_offset, raw_image_size, page_size, anywhere)
     };
-    if text_offset >= MAX_TEXT_OFFSET || text_offset % TEXT_OFFSET_ALIGN != 0 {
+    if text_offset >= MAX_TEXT_OFFSET || !text_offset.is_multiple_of(TEXT_OFFSET_ALIGN) {
         return Err(ImageError::BadTextOffset { text_offset });
     }
-    Ok(ImageInfo { text_offset, image_size, file_size, page_size, place_anywhere, legacy })
+    Ok(ImageInfo {
+        text_offset,
+        image_size,
+        file_size,
+        page_size,
+        place_anywhere,
+        legacy,
+    })
 }
 
 #[cfg(test)]
@@ -225,7 +247,8 @@ mod tests {
     use super::*;
 
     /// The first 64 bytes of the Debian 12 cloud kernel (linux-image-6.1.0-*-cloud-arm64).
-    const CLOUD_HEADER: &[u8; 64] = include_bytes!("../../tests/fixtures/guest/image-cloud-header.bin");
+    const CLOUD_HEADER: &[u8; 64] =
+        include_bytes!("../../tests/fixtures/guest/image-cloud-header.bin");
 
     fn header(text_offset: u64, image_size: u64, flags: u64) -> Vec<u8> {
         let mut h = vec![0u8; 64];
@@ -267,7 +290,11 @@ mod tests {
             (0b1000, PageSize::Unspecified, true),
         ] {
             let info = parse(&header(0, 4096, flags)).unwrap();
-            assert_eq!((info.page_size, info.place_anywhere), (page, anywhere), "{flags:#b}");
+            assert_eq!(
+                (info.page_size, info.place_anywhere),
+                (page, anywhere),
+                "{flags:#b}"
+            );
         }
     }
 
@@ -293,26 +320,41 @@ mod tests {
         h.resize(101, 0);
         assert_eq!(
             parse(&h),
-            Err(ImageError::ImageSizeTooSmall { image_size: 100, file_size: 101 })
+            Err(ImageError::ImageSizeTooSmall {
+                image_size: 100,
+                file_size: 101
+            })
         );
     }
 
     #[test]
     fn rejects_an_insane_text_offset() {
         for t in [2 << 20, 0x8_0001, u64::MAX] {
-            assert_eq!(parse(&header(t, 4096, 0)), Err(ImageError::BadTextOffset { text_offset: t }));
+            assert_eq!(
+                parse(&header(t, 4096, 0)),
+                Err(ImageError::BadTextOffset { text_offset: t })
+            );
         }
-        assert_eq!(parse(&header(0x8_0000, 4096, 0)).unwrap().text_offset, 0x8_0000);
+        assert_eq!(
+            parse(&header(0x8_0000, 4096, 0)).unwrap().text_offset,
+            0x8_0000
+        );
     }
 
     #[test]
     fn rejects_a_short_file_and_bad_magic() {
-        assert_eq!(parse(&CLOUD_HEADER[..63]), Err(ImageError::TooShort { len: 63 }));
+        assert_eq!(
+            parse(&CLOUD_HEADER[..63]),
+            Err(ImageError::TooShort { len: 63 })
+        );
         assert_eq!(parse(&[]), Err(ImageError::TooShort { len: 0 }));
         let mut h = CLOUD_HEADER.to_vec();
         h[59] = 0;
         assert_eq!(parse(&h), Err(ImageError::BadMagic { found: 0x004d_5241 }));
-        assert_eq!(parse(&[0x7f; 64]), Err(ImageError::BadMagic { found: 0x7f7f_7f7f }));
+        assert_eq!(
+            parse(&[0x7f; 64]),
+            Err(ImageError::BadMagic { found: 0x7f7f_7f7f })
+        );
     }
 
     #[test]
@@ -324,9 +366,17 @@ mod tests {
         z[12..16].copy_from_slice(&10u32.to_le_bytes());
         z[24..29].copy_from_slice(b"gzip\0");
         let err = parse(&z).unwrap_err();
-        assert_eq!(err, ImageError::EfiZboot { compression: *b"gzip\0\0\0\0" });
+        assert_eq!(
+            err,
+            ImageError::EfiZboot {
+                compression: *b"gzip\0\0\0\0"
+            }
+        );
         let msg = alloc::format!("{err}");
-        assert!(msg.contains("zboot") && msg.contains("decompressed first"), "{msg}");
+        assert!(
+            msg.contains("zboot") && msg.contains("decompressed first"),
+            "{msg}"
+        );
         let (comp, payload) = zboot_payload(&z).unwrap();
         assert_eq!(&comp[..4], b"gzip");
         assert_eq!(payload.as_ptr(), z[64..].as_ptr());
@@ -338,6 +388,9 @@ mod tests {
 
     #[test]
     fn rejects_a_gzip_kernel() {
-        assert_eq!(parse(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0]), Err(ImageError::Gzip));
+        assert_eq!(
+            parse(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0]),
+            Err(ImageError::Gzip)
+        );
     }
 }

@@ -121,19 +121,32 @@ pub fn plan(
     kernel: &ImageInfo,
     initrd_size: u64,
 ) -> Result<GuestLayout, LayoutError> {
-    let bad_ram = LayoutError::BadRam { base: ram_base, size: ram_size };
+    let bad_ram = LayoutError::BadRam {
+        base: ram_base,
+        size: ram_size,
+    };
     let ram_start = ram_base.as_u64();
     let ram_end = ram_start.checked_add(ram_size).ok_or(bad_ram.clone())?;
     if ram_size == 0 {
         return Err(bad_ram);
     }
     // Kernel at the lowest 2 MiB boundary in RAM.
-    let overflow = LayoutError::KernelDoesNotFit { need_end: u64::MAX, ram_end };
+    let overflow = LayoutError::KernelDoesNotFit {
+        need_end: u64::MAX,
+        ram_end,
+    };
     let kernel_base = align_up(ram_start, SZ_2M).ok_or(overflow.clone())?;
-    let kernel_entry = kernel_base.checked_add(kernel.text_offset).ok_or(overflow.clone())?;
-    let kernel_end = kernel_entry.checked_add(kernel.image_size).ok_or(overflow)?;
+    let kernel_entry = kernel_base
+        .checked_add(kernel.text_offset)
+        .ok_or(overflow.clone())?;
+    let kernel_end = kernel_entry
+        .checked_add(kernel.image_size)
+        .ok_or(overflow)?;
     if kernel_end > ram_end {
-        return Err(LayoutError::KernelDoesNotFit { need_end: kernel_end, ram_end });
+        return Err(LayoutError::KernelDoesNotFit {
+            need_end: kernel_end,
+            ram_end,
+        });
     }
     let dtb_limit = ram_end.min(kernel_base.saturating_add(DTB_WINDOW));
 
@@ -148,7 +161,10 @@ pub fn plan(
                     size: initrd_size,
                     available: ram_end - kernel_end,
                 })?;
-            Some(IpaRange { start: Ipa::new(start), size: initrd_size })
+            Some(IpaRange {
+                start: Ipa::new(start),
+                size: initrd_size,
+            })
         } else {
             None
         };
@@ -162,16 +178,24 @@ pub fn plan(
     } else {
         // DTB slot right after the kernel, initrd right after the slot.
         let dtb = align_up(kernel_end, SZ_2M).ok_or(LayoutError::DtbDoesNotFit)?;
-        let dtb_end = dtb.checked_add(DTB_SLOT_SIZE).ok_or(LayoutError::DtbDoesNotFit)?;
+        let dtb_end = dtb
+            .checked_add(DTB_SLOT_SIZE)
+            .ok_or(LayoutError::DtbDoesNotFit)?;
         if dtb_end > dtb_limit {
             return Err(LayoutError::DtbDoesNotFit);
         }
         let initrd = if initrd_size > 0 {
             let available = ram_end - dtb_end;
             if initrd_size > available {
-                return Err(LayoutError::InitrdDoesNotFit { size: initrd_size, available });
+                return Err(LayoutError::InitrdDoesNotFit {
+                    size: initrd_size,
+                    available,
+                });
             }
-            Some(IpaRange { start: Ipa::new(dtb_end), size: initrd_size })
+            Some(IpaRange {
+                start: Ipa::new(dtb_end),
+                size: initrd_size,
+            })
         } else {
             None
         };
@@ -187,7 +211,10 @@ pub fn plan(
         }
     }
     Ok(GuestLayout {
-        ram: IpaRange { start: ram_base, size: ram_size },
+        ram: IpaRange {
+            start: ram_base,
+            size: ram_size,
+        },
         kernel_base: Ipa::new(kernel_base),
         kernel_entry: Ipa::new(kernel_entry),
         kernel_end: Ipa::new(kernel_end),
@@ -234,7 +261,10 @@ mod tests {
         assert!(l.kernel_base >= l.ram.start);
         assert!(l.kernel_end.as_u64() <= ram_end);
         assert!(l.dtb.is_aligned(8));
-        assert_eq!(l.dtb.align_down(SZ_2M), (l.dtb + (DTB_SLOT_SIZE - 1)).align_down(SZ_2M));
+        assert_eq!(
+            l.dtb.align_down(SZ_2M),
+            (l.dtb + (DTB_SLOT_SIZE - 1)).align_down(SZ_2M)
+        );
         assert!(l.dtb >= l.kernel_end);
         assert!(l.dtb.as_u64() + DTB_SLOT_SIZE <= ram_end);
         assert!(l.dtb.as_u64() + DTB_SLOT_SIZE <= l.kernel_base.as_u64() + DTB_WINDOW);
@@ -256,7 +286,13 @@ mod tests {
         assert_eq!(l.kernel_end, BASE + 0x1ab_0000);
         // 0x1ab0000 rounds up to 28 MiB.
         assert_eq!(l.dtb, BASE + 28 * M);
-        assert_eq!(l.initrd, Some(IpaRange { start: BASE + 30 * M, size: 10 * M }));
+        assert_eq!(
+            l.initrd,
+            Some(IpaRange {
+                start: BASE + 30 * M,
+                size: 10 * M
+            })
+        );
         check_rules(&l);
     }
 
@@ -286,7 +322,10 @@ mod tests {
         check_rules(&l);
         assert_eq!(
             plan(BASE, 33 * M, &cloud(), 3 * M + 1),
-            Err(LayoutError::InitrdDoesNotFit { size: 3 * M + 1, available: 3 * M })
+            Err(LayoutError::InitrdDoesNotFit {
+                size: 3 * M + 1,
+                available: 3 * M
+            })
         );
     }
 
@@ -301,7 +340,10 @@ mod tests {
     fn rejects_an_initrd_larger_than_ram() {
         assert_eq!(
             plan(BASE, 512 * M, &cloud(), 600 * M),
-            Err(LayoutError::InitrdDoesNotFit { size: 600 * M, available: 482 * M })
+            Err(LayoutError::InitrdDoesNotFit {
+                size: 600 * M,
+                available: 482 * M
+            })
         );
     }
 
@@ -315,27 +357,42 @@ mod tests {
             })
         );
         // The kernel fits but the 2 MiB DTB slot at 28 MiB does not.
-        assert_eq!(plan(BASE, 29 * M, &cloud(), 0), Err(LayoutError::DtbDoesNotFit));
+        assert_eq!(
+            plan(BASE, 29 * M, &cloud(), 0),
+            Err(LayoutError::DtbDoesNotFit)
+        );
         assert_eq!(plan(BASE, 30 * M, &cloud(), 0).unwrap().dtb, BASE + 28 * M);
     }
 
     #[test]
     fn rejects_an_empty_or_overflowing_ram() {
-        assert!(matches!(plan(BASE, 0, &cloud(), 0), Err(LayoutError::BadRam { .. })));
+        assert!(matches!(
+            plan(BASE, 0, &cloud(), 0),
+            Err(LayoutError::BadRam { .. })
+        ));
         assert!(matches!(
             plan(Ipa::new(u64::MAX - M), 2 * M, &cloud(), 0),
             Err(LayoutError::BadRam { .. })
         ));
         let mut k = cloud();
         k.image_size = u64::MAX;
-        assert!(matches!(plan(BASE, 512 * M, &k, 0), Err(LayoutError::KernelDoesNotFit { .. })));
+        assert!(matches!(
+            plan(BASE, 512 * M, &k, 0),
+            Err(LayoutError::KernelDoesNotFit { .. })
+        ));
     }
 
     #[test]
     fn keeps_memory_after_a_legacy_kernel_free() {
         let l = plan(BASE, 256 * M, &legacy(8 * M), 4 * M).unwrap();
         assert_eq!(l.kernel_entry, BASE + 0x8_0000);
-        assert_eq!(l.initrd, Some(IpaRange { start: BASE + 252 * M, size: 4 * M }));
+        assert_eq!(
+            l.initrd,
+            Some(IpaRange {
+                start: BASE + 252 * M,
+                size: 4 * M
+            })
+        );
         assert_eq!(l.dtb, BASE + 250 * M);
         check_rules(&l);
         // With more than 512 MiB the DTB stays within 512 MiB of the kernel base.
@@ -357,7 +414,10 @@ mod tests {
                 available: 32 * M - (8 * M + 0x8_0000)
             })
         );
-        assert_eq!(plan(BASE, 32 * M, &legacy(8 * M), 22 * M), Err(LayoutError::DtbDoesNotFit));
+        assert_eq!(
+            plan(BASE, 32 * M, &legacy(8 * M), 22 * M),
+            Err(LayoutError::DtbDoesNotFit)
+        );
     }
 
     #[test]

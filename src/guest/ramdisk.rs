@@ -87,15 +87,24 @@ pub enum VmError {
     MissingConfig,
     Config(ConfigError),
     /// `vm.toml` names a file the folder does not have.
-    MissingFile { key: FileKey, path: String },
+    MissingFile {
+        key: FileKey,
+        path: String,
+    },
     /// The named path is a directory, a symlink or a device, not a regular file.
-    NotAFile { key: FileKey, path: String, kind: EntryKind },
+    NotAFile {
+        key: FileKey,
+        path: String,
+        kind: EntryKind,
+    },
     /// The kernel is compressed (gzip, or EFI zboot with gzip) and does not inflate.
     KernelInflate(GzipError),
     /// The kernel is not a bootable arm64 Image.
     Kernel(ImageError),
     /// The `dtb` file is not a flattened device tree of at most 2 MiB.
-    BadDtb { size: usize },
+    BadDtb {
+        size: usize,
+    },
     /// Kernel, DTB and initrd do not fit in the VM's RAM.
     Layout(LayoutError),
 }
@@ -106,15 +115,26 @@ impl fmt::Display for VmError {
             VmError::MissingConfig => write!(f, "no {CONFIG_FILE} in the folder"),
             VmError::Config(e) => write!(f, "{e}"),
             VmError::MissingFile { key, path } => {
-                write!(f, "`{}` names {path}, which is not in the folder", key.name())
+                write!(
+                    f,
+                    "`{}` names {path}, which is not in the folder",
+                    key.name()
+                )
             }
             VmError::NotAFile { key, path, kind } => {
-                write!(f, "`{}`: {path} is not a regular file ({kind:?})", key.name())
+                write!(
+                    f,
+                    "`{}`: {path} is not a regular file ({kind:?})",
+                    key.name()
+                )
             }
             VmError::KernelInflate(e) => write!(f, "kernel: {e}"),
             VmError::Kernel(e) => write!(f, "{e}"),
             VmError::BadDtb { size } => {
-                write!(f, "dtb: not a flattened device tree of at most 2 MiB ({size} bytes)")
+                write!(
+                    f,
+                    "dtb: not a flattened device tree of at most 2 MiB ({size} bytes)"
+                )
             }
             VmError::Layout(e) => write!(f, "{e}"),
         }
@@ -147,7 +167,9 @@ pub struct VmEntry<'a> {
 /// is gzip-compressed.
 pub fn unpack(data: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, RamdiskError> {
     if gzip::is_gzip(data) {
-        gzip::decompress(data, limit).map(Cow::Owned).map_err(RamdiskError::Gzip)
+        gzip::decompress(data, limit)
+            .map(Cow::Owned)
+            .map_err(RamdiskError::Gzip)
     } else {
         Ok(Cow::Borrowed(data))
     }
@@ -160,7 +182,10 @@ fn normalized_name<'a>(e: &Entry<'a>) -> Option<&'a str> {
     while let Some(rest) = name.strip_prefix("./") {
         name = rest;
     }
-    if name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if name
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return None;
     }
     Some(name)
@@ -180,9 +205,16 @@ impl<'a> Members<'a> {
         let e = self
             .by_path
             .get(full.as_str())
-            .ok_or_else(|| VmError::MissingFile { key, path: path.into() })?;
+            .ok_or_else(|| VmError::MissingFile {
+                key,
+                path: path.into(),
+            })?;
         if e.kind() != EntryKind::File {
-            return Err(VmError::NotAFile { key, path: path.into(), kind: e.kind() });
+            return Err(VmError::NotAFile {
+                key,
+                path: path.into(),
+                kind: e.kind(),
+            });
         }
         // newc stores a hard-linked file's data with the last of its links only.
         if e.data.is_empty() && e.nlink > 1 {
@@ -203,18 +235,25 @@ impl<'a> Members<'a> {
 /// Inflates a gzip kernel (`Image.gz`) or the gzip payload of an EFI zboot image.
 fn kernel_bytes(raw: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, VmError> {
     if gzip::is_gzip(raw) {
-        return gzip::decompress(raw, limit).map(Cow::Owned).map_err(VmError::KernelInflate);
+        return gzip::decompress(raw, limit)
+            .map(Cow::Owned)
+            .map_err(VmError::KernelInflate);
     }
     if let Some((compression, payload)) = image::zboot_payload(raw)
         && compression.starts_with(b"gzip\0")
     {
-        return gzip::decompress(payload, limit).map(Cow::Owned).map_err(VmError::KernelInflate);
+        return gzip::decompress(payload, limit)
+            .map(Cow::Owned)
+            .map_err(VmError::KernelInflate);
     }
     Ok(Cow::Borrowed(raw))
 }
 
 fn valid_dtb(dtb: &[u8]) -> bool {
-    let be32 = |at: usize| dtb.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let be32 = |at: usize| {
+        dtb.get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
     be32(0) == Some(FDT_MAGIC)
         && be32(4).is_some_and(|total| (total as usize) <= dtb.len())
         && dtb.len() <= super::fdt::MAX_DTB_SIZE
@@ -230,7 +269,10 @@ fn load_vm<'a>(
         other => other?,
     };
     let config = config::parse(text, dir).map_err(VmError::Config)?;
-    let kernel = kernel_bytes(members.file(dir, &config.kernel, FileKey::Kernel)?, kernel_limit)?;
+    let kernel = kernel_bytes(
+        members.file(dir, &config.kernel, FileKey::Kernel)?,
+        kernel_limit,
+    )?;
     let kernel_info = image::parse(&kernel).map_err(VmError::Kernel)?;
     let initrd = match &config.initrd {
         Some(p) => Some(members.file(dir, p, FileKey::Initrd)?),
@@ -249,19 +291,29 @@ fn load_vm<'a>(
     let initrd_size = initrd.map_or(0, |i| i.len() as u64);
     let layout = layout::plan(config.ram_base, config.memory, &kernel_info, initrd_size)
         .map_err(VmError::Layout)?;
-    Ok(VmSpec { config, kernel, kernel_info, initrd, dtb, layout })
+    Ok(VmSpec {
+        config,
+        kernel,
+        kernel_info,
+        initrd,
+        dtb,
+        layout,
+    })
 }
 
 /// Reads the VM folders of an (already unpacked) archive. Folders come out sorted by name;
 /// members outside any folder are ignored. A kernel that is gzip-compressed (or an EFI zboot
 /// image with a gzip payload) is inflated to at most `kernel_limit` bytes.
 pub fn parse_vms(archive: &[u8], kernel_limit: usize) -> Result<Vec<VmEntry<'_>>, RamdiskError> {
-    let all: Vec<Entry<'_>> =
-        cpio::entries(archive).collect::<Result<_, _>>().map_err(RamdiskError::Cpio)?;
+    let all: Vec<Entry<'_>> = cpio::entries(archive)
+        .collect::<Result<_, _>>()
+        .map_err(RamdiskError::Cpio)?;
     let mut by_path = BTreeMap::new();
     let mut dirs = BTreeSet::new();
     for e in &all {
-        let Some(name) = normalized_name(e) else { continue };
+        let Some(name) = normalized_name(e) else {
+            continue;
+        };
         match name.split_once('/') {
             Some((dir, _)) => {
                 dirs.insert(dir);
@@ -276,7 +328,10 @@ pub fn parse_vms(archive: &[u8], kernel_limit: usize) -> Result<Vec<VmEntry<'_>>
     let members = Members { by_path, all };
     Ok(dirs
         .into_iter()
-        .map(|dir| VmEntry { dir, spec: load_vm(&members, dir, kernel_limit) })
+        .map(|dir| VmEntry {
+            dir,
+            spec: load_vm(&members, dir, kernel_limit),
+        })
         .collect())
 }
 

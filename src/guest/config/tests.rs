@@ -119,7 +119,11 @@ fn accepts_memory_in_every_documented_form() {
         ("33554432", 32 * M),
         ("\"33554432\"", 32 * M),
     ] {
-        assert_eq!(with(&alloc::format!("memory = {v}")).unwrap().memory, bytes, "{v}");
+        assert_eq!(
+            with(&alloc::format!("memory = {v}")).unwrap().memory,
+            bytes,
+            "{v}"
+        );
     }
 }
 
@@ -148,7 +152,9 @@ fn rejects_bad_memory_sizes_naming_the_problem() {
     // 1 TiB of RAM at 1 GiB runs past the 40-bit IPA space.
     assert_eq!(
         err("memory = \"1T\""),
-        ConfigError::OutsideIpaSpace { key: "memory".to_string() }
+        ConfigError::OutsideIpaSpace {
+            key: "memory".to_string()
+        }
     );
 }
 
@@ -156,15 +162,32 @@ fn rejects_bad_memory_sizes_naming_the_problem() {
 fn reports_an_unknown_key_with_its_line() {
     assert_eq!(
         err("cpu = 2"),
-        ConfigError::UnknownKey { key: "cpu".to_string(), line: 2 }
+        ConfigError::UnknownKey {
+            key: "cpu".to_string(),
+            line: 2
+        }
     );
     assert_eq!(
         err("[[devices]]\nname = \"x\"\nbase = 0\nsize = 4096\nirq = [1]"),
-        ConfigError::UnknownKey { key: "irq".to_string(), line: 6 }
+        ConfigError::UnknownKey {
+            key: "irq".to_string(),
+            line: 6
+        }
     );
     assert_eq!(
         err("[extra]\na = 1"),
-        ConfigError::UnknownKey { key: "extra".to_string(), line: 2 }
+        ConfigError::UnknownKey {
+            key: "extra".to_string(),
+            line: 2
+        }
+    );
+}
+
+#[test]
+fn rejects_a_nul_in_bootargs() {
+    assert_eq!(
+        err("bootargs = \"a\\u0000b\""),
+        ConfigError::NulInString { key: "bootargs" }
     );
 }
 
@@ -178,7 +201,10 @@ fn requires_the_kernel() {
 fn requires_device_name_base_and_size() {
     assert_eq!(
         err("[[devices]]\nname = \"x\"\nsize = 4096"),
-        ConfigError::MissingKey { key: "base".to_string(), line: 2 }
+        ConfigError::MissingKey {
+            key: "base".to_string(),
+            line: 2
+        }
     );
     assert!(matches!(
         err("[[devices]]\nbase = 0\nsize = 4096"),
@@ -197,8 +223,14 @@ fn reports_syntax_errors_and_wrong_types_with_position() {
             message: "invalid type: string \"two\", expected i64".to_string()
         }
     );
-    assert!(matches!(err("kernel2 = "), ConfigError::Toml { line: 2, .. }));
-    assert!(matches!(parse_str("kernel = \"Image"), Err(ConfigError::Toml { line: 1, .. })));
+    assert!(matches!(
+        err("kernel2 = "),
+        ConfigError::Toml { line: 2, .. }
+    ));
+    assert!(matches!(
+        parse_str("kernel = \"Image"),
+        Err(ConfigError::Toml { line: 1, .. })
+    ));
     assert!(matches!(
         err("kernel = \"Other\""),
         ConfigError::Toml { key: Some(k), .. } if k == "kernel"
@@ -212,14 +244,23 @@ fn validates_the_name_and_defaults_it_to_the_folder() {
     for bad in ["", "has space", "slash/no", "..", "-x", &"x".repeat(33)] {
         assert_eq!(
             err(&alloc::format!("name = \"{bad}\"")),
-            ConfigError::BadName { value: bad.to_string() }
+            ConfigError::BadName {
+                value: bad.to_string()
+            }
         );
     }
     assert_eq!(
         parse(b"kernel = \"I\"", "bad folder"),
-        Err(ConfigError::BadName { value: "bad folder".to_string() })
+        Err(ConfigError::BadName {
+            value: "bad folder".to_string()
+        })
     );
-    assert_eq!(parse(b"kernel = \"I\"\nname = \"ok\"", "bad folder").unwrap().name, "ok");
+    assert_eq!(
+        parse(b"kernel = \"I\"\nname = \"ok\"", "bad folder")
+            .unwrap()
+            .name,
+        "ok"
+    );
 }
 
 #[test]
@@ -242,24 +283,41 @@ fn rejects_paths_leaving_the_vm_folder() {
         ("kernel", "dir/", PathProblem::Malformed),
     ] {
         match path(key, v) {
-            Err(ConfigError::BadPath { key: k, path, problem: p }) => {
+            Err(ConfigError::BadPath {
+                key: k,
+                path,
+                problem: p,
+            }) => {
                 assert_eq!((k, path.as_str(), p), (key, v, problem));
             }
             other => panic!("{key} = {v}: {other:?}"),
         }
     }
-    assert_eq!(path("kernel", "./boot/./Image").unwrap().kernel, "boot/Image");
+    assert_eq!(
+        path("kernel", "./boot/./Image").unwrap().kernel,
+        "boot/Image"
+    );
 }
 
 #[test]
 fn checks_cpus_and_physical_cpus() {
     assert_eq!(
         err("cpus = 0"),
-        ConfigError::OutOfRange { key: "cpus".to_string(), value: 0, min: 1, max: 64 }
+        ConfigError::OutOfRange {
+            key: "cpus".to_string(),
+            value: 0,
+            min: 1,
+            max: 64
+        }
     );
     assert_eq!(
         err("cpus = 65"),
-        ConfigError::OutOfRange { key: "cpus".to_string(), value: 65, min: 1, max: 64 }
+        ConfigError::OutOfRange {
+            key: "cpus".to_string(),
+            value: 65,
+            min: 1,
+            max: 64
+        }
     );
     assert_eq!(with("cpus = 64").unwrap().cpus, 64);
     assert_eq!(
@@ -272,7 +330,12 @@ fn checks_cpus_and_physical_cpus() {
     );
     assert_eq!(
         err("physical_cpus = [-1]"),
-        ConfigError::OutOfRange { key: "physical_cpus[0]".to_string(), value: -1, min: 0, max: 1023 }
+        ConfigError::OutOfRange {
+            key: "physical_cpus[0]".to_string(),
+            value: -1,
+            min: 0,
+            max: 1023
+        }
     );
 }
 
@@ -280,19 +343,31 @@ fn checks_cpus_and_physical_cpus() {
 fn checks_ram_base_alignment_and_range() {
     assert_eq!(
         err("ram_base = 0x4010_0000"),
-        ConfigError::Unaligned { key: "ram_base".to_string(), value: 0x4010_0000, align: 2 * M }
+        ConfigError::Unaligned {
+            key: "ram_base".to_string(),
+            value: 0x4010_0000,
+            align: 2 * M
+        }
     );
-    assert!(matches!(err("ram_base = -2097152"), ConfigError::OutOfRange { .. }));
+    assert!(matches!(
+        err("ram_base = -2097152"),
+        ConfigError::OutOfRange { .. }
+    ));
     assert_eq!(with("ram_base = 0").unwrap().ram_base, Ipa::new(0));
     assert_eq!(
         err("ram_base = 0xff_ffe0_0000"),
-        ConfigError::OutsideIpaSpace { key: "memory".to_string() }
+        ConfigError::OutsideIpaSpace {
+            key: "memory".to_string()
+        }
     );
 }
 
 #[test]
 fn checks_spis_console_and_on_reset() {
-    assert_eq!(err("spis = 33"), ConfigError::SpisNotMultipleOf32 { spis: 33 });
+    assert_eq!(
+        err("spis = 33"),
+        ConfigError::SpisNotMultipleOf32 { spis: 33 }
+    );
     assert!(matches!(err("spis = 0"), ConfigError::OutOfRange { .. }));
     assert!(matches!(err("spis = 992"), ConfigError::OutOfRange { .. }));
     assert_eq!(with("spis = 960").unwrap().spis, 960);
@@ -305,9 +380,20 @@ fn checks_spis_console_and_on_reset() {
         }
     );
     assert_eq!(with("console = \"pl011\"").unwrap().console, Console::Pl011);
-    assert!(matches!(err("on_reset = \"reboot\""), ConfigError::BadChoice { key: "on_reset", .. }));
-    assert_eq!(with("on_reset = \"restart\"").unwrap().on_reset, OnReset::Restart);
-    assert!(matches!(err("autostart = 1"), ConfigError::Toml { key: Some(k), .. } if k == "autostart"));
+    assert!(matches!(
+        err("on_reset = \"reboot\""),
+        ConfigError::BadChoice {
+            key: "on_reset",
+            ..
+        }
+    ));
+    assert_eq!(
+        with("on_reset = \"restart\"").unwrap().on_reset,
+        OnReset::Restart
+    );
+    assert!(
+        matches!(err("autostart = 1"), ConfigError::Toml { key: Some(k), .. } if k == "autostart")
+    );
 }
 
 fn device(body: &str) -> String {
@@ -318,7 +404,11 @@ fn device(body: &str) -> String {
 fn validates_passthrough_devices() {
     assert_eq!(
         err(&device("base = 0x1001\nsize = 4096")),
-        ConfigError::Unaligned { key: "devices[0].base".to_string(), value: 0x1001, align: 4096 }
+        ConfigError::Unaligned {
+            key: "devices[0].base".to_string(),
+            value: 0x1001,
+            align: 4096
+        }
     );
     assert!(matches!(
         err(&device("base = 0x1000\nsize = 0")),
@@ -326,18 +416,30 @@ fn validates_passthrough_devices() {
     ));
     assert!(matches!(
         err(&device("base = 0x1000\nsize = 100")),
-        ConfigError::BadSize { problem: SizeProblem::NotMultiple(4096), .. }
+        ConfigError::BadSize {
+            problem: SizeProblem::NotMultiple(4096),
+            ..
+        }
     ));
     assert_eq!(
         err(&device("base = 0x1000\nsize = 4096\nipa = 0x1800")),
-        ConfigError::Unaligned { key: "devices[0].ipa".to_string(), value: 0x1800, align: 4096 }
+        ConfigError::Unaligned {
+            key: "devices[0].ipa".to_string(),
+            value: 0x1800,
+            align: 4096
+        }
     );
     assert_eq!(
         err(&device("base = 0x4100_0000\nsize = 4096")),
-        ConfigError::Overlap { key: "devices[0].ipa".to_string(), with: "memory".to_string() }
+        ConfigError::Overlap {
+            key: "devices[0].ipa".to_string(),
+            with: "memory".to_string()
+        }
     );
     assert_eq!(
-        err(&device("base = 0x0900_0000\nsize = 4096\ninterrupts = [64]")),
+        err(&device(
+            "base = 0x0900_0000\nsize = 4096\ninterrupts = [64]"
+        )),
         ConfigError::OutOfRange {
             key: "devices[0].interrupts[0]".to_string(),
             value: 64,
@@ -347,7 +449,9 @@ fn validates_passthrough_devices() {
     );
     assert_eq!(
         err(&device("base = 0x100_0000_0000\nsize = 4096")),
-        ConfigError::OutsideIpaSpace { key: "devices[0].ipa".to_string() }
+        ConfigError::OutsideIpaSpace {
+            key: "devices[0].ipa".to_string()
+        }
     );
     assert_eq!(
         err(&device("base = 0x1000\nsize = 4096\nname = \"\"")),
@@ -360,7 +464,9 @@ fn validates_passthrough_devices() {
     );
     assert_eq!(
         err("[[devices]]\nname = \"\"\nbase = 0x1000\nsize = 4096"),
-        ConfigError::BadName { value: String::new() }
+        ConfigError::BadName {
+            value: String::new()
+        }
     );
     let two = alloc::format!(
         "{}\n{}",
@@ -369,7 +475,10 @@ fn validates_passthrough_devices() {
     );
     assert_eq!(
         err(&two),
-        ConfigError::Overlap { key: "devices[1].ipa".to_string(), with: "devices[0].ipa".to_string() }
+        ConfigError::Overlap {
+            key: "devices[1].ipa".to_string(),
+            with: "devices[0].ipa".to_string()
+        }
     );
     let two = alloc::format!(
         "{}\n{}",
@@ -378,7 +487,10 @@ fn validates_passthrough_devices() {
     );
     assert_eq!(
         err(&two),
-        ConfigError::Overlap { key: "devices[1].base".to_string(), with: "devices[0].base".to_string() }
+        ConfigError::Overlap {
+            key: "devices[1].base".to_string(),
+            with: "devices[0].base".to_string()
+        }
     );
 }
 
@@ -387,7 +499,10 @@ fn error_messages_name_the_key() {
     let msg = err("cpus = 0").to_string();
     assert!(msg.contains("`cpus`") && msg.contains("1..=64"), "{msg}");
     let msg = err("memory = \"33M\"").to_string();
-    assert!(msg.contains("`memory`") && msg.contains("multiple"), "{msg}");
+    assert!(
+        msg.contains("`memory`") && msg.contains("multiple"),
+        "{msg}"
+    );
     let msg = err("memroy = \"33M\"").to_string();
     assert!(msg.contains("unknown key `memroy`"), "{msg}");
 }
@@ -403,10 +518,15 @@ fn vm(name: &str, cpus: usize, memory_mb: u64, pinned: Option<Vec<usize>>) -> Vm
     c
 }
 
-const MACHINE: MachineResources = MachineResources { cpus: 4, free_memory: 2048 * M };
+const MACHINE: MachineResources = MachineResources {
+    cpus: 4,
+    free_memory: 2048 * M,
+};
 
 fn accept(cpus: &[usize]) -> Admission {
-    Admission::Accept { physical_cpus: cpus.to_vec() }
+    Admission::Accept {
+        physical_cpus: cpus.to_vec(),
+    }
 }
 
 #[test]
@@ -426,7 +546,10 @@ fn places_pinned_vms_first_and_refuses_overlapping_pins() {
         [
             accept(&[1, 2]),
             accept(&[0]),
-            Admission::Refuse(Refusal::CpuTaken { cpu: 0, by: "b".to_string() })
+            Admission::Refuse(Refusal::CpuTaken {
+                cpu: 0,
+                by: "b".to_string()
+            })
         ]
     );
 }
@@ -451,7 +574,10 @@ fn refuses_pins_beyond_the_machine() {
     let a = vm("a", 1, 256, Some(vec![4]));
     assert_eq!(
         admit(&[&a], &MACHINE),
-        [Admission::Refuse(Refusal::CpuOutOfRange { cpu: 4, machine_cpus: 4 })]
+        [Admission::Refuse(Refusal::CpuOutOfRange {
+            cpu: 4,
+            machine_cpus: 4
+        })]
     );
 }
 
@@ -464,7 +590,10 @@ fn refuses_a_vm_when_memory_runs_out() {
         admit(&[&a, &b, &c], &MACHINE),
         [
             accept(&[0]),
-            Admission::Refuse(Refusal::NotEnoughMemory { wanted: 1536 * M, free: 1024 * M }),
+            Admission::Refuse(Refusal::NotEnoughMemory {
+                wanted: 1536 * M,
+                free: 1024 * M
+            }),
             accept(&[1])
         ]
     );
@@ -534,7 +663,7 @@ mod props {
                 .collect();
             if let Ok(c) = parse(text.as_bytes(), "vm") {
                 // Whatever is accepted satisfies the documented invariants.
-                prop_assert!(c.memory >= MIN_MEMORY && c.memory % MEMORY_ALIGN == 0);
+                prop_assert!(c.memory >= MIN_MEMORY && c.memory.is_multiple_of(MEMORY_ALIGN));
                 prop_assert!((1..=MAX_VCPUS).contains(&c.cpus));
                 prop_assert!(c.ram_base.is_aligned(MEMORY_ALIGN));
                 prop_assert!(c.ram_base.as_u64() + c.memory <= MAX_IPA);
@@ -577,4 +706,22 @@ mod props {
             prop_assert!(mem <= machine.free_memory);
         }
     }
+}
+
+#[test]
+fn the_example_guest_configs_are_valid() {
+    let linux = parse(include_bytes!("../../../guests/linux/vm.toml"), "linux").unwrap();
+    assert_eq!(
+        (linux.name.as_str(), linux.memory, linux.cpus),
+        ("linux", 512 * M, 1)
+    );
+    assert_eq!(linux.initrd.as_deref(), Some("initramfs.cpio.gz"));
+    let linux2 = parse(include_bytes!("../../../guests/linux2/vm.toml"), "linux2").unwrap();
+    assert_eq!(linux2.physical_cpus, Some(vec![2, 3]));
+    assert_eq!(linux2.on_reset, OnReset::Stop);
+    // Together they fit a 4-CPU machine: linux2 is pinned first, linux gets CPU 0.
+    assert_eq!(
+        admit(&[&linux, &linux2], &MACHINE),
+        [accept(&[0]), accept(&[2, 3])]
+    );
 }

@@ -43,19 +43,33 @@ impl Archive {
 
 fn good_vm(a: Archive, dir: &str) -> Archive {
     a.dir(dir)
-        .file(&alloc::format!("{dir}/vm.toml"), b"kernel = \"Image\"\nmemory = \"64M\"\ninitrd = \"initrd\"\n")
+        .file(
+            &alloc::format!("{dir}/vm.toml"),
+            b"kernel = \"Image\"\nmemory = \"64M\"\ninitrd = \"initrd\"\n",
+        )
         .file(&alloc::format!("{dir}/Image"), &kernel())
         .file(&alloc::format!("{dir}/initrd"), b"initrd bytes")
 }
 
 fn spec<'a, 'b>(vms: &'b [VmEntry<'a>], dir: &str) -> &'b VmSpec<'a> {
-    let e = vms.iter().find(|v| v.dir == dir).unwrap_or_else(|| panic!("no VM {dir}"));
-    e.spec.as_ref().unwrap_or_else(|err| panic!("{dir}: {err:?}"))
+    let e = vms
+        .iter()
+        .find(|v| v.dir == dir)
+        .unwrap_or_else(|| panic!("no VM {dir}"));
+    e.spec
+        .as_ref()
+        .unwrap_or_else(|err| panic!("{dir}: {err:?}"))
 }
 
 fn error<'b>(vms: &'b [VmEntry<'_>], dir: &str) -> &'b VmError {
-    let e = vms.iter().find(|v| v.dir == dir).unwrap_or_else(|| panic!("no VM {dir}"));
-    e.spec.as_ref().err().unwrap_or_else(|| panic!("{dir} loaded"))
+    let e = vms
+        .iter()
+        .find(|v| v.dir == dir)
+        .unwrap_or_else(|| panic!("no VM {dir}"));
+    e.spec
+        .as_ref()
+        .err()
+        .unwrap_or_else(|| panic!("{dir} loaded"))
 }
 
 #[test]
@@ -86,10 +100,16 @@ fn a_broken_vm_does_not_stop_the_good_one() {
         .file("broken/Image", &kernel())
         .finish();
     let vms = parse_vms(&a, LIMIT).unwrap();
-    assert_eq!(vms.iter().map(|v| v.dir).collect::<Vec<_>>(), ["broken", "good"]);
+    assert_eq!(
+        vms.iter().map(|v| v.dir).collect::<Vec<_>>(),
+        ["broken", "good"]
+    );
     assert_eq!(
         error(&vms, "broken"),
-        &VmError::Config(ConfigError::UnknownKey { key: "memroy".into(), line: 2 })
+        &VmError::Config(ConfigError::UnknownKey {
+            key: "memroy".into(),
+            line: 2
+        })
     );
     assert_eq!(spec(&vms, "good").config.name, "good");
 }
@@ -120,20 +140,37 @@ fn reports_per_vm_file_problems() {
     assert_eq!(error(&vms, "noconf"), &VmError::MissingConfig);
     assert_eq!(
         error(&vms, "nokernel"),
-        &VmError::MissingFile { key: FileKey::Kernel, path: "boot/Image".into() }
+        &VmError::MissingFile {
+            key: FileKey::Kernel,
+            path: "boot/Image".into()
+        }
     );
-    assert_eq!(error(&vms, "notimage"), &VmError::Kernel(ImageError::BadMagic { found: 0 }));
+    assert_eq!(
+        error(&vms, "notimage"),
+        &VmError::Kernel(ImageError::BadMagic { found: 0 })
+    );
     assert_eq!(
         error(&vms, "noinitrd"),
-        &VmError::MissingFile { key: FileKey::Initrd, path: "rd".into() }
+        &VmError::MissingFile {
+            key: FileKey::Initrd,
+            path: "rd".into()
+        }
     );
     assert_eq!(
         error(&vms, "kdir"),
-        &VmError::NotAFile { key: FileKey::Kernel, path: "Image".into(), kind: EntryKind::Directory }
+        &VmError::NotAFile {
+            key: FileKey::Kernel,
+            path: "Image".into(),
+            kind: EntryKind::Directory
+        }
     );
     assert_eq!(
         error(&vms, "klink"),
-        &VmError::NotAFile { key: FileKey::Kernel, path: "Image".into(), kind: EntryKind::Symlink }
+        &VmError::NotAFile {
+            key: FileKey::Kernel,
+            path: "Image".into(),
+            kind: EntryKind::Symlink
+        }
     );
     assert!(vms.iter().find(|v| v.dir == "ok").unwrap().spec.is_ok());
 }
@@ -143,14 +180,20 @@ fn reports_a_vm_whose_files_do_not_fit_its_memory() {
     let big = vec![0u8; 6 << 20];
     let a = Archive::new()
         .dir("small")
-        .file("small/vm.toml", b"kernel = \"Image\"\nmemory = \"32M\"\ninitrd = \"rd\"")
+        .file(
+            "small/vm.toml",
+            b"kernel = \"Image\"\nmemory = \"32M\"\ninitrd = \"rd\"",
+        )
         .file("small/Image", &kernel())
         .file("small/rd", &big)
         .finish();
     let vms = parse_vms(&a, LIMIT).unwrap();
     assert_eq!(
         error(&vms, "small"),
-        &VmError::Layout(LayoutError::InitrdDoesNotFit { size: 6 << 20, available: 2 << 20 })
+        &VmError::Layout(LayoutError::InitrdDoesNotFit {
+            size: 6 << 20,
+            available: 2 << 20
+        })
     );
 }
 
@@ -159,7 +202,10 @@ fn accepts_names_with_dot_slash_prefixes_and_nested_paths() {
     let a = Archive::new()
         .dir("./vm")
         .dir("./vm/boot")
-        .file("./vm/vm.toml", b"kernel = \"./boot/Image\"\ndtb = \"boot/guest.dtb\"")
+        .file(
+            "./vm/vm.toml",
+            b"kernel = \"./boot/Image\"\ndtb = \"boot/guest.dtb\"",
+        )
         .file("./vm/boot/Image", &kernel())
         .file("./vm/boot/guest.dtb", &minimal_dtb())
         .file("README", b"top-level files are ignored")
@@ -212,7 +258,10 @@ fn inflates_a_gzip_kernel_and_owns_it() {
     assert_eq!(&s.kernel[..], &kernel()[..]);
     // Over the limit: a per-VM error.
     let vms = parse_vms(&a, 10).unwrap();
-    assert_eq!(error(&vms, "vm"), &VmError::KernelInflate(GzipError::OutputTooLarge { limit: 10 }));
+    assert_eq!(
+        error(&vms, "vm"),
+        &VmError::KernelInflate(GzipError::OutputTooLarge { limit: 10 })
+    );
 }
 
 #[test]
@@ -243,7 +292,9 @@ fn extracts_the_gzip_payload_of_an_efi_zboot_kernel() {
     let vms = parse_vms(&a, LIMIT).unwrap();
     assert_eq!(
         error(&vms, "vm"),
-        &VmError::Kernel(ImageError::EfiZboot { compression: *b"zstd\0\0\0\0" })
+        &VmError::Kernel(ImageError::EfiZboot {
+            compression: *b"zstd\0\0\0\0"
+        })
     );
 }
 
@@ -251,7 +302,12 @@ fn extracts_the_gzip_payload_of_an_efi_zboot_kernel() {
 fn resolves_hard_linked_files() {
     let mut a = Vec::new();
     push_entry(&mut a, "vm", DIR, &[]);
-    push_entry(&mut a, "vm/vm.toml", FILE, b"kernel = \"Image\"\ninitrd = \"rd\"");
+    push_entry(
+        &mut a,
+        "vm/vm.toml",
+        FILE,
+        b"kernel = \"Image\"\ninitrd = \"rd\"",
+    );
     push_linked_entry(&mut a, "vm/rd", 77, 2, &[]);
     push_linked_entry(&mut a, "vm/rd-copy", 77, 2, b"shared data");
     push_entry(&mut a, "vm/Image", FILE, &kernel());
@@ -278,7 +334,9 @@ fn reports_a_damaged_archive_as_one_error() {
     let trailer = a.windows(10).position(|w| w == b"TRAILER!!!").unwrap() - cpio::HEADER_LEN;
     assert_eq!(
         parse_vms(&a[..trailer], LIMIT),
-        Err(RamdiskError::Cpio(CpioError::MissingTrailer { offset: trailer }))
+        Err(RamdiskError::Cpio(CpioError::MissingTrailer {
+            offset: trailer
+        }))
     );
     let kernel_at = a.windows(8).position(|w| w == b"ARMd@\0\0\0").unwrap();
     assert!(matches!(
@@ -296,7 +354,10 @@ fn reports_a_damaged_archive_as_one_error() {
     let mut gz = compress(&a);
     let at = gz.len() - 8;
     gz[at] ^= 1;
-    assert!(matches!(unpack(&gz, LIMIT), Err(RamdiskError::Gzip(GzipError::CrcMismatch { .. }))));
+    assert!(matches!(
+        unpack(&gz, LIMIT),
+        Err(RamdiskError::Gzip(GzipError::CrcMismatch { .. }))
+    ));
     assert!(matches!(
         unpack(&gz[..gz.len() / 2], LIMIT),
         Err(RamdiskError::Gzip(GzipError::TruncatedData { .. }))
@@ -316,7 +377,10 @@ fn reads_a_ramdisk_built_by_mkramdisk() {
     let gz = include_bytes!("../../../tests/fixtures/guest/ramdisk-fixture.cpio.gz");
     let archive = unpack(gz, LIMIT).unwrap();
     let vms = parse_vms(&archive, LIMIT).unwrap();
-    assert_eq!(vms.iter().map(|v| v.dir).collect::<Vec<_>>(), ["broken", "good"]);
+    assert_eq!(
+        vms.iter().map(|v| v.dir).collect::<Vec<_>>(),
+        ["broken", "good"]
+    );
     assert!(matches!(
         error(&vms, "broken"),
         VmError::Config(ConfigError::UnknownKey { key, .. }) if key == "memroy"
