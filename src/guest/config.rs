@@ -18,7 +18,11 @@ use core::fmt;
 
 use serde::Deserialize;
 
+use super::layout::guest_map::EMULATED_DEVICE_WINDOW as EMULATED;
 use crate::addr::{Ipa, PAGE_SIZE, PhysAddr, SZ_2M};
+
+/// How errors name the emulated devices' window (`layout::guest_map`).
+pub const EMULATED_DEVICES: &str = "emulated devices (0x8000000..0xa000000)";
 
 /// Guest RAM granularity: a multiple of 2 MiB, so stage 2 can map it with 2 MiB blocks.
 pub const MEMORY_ALIGN: u64 = SZ_2M;
@@ -631,6 +635,13 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
             key: "memory".to_owned(),
         });
     }
+    let emulated = (EMULATED.start.as_u64(), EMULATED.size);
+    if overlaps((ram_base, memory), emulated) {
+        return Err(ConfigError::Overlap {
+            key: "memory".to_owned(),
+            with: EMULATED_DEVICES.to_owned(),
+        });
+    }
 
     let spis = in_range(
         "spis",
@@ -703,6 +714,12 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
         }
         if ipa.checked_add(size).is_none_or(|end| end > MAX_IPA) {
             return Err(ConfigError::OutsideIpaSpace { key: key("ipa") });
+        }
+        if overlaps((ipa, size), emulated) {
+            return Err(ConfigError::Overlap {
+                key: key("ipa"),
+                with: EMULATED_DEVICES.to_owned(),
+            });
         }
         if overlaps((ipa, size), (ram_base, memory)) {
             return Err(ConfigError::Overlap {

@@ -28,6 +28,47 @@ use core::fmt;
 use super::image::ImageInfo;
 use crate::addr::{Ipa, PAGE_SIZE, SZ_1G, SZ_2M};
 
+/// The guest-physical addresses of the emulated devices, as on QEMU's `virt` machine (so a
+/// guest kernel finds what it would find there). Guest RAM and passthrough devices must stay
+/// out of [`EMULATED_DEVICE_WINDOW`] (`config::parse` checks).
+pub mod guest_map {
+    use super::IpaRange;
+    use crate::addr::Ipa;
+
+    /// Everything below is inside this window: 0x0800_0000..0x0a00_0000.
+    pub const EMULATED_DEVICE_WINDOW: IpaRange = IpaRange {
+        start: Ipa::new(0x0800_0000),
+        size: 0x0200_0000,
+    };
+    /// GIC distributor (v2 and v3), 64 KiB.
+    pub const GICD: IpaRange = IpaRange {
+        start: Ipa::new(0x0800_0000),
+        size: 0x1_0000,
+    };
+    /// GICv2 CPU interface, 64 KiB.
+    pub const GICC: IpaRange = IpaRange {
+        start: Ipa::new(0x0801_0000),
+        size: 0x1_0000,
+    };
+    /// GICv3 redistributors: one 128 KiB frame (RD_base + SGI_base) per vCPU from here.
+    pub const GICR_BASE: Ipa = Ipa::new(0x080a_0000);
+    pub const GICR_STRIDE: u64 = 0x2_0000;
+    /// The emulated PL011 and its SPI (INTID 33).
+    pub const UART: IpaRange = IpaRange {
+        start: Ipa::new(0x0900_0000),
+        size: 0x1000,
+    };
+    pub const UART_SPI: u32 = 1;
+
+    /// The GICv3 redistributor region for `vcpus` vCPUs (at most 64 fit the window).
+    pub const fn gicv3_redistributors(vcpus: usize) -> IpaRange {
+        IpaRange {
+            start: GICR_BASE,
+            size: GICR_STRIDE * vcpus as u64,
+        }
+    }
+}
+
 /// Largest DTB the boot protocol allows, and the size of the slot reserved for it.
 pub const DTB_SLOT_SIZE: u64 = SZ_2M;
 /// Pre-4.2 kernels want the DTB within this many bytes of the kernel's 2 MiB base.
@@ -380,6 +421,22 @@ mod tests {
             plan(BASE, 512 * M, &k, 0),
             Err(LayoutError::KernelDoesNotFit { .. })
         ));
+    }
+
+    #[test]
+    fn the_emulated_devices_lie_in_their_window() {
+        use guest_map::*;
+        let w = EMULATED_DEVICE_WINDOW;
+        for r in [
+            GICD,
+            GICC,
+            UART,
+            gicv3_redistributors(crate::guest::config::MAX_VCPUS),
+        ] {
+            assert!(r.start >= w.start && r.end() <= w.end(), "{r:?}");
+        }
+        assert!(gicv3_redistributors(64).end() <= UART.start);
+        assert!(GICD.end() <= GICC.start && GICC.end() <= GICR_BASE);
     }
 
     #[test]

@@ -353,7 +353,17 @@ fn checks_ram_base_alignment_and_range() {
         err("ram_base = -2097152"),
         ConfigError::OutOfRange { .. }
     ));
-    assert_eq!(with("ram_base = 0").unwrap().ram_base, Ipa::new(0));
+    assert_eq!(
+        with("ram_base = 0\nmemory = \"128M\"").unwrap().ram_base,
+        Ipa::new(0)
+    );
+    assert_eq!(
+        err("ram_base = 0\nmemory = \"130M\""),
+        ConfigError::Overlap {
+            key: "memory".to_string(),
+            with: EMULATED_DEVICES.to_string()
+        }
+    );
     assert_eq!(
         err("ram_base = 0xff_ffe0_0000"),
         ConfigError::OutsideIpaSpace {
@@ -437,8 +447,20 @@ fn validates_passthrough_devices() {
         }
     );
     assert_eq!(
+        err(&device("base = 0x0900_0000\nsize = 4096")),
+        ConfigError::Overlap {
+            key: "devices[0].ipa".to_string(),
+            with: EMULATED_DEVICES.to_string()
+        }
+    );
+    let moved = with(&device(
+        "base = 0x0900_0000\nsize = 4096\nipa = 0x0a00_0000",
+    ))
+    .unwrap();
+    assert_eq!(moved.devices[0].ipa, Ipa::new(0x0a00_0000));
+    assert_eq!(
         err(&device(
-            "base = 0x0900_0000\nsize = 4096\ninterrupts = [64]"
+            "base = 0x0a00_0000\nsize = 4096\ninterrupts = [64]"
         )),
         ConfigError::OutOfRange {
             key: "devices[0].interrupts[0]".to_string(),
