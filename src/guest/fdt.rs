@@ -19,7 +19,8 @@ use core::fmt;
 
 use vm_fdt::FdtWriter;
 
-use super::layout::IpaRange;
+use super::config::{Console, VmConfig};
+use super::layout::{GuestLayout, IpaRange, guest_map};
 use crate::addr::Ipa;
 
 /// Largest DTB the arm64 boot protocol accepts (booting.rst section 2).
@@ -93,6 +94,46 @@ pub struct GuestDtbSpec<'a> {
     pub initrd: Option<IpaRange>,
     /// Bytes for `/chosen/rng-seed` (seeds the guest's RNG early), if any.
     pub rng_seed: Option<&'a [u8]>,
+}
+
+/// MPIDR_EL1 bit 31 is RES1 (Arm ARM D23.2 "MPIDR_EL1").
+const MPIDR_RES1: u64 = 1 << 31;
+
+/// The MPIDR_EL1 a vCPU gets in the scheme KVM uses (Linux `arch/arm64/kvm/sys_regs.c`,
+/// `reset_mpidr`): Aff0 = index bits [3:0], Aff1 = bits [11:4], Aff2 = bits [19:12]. At most
+/// 16 vCPUs per Aff0 group keeps GICv3 SGIs (16-bit target lists) to one write per group.
+pub const fn default_vcpu_mpidr(index: usize) -> u64 {
+    let i = index as u64;
+    MPIDR_RES1 | (i & 0xf) | (((i >> 4) & 0xff) << 8) | (((i >> 12) & 0xff) << 16)
+}
+
+impl<'a> GuestDtbSpec<'a> {
+    /// The spec for a VM: its RAM and initrd from `layout`, bootargs and console from
+    /// `config` (the PL011 at `guest_map::UART` unless `console = "none"`), no RNG seed.
+    pub fn for_vm(
+        config: &'a VmConfig,
+        layout: &'a GuestLayout,
+        vcpu_mpidrs: &'a [u64],
+        gic: GicSpec<'a>,
+    ) -> Self {
+        let uart = match config.console {
+            Console::Pl011 => Some(UartSpec {
+                base: guest_map::UART.start,
+                size: guest_map::UART.size,
+                spi: guest_map::UART_SPI,
+            }),
+            Console::None => None,
+        };
+        GuestDtbSpec {
+            memory: core::slice::from_ref(&layout.ram),
+            vcpu_mpidrs,
+            gic,
+            uart,
+            bootargs: &config.bootargs,
+            initrd: layout.initrd,
+            rng_seed: None,
+        }
+    }
 }
 
 /// Why a DTB cannot be generated.
@@ -527,6 +568,80 @@ mod tests {
             fdt.aliases().unwrap().resolve("serial0"),
             Some("/pl011@9000000")
         );
+    }
+
+    #[test]
+    fn default_mpidrs_follow_the_kvm_scheme() {
+        assert_eq!(default_vcpu_mpidr(0), 0x8000_0000);
+        assert_eq!(default_vcpu_mpidr(15), 0x8000_000f);
+        assert_eq!(default_vcpu_mpidr(16), 0x8000_0100);
+        assert_eq!(default_vcpu_mpidr(63), 0x8000_030f);
+        assert_eq!(default_vcpu_mpidr(0x1234), 0x8001_2304);
+    }
+
+    #[test]
+    fn builds_the_tree_of_a_parsed_and_planned_vm() {
+        use crate::guest::{config, image, layout};
+        let cfg = config::parse(b"kernel = \"Image\"\ncpus = 2\nmemory = \"256M\"", "vm").unwrap();
+        let header = include_bytes!("../../tests/fixtures/guest/image-cloud-header.bin");
+        let info = image::parse(header).unwrap();
+        let plan = layout::plan(cfg.ram_base, cfg.memory, &info, 4096).unwrap();
+        let mpidrs: Vec<u64> = (0..cfg.cpus).map(default_vcpu_mpidr).collect();
+        let rd = [guest_map::gicv3_redistributors(cfg.cpus)];
+        let gic = GicSpec::V3 {
+            distributor: guest_map::GICD,
+            redistributors: &rd,
+            maintenance_ppi: None,
+        };
+        let blob = build(&GuestDtbSpec::for_vm(&cfg, &plan, &mpidrs, gic)).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        assert_eq!(
+            cells_u64(fdt.find_node("/memory@40000000").unwrap(), "reg"),
+            [0x4000_0000, 256 * M]
+        );
+        assert_eq!(fdt.cpus().count(), 2);
+        let chosen = fdt.find_node("/chosen").unwrap();
+        assert_eq!(
+            cells_u64(chosen, "linux,initrd-start"),
+            [plan.initrd.unwrap().start.as_u64()]
+        );
+        assert_eq!(
+            cells_u64(chosen, "linux,initrd-end"),
+            [plan.initrd.unwrap().end().as_u64()]
+        );
+        assert_eq!(fdt.chosen().bootargs(), Some("console=ttyAMA0 earlycon"));
+        let gic = fdt.find_node("/intc@8000000").unwrap();
+        assert_eq!(
+            cells_u64(gic, "reg"),
+            [0x0800_0000, 0x1_0000, 0x080a_0000, 0x4_0000]
+        );
+        assert_eq!(
+            cells_u32(fdt.find_node("/pl011@9000000").unwrap(), "interrupts"),
+            [0, 1, 4]
+        );
+        // console = "none": no UART node.
+        let quiet = config::parse(b"kernel = \"I\"\nconsole = \"none\"", "vm").unwrap();
+        let blob = build(&GuestDtbSpec::for_vm(
+            &quiet,
+            &plan,
+            &mpidrs,
+            gic_v3_default(),
+        ))
+        .unwrap();
+        assert!(
+            Fdt::new(&blob)
+                .unwrap()
+                .find_compatible(&["arm,pl011"])
+                .is_none()
+        );
+    }
+
+    fn gic_v3_default() -> GicSpec<'static> {
+        GicSpec::V3 {
+            distributor: guest_map::GICD,
+            redistributors: &RDIST,
+            maintenance_ppi: None,
+        }
     }
 
     #[test]
