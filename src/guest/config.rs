@@ -1,0 +1,955 @@
+//! The VM configuration file, `vm.toml`, and the check that a set of VMs fits the machine.
+//!
+//! [`parse`] turns the text of one `vm.toml` into a validated [`VmConfig`]; every problem is a
+//! [`ConfigError`] naming the key (docs/ramdisk.md lists every key, its default and its rules).
+//! Parsing uses the `toml` crate's serde deserializer with `deny_unknown_fields`, so a
+//! misspelt key is an error rather than silently ignored.
+//!
+//! [`admit`] is the cross-VM check: given every parsed VM and the machine's free resources, it
+//! accepts or refuses each VM with a reason (physical CPUs pinned twice, not enough CPUs or
+//! memory, a passthrough device given twice, a duplicate name), so one bad VM is refused and
+//! the others still start.
+#![forbid(unsafe_code)]
+
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use serde::Deserialize;
+
+use super::layout::guest_map::EMULATED_DEVICE_WINDOW as EMULATED;
+use crate::addr::{Ipa, PAGE_SIZE, PhysAddr, SZ_2M};
+
+/// How errors name the emulated devices' window (`layout::guest_map`).
+pub const EMULATED_DEVICES: &str = "emulated devices (0x8000000..0xa000000)";
+
+/// Guest RAM granularity: a multiple of 2 MiB, so stage 2 can map it with 2 MiB blocks.
+pub const MEMORY_ALIGN: u64 = SZ_2M;
+/// Smallest guest RAM accepted.
+pub const MIN_MEMORY: u64 = 32 << 20;
+/// Guest RAM when `memory` is not given.
+pub const DEFAULT_MEMORY: u64 = 512 << 20;
+/// Most vCPUs a VM may have (vCPU sets are 64-bit masks, see `vdev::Effect::KickVcpus`).
+pub const MAX_VCPUS: usize = 64;
+/// Guest RAM base when `ram_base` is not given (as on QEMU virt).
+pub const DEFAULT_RAM_BASE: u64 = 0x4000_0000;
+/// Every guest IPA must be below this: 40 bits, the smallest PARange of the CPUs we run on
+/// (Cortex-A53; the Cortex-A72 of the Raspberry Pi 4 has 44).
+pub const MAX_IPA: u64 = 1 << 40;
+pub const DEFAULT_BOOTARGS: &str = "console=ttyAMA0 earlycon";
+/// Number of virtual SPIs when `spis` is not given.
+pub const DEFAULT_SPIS: u32 = 64;
+/// GICD_TYPER.ITLinesNumber counts INTIDs in blocks of 32 (GIC architecture specification,
+/// GICD_TYPER): the SPI count is a multiple of 32, and INTIDs stop at 1019.
+pub const SPI_GRANULE: u32 = 32;
+pub const MAX_SPIS: u32 = 960;
+/// Longest VM name.
+pub const MAX_NAME_LEN: usize = 32;
+/// Highest physical CPU index `physical_cpus` may name (the machine check is in [`admit`]).
+const MAX_PHYSICAL_CPU: i64 = 1023;
+
+/// What to do when the guest asks for a reset (PSCI SYSTEM_RESET).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OnReset {
+    /// Reload the images and start the VM again.
+    Restart,
+    /// Stop the VM.
+    Stop,
+}
+
+/// The guest's console device.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Console {
+    /// An emulated PL011.
+    Pl011,
+    /// No console device.
+    None,
+}
+
+/// A physical device region given to the VM (passthrough).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DeviceConfig {
+    pub name: String,
+    /// Host physical base of the device's registers (4 KiB aligned).
+    pub base: PhysAddr,
+    /// Size in bytes (a multiple of 4 KiB).
+    pub size: u64,
+    /// Where the guest sees it (4 KiB aligned); defaults to `base`.
+    pub ipa: Ipa,
+    /// SPI numbers (INTID - 32), each below the VM's `spis`.
+    pub interrupts: Vec<u32>,
+}
+
+/// A validated VM configuration.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct VmConfig {
+    pub name: String,
+    /// Paths relative to the VM folder, normalized (no ".", "..", or empty components).
+    pub kernel: String,
+    pub initrd: Option<String>,
+    pub dtb: Option<String>,
+    pub bootargs: String,
+    /// Guest RAM in bytes.
+    pub memory: u64,
+    pub cpus: usize,
+    /// Physical CPU of vCPU i, if pinned explicitly (length = `cpus`, no duplicates).
+    pub physical_cpus: Option<Vec<usize>>,
+    pub ram_base: Ipa,
+    pub devices: Vec<DeviceConfig>,
+    pub console: Console,
+    pub autostart: bool,
+    pub on_reset: OnReset,
+    pub spis: u32,
+}
+
+/// What is wrong with a path key.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PathProblem {
+    Empty,
+    Absolute,
+    /// A ".." component: files must stay inside the VM folder.
+    ParentComponent,
+    /// An empty component ("a//b") or a NUL byte.
+    Malformed,
+}
+
+/// What is wrong with a size.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SizeProblem {
+    /// Not `<digits>[K|M|G|T][iB|B]` or an integer.
+    Syntax,
+    Negative,
+    Overflow,
+    /// Not a multiple of the required granule (bytes).
+    NotMultiple(u64),
+    /// Below the minimum (bytes).
+    TooSmall(u64),
+}
+
+/// Why a `vm.toml` is rejected. `key` names the offending key (`devices[1].base` for a field
+/// of the second device); `line` is 1-based.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum ConfigError {
+    NotUtf8,
+    /// A TOML syntax error, or a value of the wrong type (`key` is the key on that line).
+    Toml {
+        key: Option<String>,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A key this version does not know (misspelt?).
+    UnknownKey {
+        key: String,
+        line: usize,
+    },
+    MissingKernel,
+    /// A string that ends up in the device tree holds a NUL character (`\u0000`).
+    NulInString {
+        key: &'static str,
+    },
+    /// A required key of a table (a device's `name`, `base` or `size`) is missing.
+    MissingKey {
+        key: String,
+        line: usize,
+    },
+    /// `name` (or the folder name it defaults to) is empty, too long, does not start with a
+    /// letter or digit, or has other characters than `A-Z a-z 0-9 - _ .`.
+    BadName {
+        value: String,
+    },
+    BadPath {
+        key: &'static str,
+        path: String,
+        problem: PathProblem,
+    },
+    BadSize {
+        key: String,
+        value: String,
+        problem: SizeProblem,
+    },
+    OutOfRange {
+        key: String,
+        value: i64,
+        min: i64,
+        max: i64,
+    },
+    Unaligned {
+        key: String,
+        value: u64,
+        align: u64,
+    },
+    /// A string key with a value outside its allowed set.
+    BadChoice {
+        key: &'static str,
+        value: String,
+        allowed: &'static [&'static str],
+    },
+    /// `physical_cpus` does not list exactly `cpus` entries.
+    PhysicalCpusLength {
+        cpus: usize,
+        listed: usize,
+    },
+    DuplicatePhysicalCpu {
+        cpu: usize,
+    },
+    /// `spis` is not a multiple of 32.
+    SpisNotMultipleOf32 {
+        spis: u32,
+    },
+    /// An IPA range ends past `MAX_IPA` (or overflows).
+    OutsideIpaSpace {
+        key: String,
+    },
+    /// Two guest-physical ranges overlap (a device and RAM, or two devices).
+    Overlap {
+        key: String,
+        with: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::NotUtf8 => write!(f, "vm.toml is not UTF-8"),
+            ConfigError::Toml {
+                key: Some(key),
+                line,
+                column,
+                message,
+            } => {
+                write!(f, "vm.toml:{line}:{column}: `{key}`: {message}")
+            }
+            ConfigError::Toml {
+                key: None,
+                line,
+                column,
+                message,
+            } => {
+                write!(f, "vm.toml:{line}:{column}: {message}")
+            }
+            ConfigError::UnknownKey { key, line } => {
+                write!(
+                    f,
+                    "vm.toml:{line}: unknown key `{key}` (see docs/ramdisk.md)"
+                )
+            }
+            ConfigError::MissingKernel => write!(f, "vm.toml: `kernel` is required"),
+            ConfigError::NulInString { key } => {
+                write!(f, "vm.toml: `{key}` contains a NUL character")
+            }
+            ConfigError::MissingKey { key, line } => {
+                write!(f, "vm.toml:{line}: `{key}` is required in this table")
+            }
+            ConfigError::BadName { value } => write!(
+                f,
+                "vm.toml: name `{value}` must be 1-{MAX_NAME_LEN} characters of A-Z a-z 0-9 - _ . \
+                 starting with a letter or digit"
+            ),
+            ConfigError::BadPath { key, path, problem } => {
+                let why = match problem {
+                    PathProblem::Empty => "is empty",
+                    PathProblem::Absolute => "must be relative to the VM folder",
+                    PathProblem::ParentComponent => "must not contain `..`",
+                    PathProblem::Malformed => "has an empty component or a NUL byte",
+                };
+                write!(f, "vm.toml: `{key}` path `{path}` {why}")
+            }
+            ConfigError::BadSize {
+                key,
+                value,
+                problem,
+            } => {
+                write!(f, "vm.toml: `{key}` = {value}: ")?;
+                match problem {
+                    SizeProblem::Syntax => {
+                        write!(f, "not a size (write bytes or e.g. \"512M\", \"1G\")")
+                    }
+                    SizeProblem::Negative => write!(f, "negative"),
+                    SizeProblem::Overflow => write!(f, "too large"),
+                    SizeProblem::NotMultiple(g) => write!(f, "not a multiple of {g:#x} bytes"),
+                    SizeProblem::TooSmall(m) => write!(f, "below the minimum of {m:#x} bytes"),
+                }
+            }
+            ConfigError::OutOfRange {
+                key,
+                value,
+                min,
+                max,
+            } => {
+                write!(f, "vm.toml: `{key}` = {value} is outside {min}..={max}")
+            }
+            ConfigError::Unaligned { key, value, align } => {
+                write!(f, "vm.toml: `{key}` = {value:#x} is not {align:#x}-aligned")
+            }
+            ConfigError::BadChoice {
+                key,
+                value,
+                allowed,
+            } => {
+                write!(
+                    f,
+                    "vm.toml: `{key}` = \"{value}\", expected one of {allowed:?}"
+                )
+            }
+            ConfigError::PhysicalCpusLength { cpus, listed } => write!(
+                f,
+                "vm.toml: `physical_cpus` lists {listed} CPUs, `cpus` is {cpus}"
+            ),
+            ConfigError::DuplicatePhysicalCpu { cpu } => {
+                write!(f, "vm.toml: `physical_cpus` lists CPU {cpu} twice")
+            }
+            ConfigError::SpisNotMultipleOf32 { spis } => {
+                write!(f, "vm.toml: `spis` = {spis} is not a multiple of 32")
+            }
+            ConfigError::OutsideIpaSpace { key } => {
+                write!(
+                    f,
+                    "vm.toml: `{key}` ends beyond the {MAX_IPA:#x} guest address space"
+                )
+            }
+            ConfigError::Overlap { key, with } => {
+                write!(f, "vm.toml: `{key}` overlaps `{with}`")
+            }
+        }
+    }
+}
+
+/// A size as written: a string with a unit or an integer of bytes.
+#[derive(Clone, Debug)]
+enum SizeValue {
+    Text(String),
+    Bytes(i64),
+}
+
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = SizeValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size: an integer of bytes or a string such as \"512M\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<SizeValue, E> {
+                Ok(SizeValue::Bytes(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SizeValue, E> {
+                Ok(SizeValue::Bytes(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SizeValue, E> {
+                Ok(SizeValue::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `vm.toml` as written; [`parse`] validates it into [`VmConfig`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    name: Option<String>,
+    kernel: Option<String>,
+    initrd: Option<String>,
+    dtb: Option<String>,
+    bootargs: Option<String>,
+    memory: Option<SizeValue>,
+    cpus: Option<i64>,
+    physical_cpus: Option<Vec<i64>>,
+    ram_base: Option<i64>,
+    devices: Option<Vec<RawDevice>>,
+    console: Option<String>,
+    autostart: Option<bool>,
+    on_reset: Option<String>,
+    spis: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    name: String,
+    base: i64,
+    size: SizeValue,
+    ipa: Option<i64>,
+    interrupts: Option<Vec<i64>>,
+}
+
+/// Parses a size: an integer of bytes, or `<digits>` followed by an optional binary unit
+/// `K`, `M`, `G` or `T` (either case, optionally followed by `B` or `iB`).
+fn parse_size(key: &str, v: &SizeValue) -> Result<u64, ConfigError> {
+    let err = |problem| ConfigError::BadSize {
+        key: key.to_owned(),
+        value: match v {
+            SizeValue::Text(s) => alloc::format!("\"{s}\""),
+            SizeValue::Bytes(b) => alloc::format!("{b}"),
+        },
+        problem,
+    };
+    let text = match v {
+        SizeValue::Bytes(b) => return u64::try_from(*b).map_err(|_| err(SizeProblem::Negative)),
+        SizeValue::Text(s) => s.trim(),
+    };
+    if text.starts_with('-') {
+        return Err(err(SizeProblem::Negative));
+    }
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(digits_end);
+    if digits.is_empty() {
+        return Err(err(SizeProblem::Syntax));
+    }
+    let unit = unit.trim_start();
+    let (letter, rest) = match unit.chars().next() {
+        None => (None, ""),
+        Some(c) => (Some(c.to_ascii_uppercase()), &unit[c.len_utf8()..]),
+    };
+    let shift = match letter {
+        None => 0,
+        Some('B') if rest.is_empty() => 0,
+        Some('K') => 10,
+        Some('M') => 20,
+        Some('G') => 30,
+        Some('T') => 40,
+        _ => return Err(err(SizeProblem::Syntax)),
+    };
+    if letter.is_some_and(|l| l != 'B') && !matches!(rest, "" | "B" | "b" | "iB" | "ib" | "IB") {
+        return Err(err(SizeProblem::Syntax));
+    }
+    let n: u64 = digits.parse().map_err(|_| err(SizeProblem::Overflow))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or(err(SizeProblem::Overflow))
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Normalizes a path relative to the VM folder: drops "." components; rejects absolute
+/// paths, "..", empty components and NUL bytes.
+pub fn normalize_path(key: &'static str, path: &str) -> Result<String, ConfigError> {
+    let err = |problem| ConfigError::BadPath {
+        key,
+        path: path.to_owned(),
+        problem,
+    };
+    if path.is_empty() {
+        return Err(err(PathProblem::Empty));
+    }
+    if path.starts_with('/') {
+        return Err(err(PathProblem::Absolute));
+    }
+    if path.contains('\0') {
+        return Err(err(PathProblem::Malformed));
+    }
+    let mut out = String::new();
+    for comp in path.split('/') {
+        match comp {
+            "." => {}
+            ".." => return Err(err(PathProblem::ParentComponent)),
+            "" => return Err(err(PathProblem::Malformed)),
+            c => {
+                if !out.is_empty() {
+                    out.push('/');
+                }
+                out.push_str(c);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(err(PathProblem::Empty));
+    }
+    Ok(out)
+}
+
+fn in_range(key: &str, value: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::OutOfRange {
+            key: key.to_owned(),
+            value,
+            min,
+            max,
+        })
+    }
+}
+
+fn choice<T: Copy>(
+    key: &'static str,
+    value: Option<String>,
+    table: &[(&'static str, T)],
+    allowed: &'static [&'static str],
+) -> Result<Option<T>, ConfigError> {
+    let Some(value) = value else { return Ok(None) };
+    table
+        .iter()
+        .find(|(s, _)| *s == value)
+        .map(|&(_, t)| Some(t))
+        .ok_or(ConfigError::BadChoice {
+            key,
+            value,
+            allowed,
+        })
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let at = at.min(text.len());
+    let before = text.as_bytes().get(..at).unwrap_or_default();
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    (line, at - line_start + 1)
+}
+
+/// The key assigned on the line holding byte `at`, if the line reads `key = ...`.
+fn key_on_line(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let start = text.as_bytes()[..at]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    bare.then(|| key.to_owned())
+}
+
+/// Turns a `toml` error into a [`ConfigError`]: unknown keys become `UnknownKey`.
+fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let at = e.span().map_or(0, |s| s.start);
+    let (line, column) = line_col(text, at);
+    let message = e.message();
+    // serde's `deny_unknown_fields` message: "unknown field `x`, expected one of ...".
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((key, _)) = rest.split_once('`')
+    {
+        return ConfigError::UnknownKey {
+            key: key.to_owned(),
+            line,
+        };
+    }
+    if let Some(rest) = message.strip_prefix("missing field `")
+        && let Some((key, _)) = rest.split_once('`')
+    {
+        return ConfigError::MissingKey {
+            key: key.to_owned(),
+            line,
+        };
+    }
+    ConfigError::Toml {
+        key: e.span().and_then(|s| key_on_line(text, s.start)),
+        line,
+        column,
+        message: message.trim_end().to_owned(),
+    }
+}
+
+fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.0.saturating_add(b.1) && b.0 < a.0.saturating_add(a.1)
+}
+
+/// Parses and validates the text of a `vm.toml`. `folder` is the VM's folder name, the
+/// default `name`.
+pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
+    let text = core::str::from_utf8(text).map_err(|_| ConfigError::NotUtf8)?;
+    let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+
+    let name = raw.name.unwrap_or_else(|| folder.to_owned());
+    if !valid_name(&name) {
+        return Err(ConfigError::BadName { value: name });
+    }
+    let kernel = normalize_path("kernel", &raw.kernel.ok_or(ConfigError::MissingKernel)?)?;
+    let initrd = raw
+        .initrd
+        .map(|p| normalize_path("initrd", &p))
+        .transpose()?;
+    let dtb = raw.dtb.map(|p| normalize_path("dtb", &p)).transpose()?;
+    let bootargs = raw.bootargs.unwrap_or_else(|| DEFAULT_BOOTARGS.to_owned());
+    if bootargs.contains('\0') {
+        return Err(ConfigError::NulInString { key: "bootargs" });
+    }
+
+    let memory = match &raw.memory {
+        Some(v) => parse_size("memory", v)?,
+        None => DEFAULT_MEMORY,
+    };
+    let bad_memory = |problem| ConfigError::BadSize {
+        key: "memory".to_owned(),
+        value: alloc::format!("{memory:#x}"),
+        problem,
+    };
+    if memory < MIN_MEMORY {
+        return Err(bad_memory(SizeProblem::TooSmall(MIN_MEMORY)));
+    }
+    if !memory.is_multiple_of(MEMORY_ALIGN) {
+        return Err(bad_memory(SizeProblem::NotMultiple(MEMORY_ALIGN)));
+    }
+
+    let cpus = in_range("cpus", raw.cpus.unwrap_or(1), 1, MAX_VCPUS as i64)? as usize;
+    let physical_cpus = match raw.physical_cpus {
+        None => None,
+        Some(list) => {
+            if list.len() != cpus {
+                return Err(ConfigError::PhysicalCpusLength {
+                    cpus,
+                    listed: list.len(),
+                });
+            }
+            let mut out: Vec<usize> = Vec::with_capacity(list.len());
+            for (i, &c) in list.iter().enumerate() {
+                let key = alloc::format!("physical_cpus[{i}]");
+                let c = in_range(&key, c, 0, MAX_PHYSICAL_CPU)? as usize;
+                if out.contains(&c) {
+                    return Err(ConfigError::DuplicatePhysicalCpu { cpu: c });
+                }
+                out.push(c);
+            }
+            Some(out)
+        }
+    };
+
+    let ram_base = raw.ram_base.unwrap_or(DEFAULT_RAM_BASE as i64);
+    let ram_base = in_range("ram_base", ram_base, 0, MAX_IPA as i64)? as u64;
+    if !ram_base.is_multiple_of(MEMORY_ALIGN) {
+        return Err(ConfigError::Unaligned {
+            key: "ram_base".to_owned(),
+            value: ram_base,
+            align: MEMORY_ALIGN,
+        });
+    }
+    if ram_base.checked_add(memory).is_none_or(|end| end > MAX_IPA) {
+        return Err(ConfigError::OutsideIpaSpace {
+            key: "memory".to_owned(),
+        });
+    }
+    let emulated = (EMULATED.start.as_u64(), EMULATED.size);
+    if overlaps((ram_base, memory), emulated) {
+        return Err(ConfigError::Overlap {
+            key: "memory".to_owned(),
+            with: EMULATED_DEVICES.to_owned(),
+        });
+    }
+
+    let spis = in_range(
+        "spis",
+        raw.spis.unwrap_or(i64::from(DEFAULT_SPIS)),
+        i64::from(SPI_GRANULE),
+        i64::from(MAX_SPIS),
+    )? as u32;
+    if !spis.is_multiple_of(SPI_GRANULE) {
+        return Err(ConfigError::SpisNotMultipleOf32 { spis });
+    }
+
+    let console = choice(
+        "console",
+        raw.console,
+        &[("pl011", Console::Pl011), ("none", Console::None)],
+        &["pl011", "none"],
+    )?
+    .unwrap_or(Console::Pl011);
+    let on_reset = choice(
+        "on_reset",
+        raw.on_reset,
+        &[("restart", OnReset::Restart), ("stop", OnReset::Stop)],
+        &["restart", "stop"],
+    )?
+    .unwrap_or(OnReset::Restart);
+
+    let mut devices: Vec<DeviceConfig> = Vec::new();
+    for (i, d) in raw.devices.unwrap_or_default().into_iter().enumerate() {
+        let key = |field: &str| alloc::format!("devices[{i}].{field}");
+        if d.name.is_empty() {
+            return Err(ConfigError::BadName { value: d.name });
+        }
+        let base = in_range(&key("base"), d.base, 0, i64::MAX)? as u64;
+        if !base.is_multiple_of(PAGE_SIZE) {
+            return Err(ConfigError::Unaligned {
+                key: key("base"),
+                value: base,
+                align: PAGE_SIZE,
+            });
+        }
+        let size = parse_size(&key("size"), &d.size)?;
+        if size == 0 || !size.is_multiple_of(PAGE_SIZE) {
+            return Err(ConfigError::BadSize {
+                key: key("size"),
+                value: alloc::format!("{size:#x}"),
+                problem: if size == 0 {
+                    SizeProblem::TooSmall(PAGE_SIZE)
+                } else {
+                    SizeProblem::NotMultiple(PAGE_SIZE)
+                },
+            });
+        }
+        if base.checked_add(size).is_none() {
+            return Err(ConfigError::BadSize {
+                key: key("size"),
+                value: alloc::format!("{size:#x}"),
+                problem: SizeProblem::Overflow,
+            });
+        }
+        let ipa = match d.ipa {
+            Some(v) => in_range(&key("ipa"), v, 0, i64::MAX)? as u64,
+            None => base,
+        };
+        if !ipa.is_multiple_of(PAGE_SIZE) {
+            return Err(ConfigError::Unaligned {
+                key: key("ipa"),
+                value: ipa,
+                align: PAGE_SIZE,
+            });
+        }
+        if ipa.checked_add(size).is_none_or(|end| end > MAX_IPA) {
+            return Err(ConfigError::OutsideIpaSpace { key: key("ipa") });
+        }
+        if overlaps((ipa, size), emulated) {
+            return Err(ConfigError::Overlap {
+                key: key("ipa"),
+                with: EMULATED_DEVICES.to_owned(),
+            });
+        }
+        if overlaps((ipa, size), (ram_base, memory)) {
+            return Err(ConfigError::Overlap {
+                key: key("ipa"),
+                with: "memory".to_owned(),
+            });
+        }
+        for (j, other) in devices.iter().enumerate() {
+            let with = |field: &str| alloc::format!("devices[{j}].{field}");
+            if overlaps((ipa, size), (other.ipa.as_u64(), other.size)) {
+                return Err(ConfigError::Overlap {
+                    key: key("ipa"),
+                    with: with("ipa"),
+                });
+            }
+            if overlaps((base, size), (other.base.as_u64(), other.size)) {
+                return Err(ConfigError::Overlap {
+                    key: key("base"),
+                    with: with("base"),
+                });
+            }
+        }
+        let mut interrupts = Vec::new();
+        for (k, &spi) in d.interrupts.unwrap_or_default().iter().enumerate() {
+            let spi_key = alloc::format!("devices[{i}].interrupts[{k}]");
+            interrupts.push(in_range(&spi_key, spi, 0, i64::from(spis) - 1)? as u32);
+        }
+        devices.push(DeviceConfig {
+            name: d.name,
+            base: PhysAddr::new(base),
+            size,
+            ipa: Ipa::new(ipa),
+            interrupts,
+        });
+    }
+
+    Ok(VmConfig {
+        name,
+        kernel,
+        initrd,
+        dtb,
+        bootargs,
+        memory,
+        cpus,
+        physical_cpus,
+        ram_base: Ipa::new(ram_base),
+        devices,
+        console,
+        autostart: raw.autostart.unwrap_or(true),
+        on_reset,
+        spis,
+    })
+}
+
+/// The machine's resources left for VMs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct MachineResources {
+    /// Physical CPUs that may run vCPUs are `0..cpus`.
+    pub cpus: usize,
+    /// Bytes of RAM free for guest memory.
+    pub free_memory: u64,
+}
+
+/// Why a VM is refused by [`admit`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Refusal {
+    /// An earlier VM has the same name.
+    DuplicateName,
+    /// `physical_cpus` names a CPU the machine does not have.
+    CpuOutOfRange {
+        cpu: usize,
+        machine_cpus: usize,
+    },
+    /// `physical_cpus` names a CPU an accepted VM already uses.
+    CpuTaken {
+        cpu: usize,
+        by: String,
+    },
+    /// Not enough unpinned CPUs are left.
+    NotEnoughCpus {
+        wanted: usize,
+        free: usize,
+    },
+    NotEnoughMemory {
+        wanted: u64,
+        free: u64,
+    },
+    /// A passthrough device's host range overlaps one an accepted VM already has.
+    DeviceTaken {
+        device: String,
+        by: String,
+    },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::DuplicateName => write!(f, "another VM has the same name"),
+            Refusal::CpuOutOfRange { cpu, machine_cpus } => {
+                write!(
+                    f,
+                    "physical CPU {cpu} does not exist (the machine has {machine_cpus})"
+                )
+            }
+            Refusal::CpuTaken { cpu, by } => write!(f, "physical CPU {cpu} is used by VM {by}"),
+            Refusal::NotEnoughCpus { wanted, free } => {
+                write!(f, "needs {wanted} physical CPUs, {free} are free")
+            }
+            Refusal::NotEnoughMemory { wanted, free } => {
+                write!(f, "needs {wanted:#x} bytes of RAM, {free:#x} are free")
+            }
+            Refusal::DeviceTaken { device, by } => {
+                write!(f, "device {device} is already given to VM {by}")
+            }
+        }
+    }
+}
+
+/// The verdict on one VM.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Admission {
+    /// Start it; vCPU i runs on `physical_cpus[i]`.
+    Accept {
+        physical_cpus: Vec<usize>,
+    },
+    Refuse(Refusal),
+}
+
+/// Decides which VMs fit the machine together; the result is parallel to `vms`. VMs with
+/// explicit `physical_cpus` are placed first (in order), then the others get the lowest free
+/// CPUs (in order). Memory and devices go to VMs in the same order. A refused VM takes
+/// nothing.
+pub fn admit(vms: &[&VmConfig], machine: &MachineResources) -> Vec<Admission> {
+    let mut verdicts: Vec<Option<Admission>> = alloc::vec![None; vms.len()];
+    // cpu_owner[c] = index of the VM that runs on physical CPU c.
+    let mut cpu_owner: Vec<Option<usize>> = alloc::vec![None; machine.cpus];
+    let mut free_memory = machine.free_memory;
+
+    for i in 0..vms.len() {
+        if vms[..i].iter().any(|o| o.name == vms[i].name) {
+            verdicts[i] = Some(Admission::Refuse(Refusal::DuplicateName));
+        }
+    }
+
+    // Checks memory and devices against the VMs accepted so far.
+    let fits = |i: usize, free_memory: u64, verdicts: &[Option<Admission>]| {
+        let vm = vms[i];
+        if vm.memory > free_memory {
+            return Err(Refusal::NotEnoughMemory {
+                wanted: vm.memory,
+                free: free_memory,
+            });
+        }
+        for d in &vm.devices {
+            for (j, other) in vms.iter().enumerate() {
+                let accepted = matches!(verdicts[j], Some(Admission::Accept { .. }));
+                if accepted
+                    && other
+                        .devices
+                        .iter()
+                        .any(|od| overlaps((d.base.as_u64(), d.size), (od.base.as_u64(), od.size)))
+                {
+                    return Err(Refusal::DeviceTaken {
+                        device: d.name.clone(),
+                        by: other.name.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    };
+
+    for pinned_pass in [true, false] {
+        for i in 0..vms.len() {
+            if verdicts[i].is_some() || vms[i].physical_cpus.is_some() != pinned_pass {
+                continue;
+            }
+            let vm = vms[i];
+            let placement = match &vm.physical_cpus {
+                Some(list) => list
+                    .iter()
+                    .try_for_each(|&c| match cpu_owner.get(c) {
+                        None => Err(Refusal::CpuOutOfRange {
+                            cpu: c,
+                            machine_cpus: machine.cpus,
+                        }),
+                        Some(Some(o)) => Err(Refusal::CpuTaken {
+                            cpu: c,
+                            by: vms[*o].name.clone(),
+                        }),
+                        Some(None) => Ok(()),
+                    })
+                    .map(|()| list.clone()),
+                None => {
+                    let free: Vec<usize> = (0..machine.cpus)
+                        .filter(|&c| cpu_owner[c].is_none())
+                        .collect();
+                    if free.len() < vm.cpus {
+                        Err(Refusal::NotEnoughCpus {
+                            wanted: vm.cpus,
+                            free: free.len(),
+                        })
+                    } else {
+                        Ok(free[..vm.cpus].to_vec())
+                    }
+                }
+            };
+            let verdict = placement.and_then(|cpus| {
+                fits(i, free_memory, &verdicts)?;
+                Ok(cpus)
+            });
+            verdicts[i] = Some(match verdict {
+                Ok(cpus) => {
+                    for &c in &cpus {
+                        cpu_owner[c] = Some(i);
+                    }
+                    free_memory -= vm.memory;
+                    Admission::Accept {
+                        physical_cpus: cpus,
+                    }
+                }
+                Err(r) => Admission::Refuse(r),
+            });
+        }
+    }
+    verdicts
+        .into_iter()
+        .map(|v| v.unwrap_or(Admission::Refuse(Refusal::DuplicateName)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

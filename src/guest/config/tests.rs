@@ -1,0 +1,749 @@
+use super::*;
+use alloc::string::ToString;
+use alloc::vec;
+
+const M: u64 = 1 << 20;
+
+fn parse_str(text: &str) -> Result<VmConfig, ConfigError> {
+    parse(text.as_bytes(), "linux")
+}
+
+/// A minimal valid config plus `extra` lines.
+fn with(extra: &str) -> Result<VmConfig, ConfigError> {
+    parse_str(&alloc::format!("kernel = \"Image\"\n{extra}\n"))
+}
+
+fn err(extra: &str) -> ConfigError {
+    with(extra).unwrap_err()
+}
+
+#[test]
+fn applies_every_default_to_a_minimal_config() {
+    let c = with("").unwrap();
+    assert_eq!(
+        c,
+        VmConfig {
+            name: "linux".to_string(),
+            kernel: "Image".to_string(),
+            initrd: None,
+            dtb: None,
+            bootargs: "console=ttyAMA0 earlycon".to_string(),
+            memory: 512 * M,
+            cpus: 1,
+            physical_cpus: None,
+            ram_base: Ipa::new(0x4000_0000),
+            devices: vec![],
+            console: Console::Pl011,
+            autostart: true,
+            on_reset: OnReset::Restart,
+            spis: 64,
+        }
+    );
+}
+
+#[test]
+fn reads_every_key() {
+    let text = r#"
+name = "web-1"
+kernel = "boot/Image"
+initrd = "./initramfs.cpio.gz"
+dtb = "guest.dtb"
+bootargs = "console=ttyAMA0 root=/dev/ram0"
+memory = "1536M"
+cpus = 2
+physical_cpus = [3, 2]
+ram_base = 0x8000_0000
+console = "none"
+autostart = false
+on_reset = "stop"
+spis = 96
+
+[[devices]]
+name = "eth"
+base = 0xfd58_0000
+size = "64K"
+interrupts = [29, 30]
+
+[[devices]]
+name = "gpio"
+base = 0xfe20_0000
+size = 4096
+ipa = 0x0a00_0000
+"#;
+    let c = parse_str(text).unwrap();
+    assert_eq!(c.name, "web-1");
+    assert_eq!(c.kernel, "boot/Image");
+    assert_eq!(c.initrd.as_deref(), Some("initramfs.cpio.gz"));
+    assert_eq!(c.dtb.as_deref(), Some("guest.dtb"));
+    assert_eq!(c.bootargs, "console=ttyAMA0 root=/dev/ram0");
+    assert_eq!(c.memory, 1536 * M);
+    assert_eq!(c.cpus, 2);
+    assert_eq!(c.physical_cpus, Some(vec![3, 2]));
+    assert_eq!(c.ram_base, Ipa::new(0x8000_0000));
+    assert_eq!(c.console, Console::None);
+    assert!(!c.autostart);
+    assert_eq!(c.on_reset, OnReset::Stop);
+    assert_eq!(c.spis, 96);
+    assert_eq!(
+        c.devices,
+        vec![
+            DeviceConfig {
+                name: "eth".to_string(),
+                base: PhysAddr::new(0xfd58_0000),
+                size: 0x1_0000,
+                ipa: Ipa::new(0xfd58_0000),
+                interrupts: vec![29, 30],
+            },
+            DeviceConfig {
+                name: "gpio".to_string(),
+                base: PhysAddr::new(0xfe20_0000),
+                size: 0x1000,
+                ipa: Ipa::new(0x0a00_0000),
+                interrupts: vec![],
+            },
+        ]
+    );
+}
+
+#[test]
+fn accepts_memory_in_every_documented_form() {
+    for (v, bytes) in [
+        ("\"512M\"", 512 * M),
+        ("\"1G\"", 1024 * M),
+        ("\"1536M\"", 1536 * M),
+        ("\"1536m\"", 1536 * M),
+        ("\"2GiB\"", 2048 * M),
+        ("\"64MB\"", 64 * M),
+        ("\"65536K\"", 64 * M),
+        ("\" 34M \"", 34 * M),
+        ("33554432", 32 * M),
+        ("\"33554432\"", 32 * M),
+    ] {
+        assert_eq!(
+            with(&alloc::format!("memory = {v}")).unwrap().memory,
+            bytes,
+            "{v}"
+        );
+    }
+}
+
+#[test]
+fn rejects_bad_memory_sizes_naming_the_problem() {
+    let problem = |v: &str| match err(&alloc::format!("memory = {v}")) {
+        ConfigError::BadSize { key, problem, .. } if key == "memory" => problem,
+        other => panic!("{v}: {other:?}"),
+    };
+    assert_eq!(problem("\"lots\""), SizeProblem::Syntax);
+    assert_eq!(problem("\"512X\""), SizeProblem::Syntax);
+    assert_eq!(problem("\"512Mx\""), SizeProblem::Syntax);
+    assert_eq!(problem("\"M\""), SizeProblem::Syntax);
+    assert_eq!(problem("\"\""), SizeProblem::Syntax);
+    assert_eq!(problem("\"-1G\""), SizeProblem::Negative);
+    assert_eq!(problem("-4096"), SizeProblem::Negative);
+    assert_eq!(problem("\"99999999999999999999\""), SizeProblem::Overflow);
+    assert_eq!(problem("\"99999999999T\""), SizeProblem::Overflow);
+    assert_eq!(problem("\"30M\""), SizeProblem::TooSmall(32 * M));
+    assert_eq!(problem("\"33M\""), SizeProblem::NotMultiple(2 * M));
+    assert_eq!(problem("33554433"), SizeProblem::NotMultiple(2 * M));
+    assert!(matches!(
+        err("memory = true"),
+        ConfigError::Toml { key: Some(k), line: 2, .. } if k == "memory"
+    ));
+    // 1 TiB of RAM at 1 GiB runs past the 40-bit IPA space.
+    assert_eq!(
+        err("memory = \"1T\""),
+        ConfigError::OutsideIpaSpace {
+            key: "memory".to_string()
+        }
+    );
+}
+
+#[test]
+fn reports_an_unknown_key_with_its_line() {
+    assert_eq!(
+        err("cpu = 2"),
+        ConfigError::UnknownKey {
+            key: "cpu".to_string(),
+            line: 2
+        }
+    );
+    assert_eq!(
+        err("[[devices]]\nname = \"x\"\nbase = 0\nsize = 4096\nirq = [1]"),
+        ConfigError::UnknownKey {
+            key: "irq".to_string(),
+            line: 6
+        }
+    );
+    assert_eq!(
+        err("[extra]\na = 1"),
+        ConfigError::UnknownKey {
+            key: "extra".to_string(),
+            line: 2
+        }
+    );
+}
+
+#[test]
+fn rejects_a_nul_in_bootargs() {
+    assert_eq!(
+        err("bootargs = \"a\\u0000b\""),
+        ConfigError::NulInString { key: "bootargs" }
+    );
+}
+
+#[test]
+fn requires_the_kernel() {
+    assert_eq!(parse_str("cpus = 1\n"), Err(ConfigError::MissingKernel));
+    assert_eq!(parse_str(""), Err(ConfigError::MissingKernel));
+}
+
+#[test]
+fn requires_device_name_base_and_size() {
+    assert_eq!(
+        err("[[devices]]\nname = \"x\"\nsize = 4096"),
+        ConfigError::MissingKey {
+            key: "base".to_string(),
+            line: 2
+        }
+    );
+    assert!(matches!(
+        err("[[devices]]\nbase = 0\nsize = 4096"),
+        ConfigError::MissingKey { key, .. } if key == "name"
+    ));
+}
+
+#[test]
+fn reports_syntax_errors_and_wrong_types_with_position() {
+    assert_eq!(
+        err("cpus = \"two\""),
+        ConfigError::Toml {
+            key: Some("cpus".to_string()),
+            line: 2,
+            column: 8,
+            message: "invalid type: string \"two\", expected i64".to_string()
+        }
+    );
+    assert!(matches!(
+        err("kernel2 = "),
+        ConfigError::Toml { line: 2, .. }
+    ));
+    assert!(matches!(
+        parse_str("kernel = \"Image"),
+        Err(ConfigError::Toml { line: 1, .. })
+    ));
+    assert!(matches!(
+        err("kernel = \"Other\""),
+        ConfigError::Toml { key: Some(k), .. } if k == "kernel"
+    ));
+    assert_eq!(parse(b"kernel = \"\xff\"", "x"), Err(ConfigError::NotUtf8));
+}
+
+#[test]
+fn validates_the_name_and_defaults_it_to_the_folder() {
+    assert_eq!(parse(b"kernel = \"I\"", "vm2").unwrap().name, "vm2");
+    for bad in ["", "has space", "slash/no", "..", "-x", &"x".repeat(33)] {
+        assert_eq!(
+            err(&alloc::format!("name = \"{bad}\"")),
+            ConfigError::BadName {
+                value: bad.to_string()
+            }
+        );
+    }
+    assert_eq!(
+        parse(b"kernel = \"I\"", "bad folder"),
+        Err(ConfigError::BadName {
+            value: "bad folder".to_string()
+        })
+    );
+    assert_eq!(
+        parse(b"kernel = \"I\"\nname = \"ok\"", "bad folder")
+            .unwrap()
+            .name,
+        "ok"
+    );
+}
+
+#[test]
+fn rejects_paths_leaving_the_vm_folder() {
+    let path = |key: &str, v: &str| {
+        let text = if key == "kernel" {
+            alloc::format!("kernel = \"{v}\"")
+        } else {
+            alloc::format!("kernel = \"Image\"\n{key} = \"{v}\"")
+        };
+        parse_str(&text)
+    };
+    for (key, v, problem) in [
+        ("kernel", "/boot/Image", PathProblem::Absolute),
+        ("kernel", "../other/Image", PathProblem::ParentComponent),
+        ("initrd", "a/../../b", PathProblem::ParentComponent),
+        ("dtb", "", PathProblem::Empty),
+        ("dtb", "./.", PathProblem::Empty),
+        ("initrd", "a//b", PathProblem::Malformed),
+        ("kernel", "dir/", PathProblem::Malformed),
+    ] {
+        match path(key, v) {
+            Err(ConfigError::BadPath {
+                key: k,
+                path,
+                problem: p,
+            }) => {
+                assert_eq!((k, path.as_str(), p), (key, v, problem));
+            }
+            other => panic!("{key} = {v}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        path("kernel", "./boot/./Image").unwrap().kernel,
+        "boot/Image"
+    );
+}
+
+#[test]
+fn checks_cpus_and_physical_cpus() {
+    assert_eq!(
+        err("cpus = 0"),
+        ConfigError::OutOfRange {
+            key: "cpus".to_string(),
+            value: 0,
+            min: 1,
+            max: 64
+        }
+    );
+    assert_eq!(
+        err("cpus = 65"),
+        ConfigError::OutOfRange {
+            key: "cpus".to_string(),
+            value: 65,
+            min: 1,
+            max: 64
+        }
+    );
+    assert_eq!(with("cpus = 64").unwrap().cpus, 64);
+    assert_eq!(
+        err("cpus = 2\nphysical_cpus = [1]"),
+        ConfigError::PhysicalCpusLength { cpus: 2, listed: 1 }
+    );
+    assert_eq!(
+        err("cpus = 2\nphysical_cpus = [1, 1]"),
+        ConfigError::DuplicatePhysicalCpu { cpu: 1 }
+    );
+    assert_eq!(
+        err("physical_cpus = [-1]"),
+        ConfigError::OutOfRange {
+            key: "physical_cpus[0]".to_string(),
+            value: -1,
+            min: 0,
+            max: 1023
+        }
+    );
+}
+
+#[test]
+fn checks_ram_base_alignment_and_range() {
+    assert_eq!(
+        err("ram_base = 0x4010_0000"),
+        ConfigError::Unaligned {
+            key: "ram_base".to_string(),
+            value: 0x4010_0000,
+            align: 2 * M
+        }
+    );
+    assert!(matches!(
+        err("ram_base = -2097152"),
+        ConfigError::OutOfRange { .. }
+    ));
+    assert_eq!(
+        with("ram_base = 0\nmemory = \"128M\"").unwrap().ram_base,
+        Ipa::new(0)
+    );
+    assert_eq!(
+        err("ram_base = 0\nmemory = \"130M\""),
+        ConfigError::Overlap {
+            key: "memory".to_string(),
+            with: EMULATED_DEVICES.to_string()
+        }
+    );
+    assert_eq!(
+        err("ram_base = 0xff_ffe0_0000"),
+        ConfigError::OutsideIpaSpace {
+            key: "memory".to_string()
+        }
+    );
+}
+
+#[test]
+fn checks_spis_console_and_on_reset() {
+    assert_eq!(
+        err("spis = 33"),
+        ConfigError::SpisNotMultipleOf32 { spis: 33 }
+    );
+    assert!(matches!(err("spis = 0"), ConfigError::OutOfRange { .. }));
+    assert!(matches!(err("spis = 992"), ConfigError::OutOfRange { .. }));
+    assert_eq!(with("spis = 960").unwrap().spis, 960);
+    assert_eq!(
+        err("console = \"serial\""),
+        ConfigError::BadChoice {
+            key: "console",
+            value: "serial".to_string(),
+            allowed: &["pl011", "none"]
+        }
+    );
+    assert_eq!(with("console = \"pl011\"").unwrap().console, Console::Pl011);
+    assert!(matches!(
+        err("on_reset = \"reboot\""),
+        ConfigError::BadChoice {
+            key: "on_reset",
+            ..
+        }
+    ));
+    assert_eq!(
+        with("on_reset = \"restart\"").unwrap().on_reset,
+        OnReset::Restart
+    );
+    assert!(
+        matches!(err("autostart = 1"), ConfigError::Toml { key: Some(k), .. } if k == "autostart")
+    );
+}
+
+fn device(body: &str) -> String {
+    alloc::format!("[[devices]]\nname = \"d\"\n{body}")
+}
+
+#[test]
+fn validates_passthrough_devices() {
+    assert_eq!(
+        err(&device("base = 0x1001\nsize = 4096")),
+        ConfigError::Unaligned {
+            key: "devices[0].base".to_string(),
+            value: 0x1001,
+            align: 4096
+        }
+    );
+    assert!(matches!(
+        err(&device("base = 0x1000\nsize = 0")),
+        ConfigError::BadSize { key, problem: SizeProblem::TooSmall(4096), .. } if key == "devices[0].size"
+    ));
+    assert!(matches!(
+        err(&device("base = 0x1000\nsize = 100")),
+        ConfigError::BadSize {
+            problem: SizeProblem::NotMultiple(4096),
+            ..
+        }
+    ));
+    assert_eq!(
+        err(&device("base = 0x1000\nsize = 4096\nipa = 0x1800")),
+        ConfigError::Unaligned {
+            key: "devices[0].ipa".to_string(),
+            value: 0x1800,
+            align: 4096
+        }
+    );
+    assert_eq!(
+        err(&device("base = 0x4100_0000\nsize = 4096")),
+        ConfigError::Overlap {
+            key: "devices[0].ipa".to_string(),
+            with: "memory".to_string()
+        }
+    );
+    assert_eq!(
+        err(&device("base = 0x0900_0000\nsize = 4096")),
+        ConfigError::Overlap {
+            key: "devices[0].ipa".to_string(),
+            with: EMULATED_DEVICES.to_string()
+        }
+    );
+    let moved = with(&device(
+        "base = 0x0900_0000\nsize = 4096\nipa = 0x0a00_0000",
+    ))
+    .unwrap();
+    assert_eq!(moved.devices[0].ipa, Ipa::new(0x0a00_0000));
+    assert_eq!(
+        err(&device(
+            "base = 0x0a00_0000\nsize = 4096\ninterrupts = [64]"
+        )),
+        ConfigError::OutOfRange {
+            key: "devices[0].interrupts[0]".to_string(),
+            value: 64,
+            min: 0,
+            max: 63
+        }
+    );
+    assert_eq!(
+        err(&device("base = 0x100_0000_0000\nsize = 4096")),
+        ConfigError::OutsideIpaSpace {
+            key: "devices[0].ipa".to_string()
+        }
+    );
+    assert_eq!(
+        err(&device("base = 0x1000\nsize = 4096\nname = \"\"")),
+        ConfigError::Toml {
+            key: Some("name".to_string()),
+            line: 6,
+            column: 1,
+            message: "duplicate key".to_string()
+        }
+    );
+    assert_eq!(
+        err("[[devices]]\nname = \"\"\nbase = 0x1000\nsize = 4096"),
+        ConfigError::BadName {
+            value: String::new()
+        }
+    );
+    let two = alloc::format!(
+        "{}\n{}",
+        device("base = 0x1000\nsize = 0x2000"),
+        device("base = 0x5000\nsize = 0x1000\nipa = 0x2000")
+    );
+    assert_eq!(
+        err(&two),
+        ConfigError::Overlap {
+            key: "devices[1].ipa".to_string(),
+            with: "devices[0].ipa".to_string()
+        }
+    );
+    let two = alloc::format!(
+        "{}\n{}",
+        device("base = 0x1000\nsize = 0x2000"),
+        device("base = 0x2000\nsize = 0x1000\nipa = 0x8000")
+    );
+    assert_eq!(
+        err(&two),
+        ConfigError::Overlap {
+            key: "devices[1].base".to_string(),
+            with: "devices[0].base".to_string()
+        }
+    );
+}
+
+#[test]
+fn error_messages_name_the_key() {
+    let msg = err("cpus = 0").to_string();
+    assert!(msg.contains("`cpus`") && msg.contains("1..=64"), "{msg}");
+    let msg = err("memory = \"33M\"").to_string();
+    assert!(
+        msg.contains("`memory`") && msg.contains("multiple"),
+        "{msg}"
+    );
+    let msg = err("memroy = \"33M\"").to_string();
+    assert!(msg.contains("unknown key `memroy`"), "{msg}");
+}
+
+// ---- admit ----
+
+fn vm(name: &str, cpus: usize, memory_mb: u64, pinned: Option<Vec<usize>>) -> VmConfig {
+    let mut c = with("").unwrap();
+    c.name = name.to_string();
+    c.cpus = cpus;
+    c.memory = memory_mb * M;
+    c.physical_cpus = pinned;
+    c
+}
+
+const MACHINE: MachineResources = MachineResources {
+    cpus: 4,
+    free_memory: 2048 * M,
+};
+
+fn accept(cpus: &[usize]) -> Admission {
+    Admission::Accept {
+        physical_cpus: cpus.to_vec(),
+    }
+}
+
+#[test]
+fn gives_unpinned_vms_the_lowest_free_cpus() {
+    let a = vm("a", 2, 512, None);
+    let b = vm("b", 1, 512, None);
+    assert_eq!(admit(&[&a, &b], &MACHINE), [accept(&[0, 1]), accept(&[2])]);
+}
+
+#[test]
+fn places_pinned_vms_first_and_refuses_overlapping_pins() {
+    let a = vm("a", 2, 256, None);
+    let b = vm("b", 1, 256, Some(vec![0]));
+    let c = vm("c", 2, 256, Some(vec![3, 0]));
+    assert_eq!(
+        admit(&[&a, &b, &c], &MACHINE),
+        [
+            accept(&[1, 2]),
+            accept(&[0]),
+            Admission::Refuse(Refusal::CpuTaken {
+                cpu: 0,
+                by: "b".to_string()
+            })
+        ]
+    );
+}
+
+#[test]
+fn refuses_a_vm_that_needs_more_cpus_than_are_left_but_starts_the_others() {
+    let a = vm("a", 3, 256, None);
+    let b = vm("b", 2, 256, None);
+    let c = vm("c", 1, 256, None);
+    assert_eq!(
+        admit(&[&a, &b, &c], &MACHINE),
+        [
+            accept(&[0, 1, 2]),
+            Admission::Refuse(Refusal::NotEnoughCpus { wanted: 2, free: 1 }),
+            accept(&[3])
+        ]
+    );
+}
+
+#[test]
+fn refuses_pins_beyond_the_machine() {
+    let a = vm("a", 1, 256, Some(vec![4]));
+    assert_eq!(
+        admit(&[&a], &MACHINE),
+        [Admission::Refuse(Refusal::CpuOutOfRange {
+            cpu: 4,
+            machine_cpus: 4
+        })]
+    );
+}
+
+#[test]
+fn refuses_a_vm_when_memory_runs_out() {
+    let a = vm("a", 1, 1024, None);
+    let b = vm("b", 1, 1536, None);
+    let c = vm("c", 1, 1024, None);
+    assert_eq!(
+        admit(&[&a, &b, &c], &MACHINE),
+        [
+            accept(&[0]),
+            Admission::Refuse(Refusal::NotEnoughMemory {
+                wanted: 1536 * M,
+                free: 1024 * M
+            }),
+            accept(&[1])
+        ]
+    );
+}
+
+#[test]
+fn refuses_duplicate_names_and_devices_given_twice() {
+    let a = vm("a", 1, 256, None);
+    let a2 = vm("a", 1, 256, None);
+    assert_eq!(
+        admit(&[&a, &a2], &MACHINE),
+        [accept(&[0]), Admission::Refuse(Refusal::DuplicateName)]
+    );
+    let dev = |name: &str, base: u64| DeviceConfig {
+        name: name.to_string(),
+        base: PhysAddr::new(base),
+        size: 0x1000,
+        ipa: Ipa::new(base),
+        interrupts: vec![],
+    };
+    let mut x = vm("x", 1, 256, None);
+    x.devices.push(dev("uart2", 0xfe20_1000));
+    let mut y = vm("y", 1, 256, None);
+    y.devices.push(dev("uart2-again", 0xfe20_1000));
+    let mut z = vm("z", 1, 256, None);
+    z.devices.push(dev("gpio", 0xfe20_0000));
+    assert_eq!(
+        admit(&[&x, &y, &z], &MACHINE),
+        [
+            accept(&[0]),
+            Admission::Refuse(Refusal::DeviceTaken {
+                device: "uart2-again".to_string(),
+                by: "x".to_string()
+            }),
+            accept(&[1])
+        ]
+    );
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse(&data, "vm");
+        }
+
+        #[test]
+        fn never_panics_on_toml_like_text(
+            lines in proptest::collection::vec(
+                (
+                    prop_oneof![
+                        Just("kernel"), Just("memory"), Just("cpus"), Just("physical_cpus"),
+                        Just("ram_base"), Just("spis"), Just("name"), Just("[[devices]]"),
+                        Just("base"), Just("size"), Just("ipa"), Just("interrupts"), Just("bogus"),
+                    ],
+                    "[-\"\\[\\]0-9a-zA-Z_ ,.=/]{0,16}",
+                ),
+                0..10,
+            )
+        ) {
+            let text: String = lines
+                .iter()
+                .map(|(k, v)| if k.starts_with('[') { alloc::format!("{k}\n") } else { alloc::format!("{k} = {v}\n") })
+                .collect();
+            if let Ok(c) = parse(text.as_bytes(), "vm") {
+                // Whatever is accepted satisfies the documented invariants.
+                prop_assert!(c.memory >= MIN_MEMORY && c.memory.is_multiple_of(MEMORY_ALIGN));
+                prop_assert!((1..=MAX_VCPUS).contains(&c.cpus));
+                prop_assert!(c.ram_base.is_aligned(MEMORY_ALIGN));
+                prop_assert!(c.ram_base.as_u64() + c.memory <= MAX_IPA);
+            }
+        }
+
+        #[test]
+        fn admit_never_oversubscribes(
+            vms in proptest::collection::vec((1usize..4, 32u64..1024, proptest::option::of(proptest::collection::vec(0usize..6, 1..3))), 0..6),
+            cpus in 0usize..6,
+            free_mb in 0u64..4096,
+        ) {
+            let configs: Vec<VmConfig> = vms
+                .iter()
+                .enumerate()
+                .map(|(i, (n, mem, pins))| {
+                    let mut pins = pins.clone();
+                    if let Some(p) = &mut pins { p.dedup(); }
+                    let n = pins.as_ref().map_or(*n, |p| p.len());
+                    vm(&alloc::format!("vm{i}"), n, mem & !1, pins)
+                })
+                .collect();
+            let refs: Vec<&VmConfig> = configs.iter().collect();
+            let machine = MachineResources { cpus, free_memory: free_mb * M };
+            let verdicts = admit(&refs, &machine);
+            prop_assert_eq!(verdicts.len(), configs.len());
+            let mut used = Vec::new();
+            let mut mem = 0;
+            for (c, v) in configs.iter().zip(&verdicts) {
+                if let Admission::Accept { physical_cpus } = v {
+                    prop_assert_eq!(physical_cpus.len(), c.cpus);
+                    for &p in physical_cpus {
+                        prop_assert!(p < cpus);
+                        prop_assert!(!used.contains(&p));
+                        used.push(p);
+                    }
+                    mem += c.memory;
+                }
+            }
+            prop_assert!(mem <= machine.free_memory);
+        }
+    }
+}
+
+#[test]
+fn the_example_guest_configs_are_valid() {
+    let linux = parse(include_bytes!("../../../guests/linux/vm.toml"), "linux").unwrap();
+    assert_eq!(
+        (linux.name.as_str(), linux.memory, linux.cpus),
+        ("linux", 512 * M, 1)
+    );
+    assert_eq!(linux.initrd.as_deref(), Some("initramfs.cpio.gz"));
+    let linux2 = parse(include_bytes!("../../../guests/linux2/vm.toml"), "linux2").unwrap();
+    assert_eq!(linux2.physical_cpus, Some(vec![2, 3]));
+    assert_eq!(linux2.on_reset, OnReset::Stop);
+    // Together they fit a 4-CPU machine: linux2 is pinned first, linux gets CPU 0.
+    assert_eq!(
+        admit(&[&linux, &linux2], &MACHINE),
+        [accept(&[0]), accept(&[2, 3])]
+    );
+}
