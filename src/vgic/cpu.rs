@@ -329,6 +329,9 @@ impl Vgic {
     /// The vCPU is reset (PSCI CPU_ON after CPU_OFF, system reset): every LR is cleared, the
     /// pending state they held returns to the model, their active state is dropped, UIE off.
     pub fn reset_cpu<L: ListRegisters + ?Sized>(&self, cpu: &mut VgicCpu, lrs: &mut L) {
+        // Fold first so that what the guest already acknowledged is not pended again.
+        let kick = self.sync_from_lrs(cpu, lrs);
+        self.raise(kick);
         let mut d = self.lock();
         for i in bits(cpu.used) {
             let intid = cpu.lrs[i].intid;

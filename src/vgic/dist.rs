@@ -55,8 +55,6 @@ impl BitReg {
 pub(crate) struct Dist {
     pub version: GicVersion,
     pub nr_vcpus: usize,
-    /// 32 + number of implemented SPIs; INTIDs at or above it are RAZ/WI.
-    pub nr_irqs: u32,
     /// GICD_CTLR.EnableGrp0 / EnableGrp1.
     pub grp0: bool,
     pub grp1: bool,
@@ -83,7 +81,6 @@ impl Dist {
         let mut d = Dist {
             version,
             nr_vcpus,
-            nr_irqs,
             grp0: false,
             grp1: false,
             privates,

@@ -34,6 +34,7 @@ mod cpu;
 pub(crate) mod dist;
 mod irq;
 pub mod lr;
+pub(crate) mod regs;
 pub mod sgi;
 
 #[cfg(test)]

@@ -287,9 +287,9 @@ mod tests {
     fn sgir_filters_select_targets() {
         let cases: &[(u32, usize, usize, u8, u8)] = &[
             // (value, sender, nr_cpus, intid, targets)
-            ((0b00 << 24) | (0b0110 << 16) | 3, 0, 4, 3, 0b0110),
+            ((0b0110 << 16) | 3, 0, 4, 3, 0b0110),
             // List bits beyond the implemented CPUs are dropped.
-            ((0b00 << 24) | (0xf0 << 16) | 3, 0, 4, 3, 0),
+            ((0xf0 << 16) | 3, 0, 4, 3, 0),
             ((0b01 << 24) | 15, 1, 4, 15, 0b1101),
             ((0b10 << 24) | (0xff << 16) | 1, 2, 4, 1, 0b0100),
             ((0b11 << 24) | (0xff << 16) | 1, 2, 4, 1, 0),
