@@ -1,6 +1,6 @@
 //! Emulated GICv3 redistributors: one device covering the contiguous region of every vCPU's
 //! redistributor, so the lead maps a single range. Each vCPU has a 128 KiB frame pair
-//! (IHI 0069H 12.10 "The GIC Redistributor register map"): RD_base (64 KiB: control, type,
+//! (IHI 0069H, "The GIC Redistributor register map"): RD_base (64 KiB: control, type,
 //! wake) followed by SGI_base (64 KiB: the SGI and PPI interrupt arrays). vCPU n's frames start
 //! at `n * 0x20000`; any vCPU may access any frame (Linux walks them reading GICR_TYPER until
 //! it finds its own affinity or the Last bit).

@@ -17,7 +17,7 @@ use super::sgi::{Affinity, Sgi1r, SgiRegister, SgiTargets, Sgir};
 use super::{GicVersion, VcpuMask};
 
 /// Bits of GICD_IROUTER<n> that are stored: Aff0-2 [23:0], IRM [31], Aff3 [39:32]
-/// (IHI 0069H 12.9.22); everything else is RES0.
+/// (IHI 0069H, GICD_IROUTER<n>); everything else is RES0.
 pub(crate) const IROUTER_MASK: u64 = Affinity::MASK | IROUTER_IRM;
 /// GICD_IROUTER<n>.Interrupt_Routing_Mode [31]: 1 = any one participating PE (1 of N).
 pub(crate) const IROUTER_IRM: u64 = 1 << 31;
@@ -36,7 +36,8 @@ pub(crate) enum BitReg {
 
 impl BitReg {
     /// The register array at a distributor / SGI_base offset within 0x080..0x400, and the
-    /// index n of the register in it (IHI 0069H Table 12-25 / 12-30; IHI 0048B Table 4-1).
+    /// index n of the register in it (IHI 0069H, the distributor and SGI_base register maps;
+    /// IHI 0048B, the distributor register map).
     pub(crate) fn at(offset: u64) -> Option<(BitReg, u32)> {
         let reg = match offset & !0x7f {
             0x080 => BitReg::Group,
@@ -88,7 +89,7 @@ impl Dist {
             route: vec![0; nr_spis],
             route_vcpu: vec![NO_OWNER; nr_spis],
             aff: mpidrs.iter().map(|m| m & Affinity::MASK).collect(),
-            // A redistributor resets with ProcessorSleep == 1 (IHI 0069H 12.11.43).
+            // A redistributor resets with ProcessorSleep == 1 (IHI 0069H, GICR_WAKER).
             asleep: match version {
                 GicVersion::V3 => all_mask(nr_vcpus),
                 GicVersion::V2 => 0,
@@ -225,7 +226,7 @@ impl Dist {
             }
             // GICv2: the SGI bits of GICD_ISPENDR0 / GICD_ICPENDR0 are WI; pending SGIs are
             // set and cleared per source through GICD_SPENDSGIR / GICD_CPENDSGIR
-            // (IHI 0048B 4.3.7, 4.3.8).
+            // (IHI 0048B, GICD_ISPENDRn and GICD_ICPENDRn).
             if self.v2_sgi(intid) && matches!(reg, BitReg::SetPending | BitReg::ClearPending) {
                 continue;
             }
@@ -292,7 +293,7 @@ impl Dist {
     }
 
     /// GICD_ICFGR<n> / GICR_ICFGR<n>: 16 interrupts from `first`, Int_config[1] at bit 2i+1
-    /// (1 = edge); Int_config[0] is RES0 (IHI 0069H 12.9.9, IHI 0048B 4.3.13).
+    /// (1 = edge); Int_config[0] is RES0 (IHI 0069H GICD_ICFGR<n>, IHI 0048B GICD_ICFGRn).
     pub fn read_config(&self, bank: usize, first: u32) -> u32 {
         let mut value = 0;
         for i in 0..16 {
@@ -343,7 +344,7 @@ impl Dist {
     }
 
     /// GICD_ITARGETSR byte. For SGIs and PPIs it reads as the accessing CPU's own bit
-    /// (IHI 0048B 4.3.12).
+    /// (IHI 0048B, GICD_ITARGETSRn).
     pub fn read_itargets(&self, accessor: usize, intid: u32) -> u8 {
         if intid < 32 {
             return if accessor < 8 { 1 << accessor } else { 0 };
@@ -392,6 +393,9 @@ impl Dist {
 
     /// GICv2 GICD_SGIR write from `sender`.
     pub fn write_sgir(&mut self, sender: usize, value: u32) -> VcpuMask {
+        if sender >= 8 {
+            return 0;
+        }
         let sgir = Sgir::decode(value);
         let targets = sgir.target_mask(sender, self.nr_vcpus);
         let intid = u32::from(sgir.intid);
@@ -408,7 +412,7 @@ impl Dist {
         kick
     }
 
-    /// GICD_SPENDSGIR byte for SGI `intid` of `bank`: pending sources (IHI 0048B 4.3.16).
+    /// GICD_SPENDSGIR byte for SGI `intid` of `bank`: pending sources (IHI 0048B, GICD_SPENDSGIRn).
     pub fn read_sgi_sources(&self, bank: usize, intid: u32) -> u8 {
         match self.irq(bank, intid) {
             Some(irq) if intid < 16 => {
@@ -471,7 +475,7 @@ impl Dist {
         } else {
             self.asleep &= !bit(vcpu);
         }
-        // Waking: pick up what waited. Sleeping: release pending LRs (IHI 0069H 12.11.43).
+        // Waking: pick up what waited. Sleeping: release pending LRs (IHI 0069H, GICR_WAKER).
         bit(vcpu)
     }
 

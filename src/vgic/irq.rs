@@ -1,8 +1,8 @@
 //! The state the virtual GIC keeps for one interrupt, and the rules that turn it into
 //! list-register content and back.
 //!
-//! Pending state has three sources, as in the GIC specification (IHI 0069H 4.1.2 / IHI 0048B
-//! 1.4.2): a latch (an edge, a write to GICD_ISPENDR, a hardware injection), the input line
+//! Pending state has three sources, as in the GIC specification (IHI 0069H and IHI
+//! 0048B, "Interrupt handling state machine"): a latch (an edge, a write to GICD_ISPENDR, a hardware injection), the input line
 //! of a level-sensitive interrupt, and, while the interrupt sits in a list register, the LR's
 //! own pending bit. For a GICv2 SGI the latch is one bit per source CPU.
 //!
@@ -25,7 +25,7 @@ pub(crate) const REQ_SET_ACT: u8 = 1 << 1;
 pub(crate) const REQ_CLR_ACT: u8 = 1 << 2;
 
 /// Priority bits implemented by the distributor: 5 (32 levels). The unimplemented low bits
-/// are RAZ/WI (IHI 0069H 4.8 "Interrupt prioritization", IHI 0048B 3.3); 5 bits is also what
+/// are RAZ/WI (IHI 0069H and IHI 0048B, "Interrupt prioritization"); 5 bits is also what
 /// GICH_LR.Priority holds.
 pub(crate) const PRIORITY_MASK: u8 = 0xf8;
 
@@ -59,8 +59,8 @@ pub(crate) struct Irq {
 }
 
 impl Irq {
-    /// Reset state: disabled, Group 0, priority 0, inactive (IHI 0069H 12.9 / 12.11 reset
-    /// values; IHI 0048B 4.3). SGIs are edge-triggered; PPIs and SPIs reset level-sensitive.
+    /// Reset state: disabled, Group 0, priority 0, inactive (the register reset values
+    /// in IHI 0069H chapter 12 and IHI 0048B chapter 4). SGIs are edge-triggered; PPIs and SPIs reset level-sensitive.
     pub const fn reset(intid: u32) -> Self {
         Irq {
             enabled: false,
@@ -128,7 +128,7 @@ impl Irq {
         }
         self.req = 0;
         // A level-sensitive interrupt's latched pending state (from GICD_ISPENDR) is consumed
-        // when the interrupt is acknowledged (IHI 0069H 4.1.2 "level-sensitive interrupts").
+        // when the interrupt is acknowledged (IHI 0069H, "Interrupt handling state machine").
         if self.level_sw() && before.pending() && !now.pending() {
             self.latch = false;
         }

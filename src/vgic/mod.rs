@@ -58,9 +58,9 @@ pub type VcpuMask = u64;
 
 /// Most vCPUs a GICv3 VM can have here (one bit each in [`VcpuMask`]).
 pub const MAX_VCPUS_V3: usize = 64;
-/// GICv2 has eight CPU interfaces (IHI 0048B 1.1).
+/// GICv2 has eight CPU interfaces (IHI 0048B).
 pub const MAX_VCPUS_V2: usize = 8;
-/// SPIs use INTIDs 32..=1019 (IHI 0069H 2.2.1).
+/// SPIs use INTIDs 32..=1019 (IHI 0069H, "INTIDs").
 pub const MAX_SPIS: u32 = 988;
 /// Most list registers handled: GICv2 allows 64 (GICH_VTR.ListRegs), GICv3 16.
 pub const MAX_LRS: usize = 64;

@@ -1,9 +1,9 @@
 //! Register layouts and access rules shared by the emulated GIC register frames in
 //! `src/vdev/` (GICv3 distributor, GICv3 redistributors, GICv2 distributor).
 //!
-//! The interrupt-array registers sit at the same offsets in all three frames (IHI 0069H
-//! Table 12-25 "Distributor register map" and Table 12-30 "SGI_base frame"; IHI 0048B Table
-//! 4-1 "Distributor register map"): IGROUPR 0x080, ISENABLER 0x100, ICENABLER 0x180,
+//! The interrupt-array registers sit at the same offsets in all three frames (IHI 0069H,
+//! the "Distributor register map" and the SGI_base part of the redistributor register map;
+//! IHI 0048B, "Distributor register map"): IGROUPR 0x080, ISENABLER 0x100, ICENABLER 0x180,
 //! ISPENDR 0x200, ICPENDR 0x280, ISACTIVER 0x300, ICACTIVER 0x380, IPRIORITYR 0x400-0x7FF,
 //! ICFGR 0xC00-0xCFF. [`read_arrays`] / [`write_arrays`] implement them once for a frame that
 //! shows a given INTID range of a given bank.
@@ -16,7 +16,7 @@ use super::dist::{BitReg, Dist};
 use crate::vdev::{AccessWidth, MmioError};
 
 register_bitfields![u32,
-    /// GICD_CTLR with a single Security state, GICD_CTLR.DS == 1 (IHI 0069H 12.9.4).
+    /// GICD_CTLR with a single Security state, GICD_CTLR.DS == 1 (IHI 0069H, GICD_CTLR).
     pub GICD_CTLR_V3 [
         ENABLE_GRP0 OFFSET(0) NUMBITS(1) [],
         ENABLE_GRP1 OFFSET(1) NUMBITS(1) [],
@@ -27,12 +27,12 @@ register_bitfields![u32,
         /// [31] RWP: register write pending. Always 0, writes take effect at once.
         RWP OFFSET(31) NUMBITS(1) []
     ],
-    /// GICD_CTLR of a GICv2 distributor without the Security Extensions (IHI 0048B 4.3.1).
+    /// GICD_CTLR of a GICv2 distributor without the Security Extensions (IHI 0048B, GICD_CTLR).
     pub GICD_CTLR_V2 [
         ENABLE_GRP0 OFFSET(0) NUMBITS(1) [],
         ENABLE_GRP1 OFFSET(1) NUMBITS(1) []
     ],
-    /// GICD_TYPER (IHI 0069H 12.9.38; the GICv2 subset in IHI 0048B 4.3.2).
+    /// GICD_TYPER (IHI 0069H, GICD_TYPER; the GICv2 subset in IHI 0048B).
     pub GICD_TYPER [
         /// [4:0] ITLinesNumber: the largest INTID is 32 * (N + 1) - 1.
         ITLINESNUMBER OFFSET(0) NUMBITS(5) [],
@@ -54,14 +54,14 @@ register_bitfields![u32,
         /// [26] RSS: SGI target Aff0 values 0-255 (range selector) supported.
         RSS OFFSET(26) NUMBITS(1) []
     ],
-    /// GICD_IIDR / GICR_IIDR (IHI 0069H 12.9.16, IHI 0048B 4.3.3).
+    /// GICD_IIDR / GICR_IIDR (IHI 0069H and IHI 0048B, GICD_IIDR).
     pub GIC_IIDR [
         IMPLEMENTER OFFSET(0) NUMBITS(12) [],
         REVISION OFFSET(12) NUMBITS(4) [],
         VARIANT OFFSET(16) NUMBITS(4) [],
         PRODUCTID OFFSET(24) NUMBITS(8) []
     ],
-    /// GICR_WAKER (IHI 0069H 12.11.43).
+    /// GICR_WAKER (IHI 0069H, GICR_WAKER).
     pub GICR_WAKER [
         /// [1] ProcessorSleep. Resets to 1.
         PROCESSOR_SLEEP OFFSET(1) NUMBITS(1) [],
@@ -71,7 +71,7 @@ register_bitfields![u32,
 ];
 
 register_bitfields![u64,
-    /// GICR_TYPER (IHI 0069H 12.11.37).
+    /// GICR_TYPER (IHI 0069H, GICR_TYPER).
     pub GICR_TYPER [
         /// [0] PLPIS: physical LPIs. 0.
         PLPIS OFFSET(0) NUMBITS(1) [],
@@ -98,8 +98,8 @@ pub(crate) fn iidr() -> u32 {
 }
 
 /// The identification block at the end of a frame (offsets from the block start 0x?FD0):
-/// PIDR4-7 0x00-0x0C, PIDR0-3 0x10-0x1C, CIDR0-3 0x20-0x2C (IHI 0069H 12.1.? "Identification
-/// registers", IHI 0048B 4.3.18). PIDR2.ArchRev [7:4] is what guests probe; CIDR0-3 carry the
+/// PIDR4-7 0x00-0x0C, PIDR0-3 0x10-0x1C, CIDR0-3 0x20-0x2C (IHI 0069H and IHI 0048B,
+/// "Identification registers"). PIDR2.ArchRev [7:4] is what guests probe; CIDR0-3 carry the
 /// standard component identification preamble 0xB105F00D. Everything else reads 0.
 pub(crate) fn id_register(block_offset: u64, arch_rev: u32) -> u32 {
     match block_offset {
@@ -122,7 +122,7 @@ pub(crate) enum Widths {
     Any,
 }
 
-/// Checks width and natural alignment (IHI 0069H 12.1.3 "GIC memory-mapped register access":
+/// Checks width and natural alignment (IHI 0069H, "GIC memory-mapped register access":
 /// word accesses to 32-bit registers, byte accesses where a register is byte-accessible,
 /// 64-bit registers as a doubleword or either word).
 pub(crate) fn check(offset: u64, width: AccessWidth, widths: Widths) -> Result<(), MmioError> {

@@ -8,8 +8,8 @@
 use tock_registers::{LocalRegisterCopy, register_bitfields};
 
 register_bitfields![u64,
-    /// ICC_SGI1R_EL1 (also ICC_SGI0R_EL1 and ICC_ASGI1R_EL1, same layout): IHI 0069H 12.2.21,
-    /// Arm ARM DDI 0487 D24 "ICC_SGI1R_EL1".
+    /// ICC_SGI1R_EL1 (also ICC_SGI0R_EL1 and ICC_ASGI1R_EL1, same layout): IHI 0069H
+    /// and Arm ARM DDI 0487, "ICC_SGI1R_EL1".
     pub ICC_SGI1R [
         /// [15:0] TargetList: bit n targets the PE with Aff0 = RS * 16 + n.
         TARGETLIST OFFSET(0) NUMBITS(16) [],
@@ -29,7 +29,7 @@ register_bitfields![u64,
 ];
 
 register_bitfields![u32,
-    /// GICD_SGIR, Software Generated Interrupt Register (IHI 0048B.b 4.3.15, Table 4-21).
+    /// GICD_SGIR, Software Generated Interrupt Register (IHI 0048B.b, GICD_SGIR).
     pub GICD_SGIR [
         /// [3:0] SGIINTID.
         SGIINTID OFFSET(0) NUMBITS(4) [],
@@ -49,8 +49,8 @@ register_bitfields![u32,
 /// Which system register the guest wrote, which decides which interrupt groups it may raise.
 /// With a single Security state (GICD_CTLR.DS == 1, what we emulate), `ICC_SGI1R_EL1` raises
 /// the SGI whatever group it is configured to, `ICC_SGI0R_EL1` and `ICC_ASGI1R_EL1` raise it
-/// only when it is configured as Group 0 (IHI 0069H 12.2.21 and 12.2.19, "forwarding
-/// rules" tables for DS == 1).
+/// only when it is configured as Group 0 (IHI 0069H, "Forwarding an SGI to a
+/// target PE", the GICD_CTLR.DS == 1 case; KVM's vGIC reads it the same way).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum SgiRegister {
     /// ICC_SGI0R_EL1.
@@ -136,7 +136,7 @@ impl Sgi1r {
 
 /// The four affinity fields of MPIDR_EL1 (Arm ARM D24 "MPIDR_EL1": Aff0 [7:0], Aff1 [15:8],
 /// Aff2 [23:16], Aff3 [39:32]). GICD_IROUTER<n> uses the same bit positions for its
-/// affinity fields (IHI 0069H 12.9.22), so `packed()` is also the IROUTER affinity.
+/// affinity fields (IHI 0069H, GICD_IROUTER<n>), so `packed()` is also the IROUTER affinity.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Affinity {
     pub aff3: u8,
@@ -165,7 +165,7 @@ impl Affinity {
             | self.aff0 as u64
     }
     /// GICR_TYPER.Affinity_Value layout, bits [63:32] of GICR_TYPER: Aff3 [63:56],
-    /// Aff2 [55:48], Aff1 [47:40], Aff0 [39:32] (IHI 0069H 12.11.37).
+    /// Aff2 [55:48], Aff1 [47:40], Aff0 [39:32] (IHI 0069H, GICR_TYPER).
     pub const fn gicr_value(self) -> u32 {
         ((self.aff3 as u32) << 24)
             | ((self.aff2 as u32) << 16)
