@@ -5,7 +5,7 @@
 //! list registers. GICv3 has up to 16 64-bit `ICH_LR<n>_EL2` system registers, GICv2 up to 64
 //! 32-bit `GICH_LR<n>` registers in the GICH frame. Both carry the same information (virtual
 //! INTID, state, priority, group, HW link to a physical INTID or an EOI-maintenance request),
-//! so the algorithm in [`super::cpu`] works on [`LrValue`] and converts at the edge with
+//! so the algorithm in `super::cpu` works on [`LrValue`] and converts at the edge with
 //! [`LrFormat::encode`] / [`LrFormat::decode`].
 #![forbid(unsafe_code)]
 
@@ -97,7 +97,7 @@ pub struct LrValue {
     /// Virtual INTID the guest sees.
     pub intid: u32,
     pub state: LrState,
-    /// 8-bit priority (GICv2 keeps only bits [7:3]).
+    /// 8-bit priority (GICv2 keeps only bits `[7:3]`).
     pub priority: u8,
     pub group1: bool,
     /// Linked to physical interrupt `pintid`: the guest's deactivation deactivates it.
@@ -169,7 +169,7 @@ pub fn decode_v3(raw: u64) -> LrValue {
     }
 }
 
-/// Encodes an [`LrValue`] as `GICH_LR<n>`. The priority keeps bits [7:3]; the INTIDs keep 10
+/// Encodes an [`LrValue`] as `GICH_LR<n>`. The priority keeps bits `[7:3]`; the INTIDs keep 10
 /// bits; with `hw` the PhysicalID field replaces EOI and CPUID.
 pub fn encode_v2(v: &LrValue) -> u32 {
     let mut r = LocalRegisterCopy::<u32, GICH_LR::Register>::new(0);

@@ -134,9 +134,10 @@ impl Sgi1r {
     }
 }
 
-/// The four affinity fields of MPIDR_EL1 (Arm ARM D24 "MPIDR_EL1": Aff0 [7:0], Aff1 [15:8],
-/// Aff2 [23:16], Aff3 [39:32]). GICD_IROUTER<n> uses the same bit positions for its
-/// affinity fields (IHI 0069H, GICD_IROUTER<n>), so `packed()` is also the IROUTER affinity.
+/// The four affinity fields of MPIDR_EL1 (Arm ARM DDI 0487, "MPIDR_EL1": Aff0 `[7:0]`,
+/// Aff1 `[15:8]`, Aff2 `[23:16]`, Aff3 `[39:32]`). `GICD_IROUTER<n>` uses the same bit
+/// positions for its affinity fields (IHI 0069H, `GICD_IROUTER<n>`), so `packed()` is also the
+/// IROUTER affinity.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Affinity {
     pub aff3: u8,
@@ -164,8 +165,8 @@ impl Affinity {
             | ((self.aff1 as u64) << 8)
             | self.aff0 as u64
     }
-    /// GICR_TYPER.Affinity_Value layout, bits [63:32] of GICR_TYPER: Aff3 [63:56],
-    /// Aff2 [55:48], Aff1 [47:40], Aff0 [39:32] (IHI 0069H, GICR_TYPER).
+    /// GICR_TYPER.Affinity_Value layout, bits `[63:32]` of GICR_TYPER: Aff3 `[63:56]`,
+    /// Aff2 `[55:48]`, Aff1 `[47:40]`, Aff0 `[39:32]` (IHI 0069H, GICR_TYPER).
     pub const fn gicr_value(self) -> u32 {
         ((self.aff3 as u32) << 24)
             | ((self.aff2 as u32) << 16)
