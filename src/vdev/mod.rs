@@ -143,4 +143,8 @@ mod tests {
         assert_eq!(AccessWidth::Double.mask(), u64::MAX);
     }
 }
+
+pub mod gicv2_dist;
+pub mod gicv3_dist;
+pub mod gicv3_redist;
 pub mod pl011;

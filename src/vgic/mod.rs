@@ -1,1 +1,339 @@
-//! (being written)
+//! The virtual GIC (GICv3 and GICv2) as pure logic: the per-VM interrupt state, the inputs
+//! the hypervisor feeds it (device lines, PPIs, SGIs, hardware-linked interrupts) and the
+//! list-register algorithm that hands interrupts to the hardware virtual CPU interface.
+//!
+//! # What this module owns
+//!
+//! - [`Vgic`]: one per VM. The distributor state (per-interrupt enable / pending / active /
+//!   priority / group / trigger / routing, plus which vCPU's list register holds it) sits
+//!   behind one `spin::Mutex`. Per-vCPU "something to flush" flags sit outside the lock.
+//! - [`VgicCpu`]: one per vCPU, owned by the vCPU (no lock): which interrupt each of its list
+//!   registers holds.
+//! - [`lr`]: [`LrValue`], the GICv3 `ICH_LR<n>_EL2` and GICv2 `GICH_LR<n>` encodings, and the
+//!   [`ListRegisters`] trait the arch layer implements.
+//! - The register semantics of the emulated distributors and redistributors (used by
+//!   `src/vdev/gicv3_dist.rs`, `gicv3_redist.rs` and `gicv2_dist.rs`, which only decode
+//!   offsets and widths).
+//!
+//! It never touches hardware: list registers and the maintenance-interrupt enable are reached
+//! through [`ListRegisters`]; kicking another vCPU is the caller's job (every input returns the
+//! [`VcpuMask`] of vCPUs to kick).
+//!
+//! # Exit-path contract (per vCPU, on its own physical CPU)
+//!
+//! 1. Early in every exit: [`Vgic::sync_from_lrs`] (no-op without LRs in use).
+//! 2. Handle the exit; inputs ([`Vgic::inject_ppi`], [`Vgic::set_spi_level`],
+//!    [`Vgic::send_sgi_v3`], MMIO) return vCPUs to kick; kick the others, not yourself.
+//! 3. Last, before `eret`: [`Vgic::flush_to_lrs`] (one atomic load when nothing is in flight).
+//! 4. On the maintenance interrupt: [`Vgic::handle_maintenance`] instead of 1 and 3.
+//!
+//! Design notes and limits: `docs/vgic.md`.
+#![forbid(unsafe_code)]
+
+mod cpu;
+pub(crate) mod dist;
+mod irq;
+pub mod lr;
+pub(crate) mod regs;
+pub mod sgi;
+
+#[cfg(test)]
+pub(crate) mod fake;
+#[cfg(test)]
+mod tests;
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+pub use cpu::VgicCpu;
+pub use lr::{
+    ListRegisters, LrFormat, LrState, LrValue, decode_v2, decode_v3, encode_v2, encode_v3,
+};
+pub use sgi::{Affinity, SgiRegister};
+
+use dist::Dist;
+
+/// vCPUs as a bitmap, bit n = vCPU n of the VM.
+pub type VcpuMask = u64;
+
+/// Most vCPUs a GICv3 VM can have here (one bit each in [`VcpuMask`]).
+pub const MAX_VCPUS_V3: usize = 64;
+/// GICv2 has eight CPU interfaces (IHI 0048B).
+pub const MAX_VCPUS_V2: usize = 8;
+/// SPIs use INTIDs 32..=1019 (IHI 0069H, "INTIDs").
+pub const MAX_SPIS: u32 = 988;
+/// Most list registers handled: GICv2 allows 64 (GICH_VTR.ListRegs), GICv3 16.
+pub const MAX_LRS: usize = 64;
+/// The PPI of the EL1 virtual timer (Arm BSA / Server Base System Architecture: INTID 27).
+pub const VTIMER_PPI: u32 = 27;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GicVersion {
+    V2,
+    V3,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum VgicError {
+    /// No vCPUs, or more than the version supports ([`MAX_VCPUS_V3`], [`MAX_VCPUS_V2`]).
+    BadVcpuCount,
+    /// More than [`MAX_SPIS`] SPIs.
+    TooManySpis,
+    /// Two vCPUs have the same MPIDR affinity: SGIs and routing could not tell them apart.
+    DuplicateMpidr,
+    /// vCPU index out of range.
+    BadVcpu,
+    /// INTID of the wrong kind for the call (a PPI expected, an SPI expected, an SGI can not
+    /// be HW-mapped...) or not implemented in this VM.
+    BadIntid,
+}
+
+/// Counters for statistics (monotonic, relaxed).
+#[derive(Default, Debug)]
+pub struct VgicStats {
+    /// Interrupts placed into a list register.
+    pub injections: AtomicU64,
+    /// Flushes that found more candidates than list registers.
+    pub lr_overflows: AtomicU64,
+    /// Maintenance interrupts handled.
+    pub maintenance_irqs: AtomicU64,
+}
+
+/// A snapshot of [`VgicStats`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct VgicStatsSnapshot {
+    pub injections: u64,
+    pub lr_overflows: u64,
+    pub maintenance_irqs: u64,
+}
+
+/// A per-vCPU flag on its own cache line: raised by anyone who gives the vCPU something to
+/// flush, cleared by the vCPU's flush.
+#[repr(align(64))]
+#[derive(Default, Debug)]
+struct WorkFlag(AtomicBool);
+
+/// The virtual GIC of one VM.
+pub struct Vgic {
+    version: GicVersion,
+    nr_vcpus: usize,
+    nr_irqs: u32,
+    mpidrs: Vec<u64>,
+    dist: spin::Mutex<Dist>,
+    work: Vec<WorkFlag>,
+    stats: VgicStats,
+    #[cfg(test)]
+    locks: AtomicU64,
+}
+
+impl core::fmt::Debug for Vgic {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Vgic")
+            .field("version", &self.version)
+            .field("nr_vcpus", &self.nr_vcpus)
+            .field("nr_irqs", &self.nr_irqs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Number of INTIDs (SGIs + PPIs + SPIs) for `nr_spis` SPIs: SPIs come in blocks of 32
+/// (GICD_TYPER.ITLinesNumber), capped at INTID 1019.
+fn nr_irqs_for(nr_spis: u32) -> Result<u32, VgicError> {
+    if nr_spis > MAX_SPIS {
+        return Err(VgicError::TooManySpis);
+    }
+    Ok((32 + nr_spis.div_ceil(32) * 32).min(1020))
+}
+
+impl Vgic {
+    /// A GICv3 VM whose vCPU n has MPIDR_EL1 value `mpidrs[n]` (only the affinity fields
+    /// matter), with `nr_spis` SPIs (INTIDs 32..; rounded up to a multiple of 32).
+    pub fn new_v3(mpidrs: &[u64], nr_spis: u32) -> Result<Self, VgicError> {
+        if mpidrs.is_empty() || mpidrs.len() > MAX_VCPUS_V3 {
+            return Err(VgicError::BadVcpuCount);
+        }
+        for (i, a) in mpidrs.iter().enumerate() {
+            if mpidrs[..i].iter().any(|b| (a ^ b) & Affinity::MASK == 0) {
+                return Err(VgicError::DuplicateMpidr);
+            }
+        }
+        Self::build(GicVersion::V3, mpidrs.to_vec(), nr_spis)
+    }
+
+    /// A GICv2 VM with `nr_vcpus` CPU interfaces (vCPU n is CPU interface n) and `nr_spis`
+    /// SPIs.
+    pub fn new_v2(nr_vcpus: usize, nr_spis: u32) -> Result<Self, VgicError> {
+        if nr_vcpus == 0 || nr_vcpus > MAX_VCPUS_V2 {
+            return Err(VgicError::BadVcpuCount);
+        }
+        // vCPU n's MPIDR as the usual Aff0 = n numbering; only used for GICR-less lookups.
+        Self::build(GicVersion::V2, (0..nr_vcpus as u64).collect(), nr_spis)
+    }
+
+    fn build(version: GicVersion, mpidrs: Vec<u64>, nr_spis: u32) -> Result<Self, VgicError> {
+        let nr_irqs = nr_irqs_for(nr_spis)?;
+        let nr_vcpus = mpidrs.len();
+        Ok(Vgic {
+            version,
+            nr_vcpus,
+            nr_irqs,
+            dist: spin::Mutex::new(Dist::new(version, &mpidrs, nr_irqs)),
+            mpidrs,
+            work: (0..nr_vcpus).map(|_| WorkFlag::default()).collect(),
+            stats: VgicStats::default(),
+            #[cfg(test)]
+            locks: AtomicU64::new(0),
+        })
+    }
+
+    pub fn version(&self) -> GicVersion {
+        self.version
+    }
+    pub fn nr_vcpus(&self) -> usize {
+        self.nr_vcpus
+    }
+    /// 32 + number of SPIs (INTIDs below it exist).
+    pub fn nr_irqs(&self) -> u32 {
+        self.nr_irqs
+    }
+    /// MPIDR_EL1 of vCPU `vcpu` as given to [`Vgic::new_v3`].
+    pub fn mpidr(&self, vcpu: usize) -> Option<u64> {
+        self.mpidrs.get(vcpu).copied()
+    }
+
+    pub fn stats(&self) -> VgicStatsSnapshot {
+        VgicStatsSnapshot {
+            injections: self.stats.injections.load(Ordering::Relaxed),
+            lr_overflows: self.stats.lr_overflows.load(Ordering::Relaxed),
+            maintenance_irqs: self.stats.maintenance_irqs.load(Ordering::Relaxed),
+        }
+    }
+
+    fn lock(&self) -> spin::MutexGuard<'_, Dist> {
+        #[cfg(test)]
+        self.locks.fetch_add(1, Ordering::Relaxed);
+        self.dist.lock()
+    }
+
+    /// Raises the flush flag of every vCPU in `mask`.
+    fn raise(&self, mask: VcpuMask) {
+        let mut m = mask;
+        while m != 0 {
+            let v = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if let Some(f) = self.work.get(v) {
+                f.0.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Runs `f` on the distributor state under the lock; raises the flags of the vCPUs `f`
+    /// returns and passes them on as the vCPUs to kick. For the MMIO devices.
+    pub(crate) fn with_dist<R>(&self, f: impl FnOnce(&mut Dist) -> (R, VcpuMask)) -> (R, VcpuMask) {
+        let mut d = self.lock();
+        let (r, kick) = f(&mut d);
+        drop(d);
+        self.raise(kick);
+        (r, kick)
+    }
+
+    fn check_vcpu(&self, vcpu: usize) -> Result<(), VgicError> {
+        if vcpu < self.nr_vcpus {
+            Ok(())
+        } else {
+            Err(VgicError::BadVcpu)
+        }
+    }
+
+    fn check_spi(&self, intid: u32) -> Result<(), VgicError> {
+        if (32..self.nr_irqs).contains(&intid) {
+            Ok(())
+        } else {
+            Err(VgicError::BadIntid)
+        }
+    }
+
+    /// Makes PPI `intid` (16..=31) of `vcpu` pending (latched: the timer and other PPIs the
+    /// hypervisor signals, HW-mapped or not). Returns the vCPUs to kick.
+    pub fn inject_ppi(&self, vcpu: usize, intid: u32) -> Result<VcpuMask, VgicError> {
+        self.check_vcpu(vcpu)?;
+        if !(16..32).contains(&intid) {
+            return Err(VgicError::BadIntid);
+        }
+        Ok(self.with_dist(|d| ((), d.latch(vcpu, intid))).1)
+    }
+
+    /// Drives the input line of SPI `intid`. Level-sensitive: pending while high (or latched);
+    /// edge-triggered: a low-to-high change latches it. For a HW-mapped SPI a high level is an
+    /// injection and a low one is ignored. Returns the vCPUs to kick.
+    pub fn set_spi_level(&self, intid: u32, level: bool) -> Result<VcpuMask, VgicError> {
+        self.check_spi(intid)?;
+        Ok(self.with_dist(|d| ((), d.set_line(intid, level))).1)
+    }
+
+    /// Latches SPI `intid` pending (an edge, or an injection of a HW-mapped SPI when its
+    /// physical interrupt fired). Returns the vCPUs to kick.
+    pub fn raise_edge(&self, intid: u32) -> Result<VcpuMask, VgicError> {
+        self.check_spi(intid)?;
+        Ok(self.with_dist(|d| ((), d.latch(0, intid))).1)
+    }
+
+    /// The guest on `sender` wrote `value` to `ICC_SGI0R_EL1` / `ICC_SGI1R_EL1` /
+    /// `ICC_ASGI1R_EL1` (GICv3 only). Returns the vCPUs to kick (may include the sender).
+    pub fn send_sgi_v3(
+        &self,
+        sender: usize,
+        value: u64,
+        reg: SgiRegister,
+    ) -> Result<VcpuMask, VgicError> {
+        self.check_vcpu(sender)?;
+        if self.version != GicVersion::V3 {
+            return Err(VgicError::BadIntid);
+        }
+        Ok(self
+            .with_dist(|d| ((), d.send_sgi_v3(sender, value, reg)))
+            .1)
+    }
+
+    /// Links PPI `intid` of `vcpu` to physical interrupt `pintid`: it is then injected with
+    /// the list register's HW bit, so the guest's deactivation deactivates `pintid` and no
+    /// maintenance interrupt is needed. The lead injects it with [`Vgic::inject_ppi`] when the
+    /// physical interrupt fires (after a priority drop without deactivation, EOImode == 1).
+    pub fn map_hw_ppi(&self, vcpu: usize, intid: u32, pintid: u32) -> Result<(), VgicError> {
+        self.check_vcpu(vcpu)?;
+        if !(16..32).contains(&intid) {
+            return Err(VgicError::BadIntid);
+        }
+        self.map_hw(vcpu, intid, Some(pintid))
+    }
+
+    /// Links SPI `intid` to physical interrupt `pintid` (passthrough); injected with
+    /// [`Vgic::raise_edge`] or [`Vgic::set_spi_level`]`(intid, true)` when it fires.
+    pub fn map_hw_spi(&self, intid: u32, pintid: u32) -> Result<(), VgicError> {
+        self.check_spi(intid)?;
+        self.map_hw(0, intid, Some(pintid))
+    }
+
+    /// Removes a HW link (`vcpu` is ignored for SPIs).
+    pub fn unmap_hw(&self, vcpu: usize, intid: u32) -> Result<(), VgicError> {
+        self.check_vcpu(vcpu)?;
+        if intid < 16 || intid >= self.nr_irqs {
+            return Err(VgicError::BadIntid);
+        }
+        self.map_hw(vcpu, intid, None)
+    }
+
+    fn map_hw(&self, bank: usize, intid: u32, pintid: Option<u32>) -> Result<(), VgicError> {
+        let p = match pintid {
+            // PPIs and SPIs only: SGIs cannot be linked, 1020+ are special INTIDs.
+            Some(p) if (16..1020).contains(&p) => Some(p as u16),
+            Some(_) => return Err(VgicError::BadIntid),
+            None => None,
+        };
+        if self.with_dist(|d| (d.set_hw(bank, intid, p), 0)).0 {
+            Ok(())
+        } else {
+            Err(VgicError::BadIntid)
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The per-vCPU half of the virtual GIC: which list registers hold which interrupts, and the
+//! exit-path algorithm that keeps them in step with the distributor model.
+//!
+//! On every exit the lead calls [`Vgic::sync_from_lrs`] (early) and [`Vgic::flush_to_lrs`]
+//! (last, before returning to the guest):
+//!
+//! - *sync* folds what the guest did to the LRs back into the model: an LR that became empty
+//!   means the interrupt was acknowledged and deactivated (a level-sensitive interrupt whose
+//!   line is still high is pending again); an LR still holding state has its pending/active
+//!   bits copied back. With no LR in use it returns without touching the LRs or the lock.
+//! - *flush* first checks the vCPU's "something to flush" flag (raised by whoever made an
+//!   interrupt deliverable to this vCPU or changed one resident in its LRs); with the flag
+//!   clear it costs one atomic load. Otherwise it reconciles the resident LRs with the model
+//!   (retract what was disabled or cleared, merge new pending state), then fills free LRs
+//!   with the highest-priority candidates, evicting a pending-only LR of strictly lower
+//!   priority when none is free. When candidates remain, it enables the underflow
+//!   maintenance interrupt (UIE) so the lead hears when the LRs drain, and keeps the flag
+//!   raised.
+//!
+//! The model is the one in [`super::irq`]; the KVM vgic (`arch/arm64/kvm/vgic/vgic.c`, fold
+//! and flush of the LR state) and Bao's vGIC (LR spilling) were read for the approach.
+#![forbid(unsafe_code)]
+
+use core::sync::atomic::Ordering;
+
+use super::dist::{Dist, bit};
+use super::irq::{Irq, NO_OWNER};
+use super::lr::{ListRegisters, LrState, LrValue};
+use super::{MAX_LRS, VcpuMask, Vgic};
+
+/// What one vCPU's list registers hold. Owned by the vCPU (kept in its per-CPU context) and
+/// only touched on its own physical CPU, so it needs no lock.
+#[derive(Debug)]
+pub struct VgicCpu {
+    vcpu: usize,
+    /// LRs that hold an interrupt, bit n = LR n.
+    used: u64,
+    /// Last known content of each LR (what we wrote, with the state updated by `sync`).
+    lrs: [LrValue; MAX_LRS],
+    /// Whether UIE is currently set.
+    uie: bool,
+    /// `sync_from_lrs` ran since the last `flush_to_lrs`.
+    synced: bool,
+}
+
+impl VgicCpu {
+    pub(crate) fn new(vcpu: usize) -> Self {
+        VgicCpu {
+            vcpu,
+            used: 0,
+            lrs: [LrValue::default(); MAX_LRS],
+            uie: false,
+            synced: false,
+        }
+    }
+    pub fn vcpu(&self) -> usize {
+        self.vcpu
+    }
+    /// LRs currently holding an interrupt (bit n = LR n).
+    pub fn used_lrs(&self) -> u64 {
+        self.used
+    }
+    /// Whether the underflow maintenance interrupt is enabled.
+    pub fn underflow_enabled(&self) -> bool {
+        self.uie
+    }
+}
+
+/// Sort key of a candidate: active first, then priority, then INTID (lower is better).
+fn key(irq: &Irq, intid: u32) -> u32 {
+    (u32::from(!irq.active) << 18) | (u32::from(irq.priority) << 10) | (intid & 0x3ff)
+}
+
+/// The part of the key that decides whether one interrupt may displace another.
+fn rank(key: u32) -> u32 {
+    key >> 10
+}
+
+/// The best `cap` candidates, sorted by key.
+struct TopK {
+    keys: [u32; MAX_LRS],
+    len: usize,
+    cap: usize,
+}
+
+impl TopK {
+    fn new(cap: usize) -> Self {
+        TopK {
+            keys: [0; MAX_LRS],
+            len: 0,
+            cap: cap.min(MAX_LRS),
+        }
+    }
+    fn insert(&mut self, key: u32) {
+        if self.cap == 0 || (self.len == self.cap && key >= self.keys[self.len - 1]) {
+            return;
+        }
+        let mut i = if self.len < self.cap {
+            self.len += 1;
+            self.len - 1
+        } else {
+            self.cap - 1
+        };
+        while i > 0 && self.keys[i - 1] > key {
+            self.keys[i] = self.keys[i - 1];
+            i -= 1;
+        }
+        self.keys[i] = key;
+    }
+    fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.keys[..self.len].iter().copied()
+    }
+}
+
+fn bits(mut m: u64) -> impl Iterator<Item = usize> {
+    core::iter::from_fn(move || {
+        if m == 0 {
+            None
+        } else {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            Some(i)
+        }
+    })
+}
+
+impl Vgic {
+    /// Creates the LR bookkeeping for `vcpu`; the lead keeps it in the vCPU's context and
+    /// passes it to the exit-path calls.
+    pub fn new_cpu(&self, vcpu: usize) -> Result<VgicCpu, super::VgicError> {
+        if vcpu >= self.nr_vcpus {
+            return Err(super::VgicError::BadVcpu);
+        }
+        Ok(VgicCpu::new(vcpu))
+    }
+
+    /// Exit path, early: folds the list registers back into the model. Without any LR in
+    /// use it touches neither the LRs nor the lock. Returns other vCPUs to kick (rarely
+    /// non-zero: an SPI that left this vCPU's LR still pending but now routed elsewhere).
+    pub fn sync_from_lrs<L: ListRegisters + ?Sized>(
+        &self,
+        cpu: &mut VgicCpu,
+        lrs: &mut L,
+    ) -> VcpuMask {
+        cpu.synced = true;
+        if cpu.used == 0 {
+            return 0;
+        }
+        let fmt = lrs.format();
+        let elrsr = lrs.empty_mask();
+        let eisr = lrs.eoi_mask();
+        let mut kick = 0;
+        let mut d = self.lock();
+        for i in bits(cpu.used) {
+            let before = cpu.lrs[i].state;
+            let now = if (elrsr | eisr) & (1 << i) != 0 {
+                LrState::Invalid
+            } else {
+                fmt.decode(lrs.read(i)).state
+            };
+            cpu.lrs[i].state = now;
+            let intid = cpu.lrs[i].intid;
+            let left = match d.irq_mut(cpu.vcpu, intid) {
+                Some(irq) => irq.fold(before, now),
+                None => {
+                    debug_assert!(false, "LR {i} holds unknown INTID {intid}");
+                    true
+                }
+            };
+            if left {
+                cpu.used &= !(1 << i);
+                cpu.lrs[i] = LrValue::default();
+                if elrsr & (1 << i) == 0 {
+                    // Clears ICH_EISR_EL2 / GICH_EISR, and with it the maintenance interrupt.
+                    lrs.write(i, 0);
+                }
+                kick |= d.notify(cpu.vcpu, intid);
+            }
+        }
+        drop(d);
+        self.raise(kick);
+        kick & !bit(cpu.vcpu)
+    }
+
+    /// Exit path, last step before returning to the guest: brings the list registers up to
+    /// date with the model. Costs one atomic load when nothing is in flight for this vCPU.
+    /// Runs [`Vgic::sync_from_lrs`] first if it was not called on this exit. Returns other
+    /// vCPUs to kick (rarely non-zero).
+    pub fn flush_to_lrs<L: ListRegisters + ?Sized>(
+        &self,
+        cpu: &mut VgicCpu,
+        lrs: &mut L,
+    ) -> VcpuMask {
+        let mut kick = 0;
+        if !cpu.synced {
+            kick |= self.sync_from_lrs(cpu, lrs);
+        }
+        cpu.synced = false;
+        let v = cpu.vcpu;
+        let Some(flag) = self.work.get(v) else {
+            return kick;
+        };
+        if !flag.0.load(Ordering::Acquire) {
+            return kick;
+        }
+        flag.0.store(false, Ordering::Release);
+
+        let fmt = lrs.format();
+        let n = lrs.count().min(MAX_LRS);
+        let mut d = self.lock();
+
+        // 1. Reconcile the LRs that already hold an interrupt.
+        for i in bits(cpu.used) {
+            let cur = cpu.lrs[i];
+            let want = reconcile(&mut d, v, &cur);
+            match want {
+                Some(val) if val != cur => {
+                    lrs.write(i, fmt.encode(&val));
+                    cpu.lrs[i] = val;
+                }
+                Some(_) => {}
+                None => {
+                    lrs.write(i, 0);
+                    cpu.lrs[i] = LrValue::default();
+                    cpu.used &= !(1 << i);
+                    kick |= d.notify(v, cur.intid);
+                }
+            }
+        }
+
+        // 2. Candidates: not in any LR, and active or deliverable-pending, for this vCPU.
+        let mut best = TopK::new(n);
+        let mut total = 0usize;
+        let mut consider = |intid: u32, irq: &Irq, d: &Dist| {
+            if irq.resident() {
+                return;
+            }
+            if !(irq.active || (irq.pending_outside() && d.deliverable(irq, v))) {
+                return;
+            }
+            if !d.targets_vcpu(intid, v) {
+                return;
+            }
+            total += 1;
+            best.insert(key(irq, intid));
+        };
+        if let Some(bank) = d.privates(v) {
+            for (intid, irq) in bank.iter().enumerate() {
+                consider(intid as u32, irq, &d);
+            }
+        }
+        for (intid, irq) in d.spis() {
+            consider(intid, irq, &d);
+        }
+
+        // 3. Place them: free LRs first, then displace a pending-only LR of lower priority.
+        let all_lrs = if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let mut placed = 0usize;
+        for k in best.iter() {
+            let intid = k & 0x3ff;
+            let free = all_lrs & !cpu.used;
+            let slot = if free != 0 {
+                free.trailing_zeros() as usize
+            } else {
+                match victim(cpu, k) {
+                    Some(i) => {
+                        let old = cpu.lrs[i].intid;
+                        let v2 = d.is_v2_sgi(old);
+                        if let Some(irq) = d.irq_mut(v, old) {
+                            irq.evict(v2);
+                        }
+                        cpu.used &= !(1 << i);
+                        cpu.lrs[i] = LrValue::default();
+                        // The evicted interrupt now waits outside like the others.
+                        total += 1;
+                        i
+                    }
+                    None => break,
+                }
+            };
+            let v2 = d.is_v2_sgi(intid);
+            let deliverable = d.irq(v, intid).is_some_and(|irq| d.deliverable(irq, v));
+            let Some(irq) = d.irq_mut(v, intid) else {
+                continue;
+            };
+            let Some(val) = irq.desired_lr(intid, v2, deliverable) else {
+                continue;
+            };
+            irq.owner = v as u8;
+            lrs.write(slot, fmt.encode(&val));
+            cpu.lrs[slot] = val;
+            cpu.used |= 1 << slot;
+            placed += 1;
+        }
+        drop(d);
+
+        self.stats
+            .injections
+            .fetch_add(placed as u64, Ordering::Relaxed);
+        let overflow = total > placed;
+        if overflow {
+            self.stats.lr_overflows.fetch_add(1, Ordering::Relaxed);
+            // Try again on the next exit; UIE makes sure there is one when the LRs drain.
+            flag.0.store(true, Ordering::Release);
+        }
+        if overflow != cpu.uie {
+            lrs.set_underflow_irq(overflow);
+            cpu.uie = overflow;
+        }
+        self.raise(kick & !bit(v));
+        kick & !bit(v)
+    }
+
+    /// The lead took the maintenance interrupt (ICH_MISR_EL2 / GICH_MISR non-zero) on this
+    /// vCPU's CPU: folds and refills the LRs, which clears the condition (EOI status, UIE).
+    pub fn handle_maintenance<L: ListRegisters + ?Sized>(
+        &self,
+        cpu: &mut VgicCpu,
+        lrs: &mut L,
+    ) -> VcpuMask {
+        self.stats.maintenance_irqs.fetch_add(1, Ordering::Relaxed);
+        if let Some(flag) = self.work.get(cpu.vcpu) {
+            flag.0.store(true, Ordering::Release);
+        }
+        let kick = self.sync_from_lrs(cpu, lrs);
+        kick | self.flush_to_lrs(cpu, lrs)
+    }
+
+    /// The vCPU is reset (PSCI CPU_ON after CPU_OFF, system reset): every LR is cleared, the
+    /// pending state they held returns to the model, their active state is dropped, UIE off.
+    pub fn reset_cpu<L: ListRegisters + ?Sized>(&self, cpu: &mut VgicCpu, lrs: &mut L) {
+        // Fold first so that what the guest already acknowledged is not pended again.
+        let kick = self.sync_from_lrs(cpu, lrs);
+        self.raise(kick);
+        let mut d = self.lock();
+        for i in bits(cpu.used) {
+            let intid = cpu.lrs[i].intid;
+            let v2 = d.is_v2_sgi(intid);
+            if let Some(irq) = d.irq_mut(cpu.vcpu, intid) {
+                irq.evict(v2);
+                irq.active = false;
+                irq.req = 0;
+            }
+        }
+        drop(d);
+        for i in 0..lrs.count().min(MAX_LRS) {
+            lrs.write(i, 0);
+        }
+        lrs.set_underflow_irq(false);
+        *cpu = VgicCpu::new(cpu.vcpu);
+        if let Some(flag) = self.work.get(cpu.vcpu) {
+            flag.0.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// What LR `cur` (held by `vcpu`) should contain now; `None` releases it.
+fn reconcile(d: &mut Dist, vcpu: usize, cur: &LrValue) -> Option<LrValue> {
+    let intid = cur.intid;
+    let v2 = d.is_v2_sgi(intid);
+    let deliverable = d
+        .irq(vcpu, intid)
+        .is_some_and(|irq| d.deliverable(irq, vcpu));
+    let irq = d.irq_mut(vcpu, intid)?;
+    // Apply MMIO requests made since the last fold (the LR state is current: the guest has
+    // not run since `sync`).
+    if irq.fold(cur.state, cur.state) {
+        return None;
+    }
+    let want = irq.desired_lr(intid, v2, deliverable);
+    if want.is_none() {
+        irq.owner = NO_OWNER;
+        irq.lr_pending = false;
+    }
+    want
+}
+
+/// A resident LR that candidate `k` may displace: pending only (never active) and of strictly
+/// lower rank (its LR priority is numerically higher); the lowest-ranked such LR.
+fn victim(cpu: &VgicCpu, k: u32) -> Option<usize> {
+    let mut worst: Option<(u32, usize)> = None;
+    for i in bits(cpu.used) {
+        let lr = &cpu.lrs[i];
+        if lr.state != LrState::Pending {
+            continue;
+        }
+        // Same layout as `rank(key(..))` for a pending, inactive interrupt.
+        let r = (1 << 8) | u32::from(lr.priority);
+        if r > rank(k) && worst.is_none_or(|(w, _)| r > w) {
+            worst = Some((r, i));
+        }
+    }
+    worst.map(|(_, i)| i)
+}
