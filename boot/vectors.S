@@ -111,3 +111,11 @@ hyp_exception_common:
     bl      kestrel_hyp_exception
 1:  wfe
     b       1b
+
+/* kestrel_idle_on_stack(sp): abandon the current stack and run the idle loop. */
+    .global kestrel_idle_on_stack
+kestrel_idle_on_stack:
+    mov     sp, x0
+    mov     x29, xzr
+    mov     x30, xzr
+    b       kestrel_idle

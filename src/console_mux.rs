@@ -95,6 +95,15 @@ impl ConsoleMux {
         }
     }
 
+    /// The hypervisor is about to write whole lines of its own: end any open line first.
+    pub fn interrupt(&mut self, out: &mut dyn FnMut(&[u8])) {
+        if self.mid_line {
+            out(b"\n");
+        }
+        self.mid_line = false;
+        self.owner = Some(Source::Hypervisor);
+    }
+
     /// Interprets one keyboard byte.
     pub fn input(&mut self, b: u8) -> Input {
         let n = self.names.len();
@@ -172,6 +181,18 @@ mod tests {
             ],
         );
         assert_eq!(out, "[a] prompt # \n[b] hello\nlog\n[a] ls\n");
+    }
+
+    #[test]
+    fn a_hypervisor_line_ends_an_open_guest_line_and_the_guest_gets_a_new_prefix() {
+        let mut m = two_vms();
+        let mut s = Vec::new();
+        m.write(Source::Vm(0), b"~ # ", &mut |b| s.extend_from_slice(b));
+        m.interrupt(&mut |b| s.extend_from_slice(b));
+        s.extend_from_slice(b"log\n");
+        m.interrupt(&mut |b| s.extend_from_slice(b));
+        m.write(Source::Vm(0), b"ls\n", &mut |b| s.extend_from_slice(b));
+        assert_eq!(String::from_utf8(s).unwrap(), "[a] ~ # \nlog\n[a] ls\n");
     }
 
     #[test]

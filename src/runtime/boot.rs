@@ -1,13 +1,25 @@
-//! Boot: from the stub's call into Rust to a machine with every CPU online, the page allocator
-//! and the final EL2 map in place.
-use crate::addr::PhysAddr;
-use crate::arch::aarch64::{boot as stub, console, cpu, exception, heap, mmu, psci_fw};
+//! Boot: from the stub's call into Rust to a machine with the platform read from the DTB, every
+//! CPU online, the page allocator and the final EL2 map in place; then the VMs.
+use crate::addr::{PhysAddr, Range};
+use crate::arch::aarch64::{boot as stub, console, cpu, exception, gic, heap, mmu, psci_fw};
+use crate::mm::frame::FrameAllocator;
 use crate::mm::page_alloc::PageAllocator;
+use crate::platform::{
+    BootParams, Conduit, EnableMethod, GicVersion, Platform, PlatformError, ReservedKind, UartKind,
+};
 use core::sync::atomic::{AtomicUsize, Ordering};
-use log::{error, info};
+use log::{error, info, warn};
+use spin::Once;
 
+/// Every free page of RAM.
 pub static PAGES: PageAllocator = PageAllocator::new();
+/// What the DTB says about the machine.
+pub static PLATFORM: Once<Platform> = Once::new();
 static CPUS_ONLINE: AtomicUsize = AtomicUsize::new(0);
+/// Largest DTB accepted (the early map covers 2 MiB from its start).
+const MAX_DTB: usize = 2 << 20;
+/// Initial heap taken from RAM at boot.
+const HEAP_INITIAL: u64 = 16 << 20;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -26,7 +38,7 @@ fn set_vectors() {
 extern "C" fn kestrel_primary_early(dtb: u64, _load_base: u64, el_info: u64) -> ! {
     let el = el_info & 0xf;
     if el != 2 && el != 3 {
-        wrong_el(dtb, el);
+        wrong_el(dtb);
     }
     let img = stub::image_layout();
     // SAFETY: first thing on the boot CPU, MMU off, nothing else running.
@@ -37,195 +49,293 @@ extern "C" fn kestrel_primary_early(dtb: u64, _load_base: u64, el_info: u64) -> 
     primary_main(dtb, el_info)
 }
 
-/// Entered at EL1 (no EL2 for us): say so on the console the DTB names and stop. Runs with the
-/// MMU off, so it avoids locks and writes the PL011 data register directly.
-fn wrong_el(dtb: u64, el: u64) -> ! {
-    // SAFETY: the boot protocol hands us a DTB pointer; fdt checks its header before use.
-    let uart = unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }
+/// The console UART named by a DTB that the platform parser refused (so that the refusal can be
+/// printed), else QEMU virt's PL011 as the early-console fallback.
+fn fallback_uart(dtb: u64) -> (UartKind, u64) {
+    // SAFETY: the boot protocol hands us a DTB pointer; fdt checks magic and size first.
+    let node = unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }
         .ok()
-        .and_then(|f| {
-            f.chosen()
-                .stdout()
-                .and_then(|n| n.reg())
-                .and_then(|mut r| r.next())
-        })
-        .map(|r| r.starting_address as u64)
-        .unwrap_or(0x0900_0000);
-    let mut msg = [0u8; 96];
-    let text = b"kestrel: entered at EL1, not EL2: cannot run a hypervisor here; halting\n";
-    msg[..text.len()].copy_from_slice(text);
-    let _ = el;
-    for &b in &msg[..text.len()] {
-        // SAFETY: PL011 UARTDR at `uart` (the DTB's stdout or QEMU virt's UART); a raw store is
-        // all a PL011 needs to transmit, and nothing else runs.
+        .and_then(|f| f.chosen().stdout().and_then(|n| n.reg()).and_then(|mut r| r.next()));
+    match node {
+        Some(r) => (UartKind::Pl011, r.starting_address as u64),
+        None => (UartKind::Pl011, 0x0900_0000),
+    }
+}
+
+/// Entered at EL1 (no EL2 for us): say so and stop. Runs with the MMU off, so no locks: the
+/// PL011 data register is written directly.
+fn wrong_el(dtb: u64) -> ! {
+    let (_, uart) = fallback_uart(dtb);
+    for &b in b"kestrel: entered at EL1, not EL2: a hypervisor cannot run here; halted\n" {
+        // SAFETY: PL011 UARTDR (the DTB's stdout or QEMU virt's UART); a raw store is all a
+        // PL011 needs to transmit, and nothing else runs.
         unsafe { core::ptr::write_volatile(uart as *mut u32, b as u32) };
     }
     cpu::halt()
 }
 
+/// The DTB blob, with its header's size checked before the slice is made.
+fn dtb_blob(dtb: u64) -> Result<&'static [u8], &'static str> {
+    if dtb == 0 || dtb % 8 != 0 {
+        return Err("no DTB pointer in x0 (or a misaligned one)");
+    }
+    // SAFETY: the early map covers the 2 MiB from `dtb`; reading the 8-byte header is in range.
+    let head = unsafe { core::slice::from_raw_parts(dtb as *const u8, 8) };
+    if head[..4] != [0xd0, 0x0d, 0xfe, 0xed] {
+        return Err("the blob at x0 is not a DTB (bad magic)");
+    }
+    let size = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
+    if !(40..=MAX_DTB).contains(&size) {
+        return Err("DTB totalsize is implausible (over 2 MiB or under a header)");
+    }
+    // SAFETY: `size` bytes from `dtb` lie within the early-mapped 2 MiB window and the loader
+    // handed the blob to us; nothing writes to it.
+    Ok(unsafe { core::slice::from_raw_parts(dtb as *const u8, size) })
+}
+
+/// Stops the boot with a message: powers off if the DTB named a PSCI conduit, else halts.
+fn fatal(why: core::fmt::Arguments) -> ! {
+    error!("kestrel: cannot boot: {why}");
+    power_off()
+}
+
 fn primary_main(dtb: u64, el_info: u64) -> ! {
-    // SAFETY: the boot protocol hands us a DTB pointer; fdt validates the header and size.
-    let fdt = match unsafe { fdt::Fdt::from_ptr(dtb as *const u8) } {
-        Ok(f) => f,
-        Err(_) => {
-            console::init(console::UartKind::Pl011, 0x0900_0000);
-            console::with_console(|w| {
-                let _ = writeln!(w, "kestrel: the DTB at {dtb:#x} is invalid; halting");
-            });
-            cpu::halt()
+    let img = stub::image_layout();
+    let params = BootParams {
+        dtb_base: PhysAddr::new(dtb),
+        image: Range::new(PhysAddr::new(img.start), img.end - img.start),
+        max_cpus: stub::MAX_CPUS,
+    };
+    let parsed = dtb_blob(dtb)
+        .map_err(PlatformError::Malformed)
+        .and_then(|blob| Platform::parse(blob, &params));
+    let platform = match parsed {
+        Ok(p) => PLATFORM.call_once(|| p),
+        Err(e) => {
+            let (kind, base) = fallback_uart(dtb);
+            console::init(kind, base);
+            console::init_logger(log::LevelFilter::Info);
+            early_psci_from_dtb(dtb);
+            fatal(format_args!("{e}"))
         }
     };
-    let (kind, base) = match find_uart(&fdt) {
-        Some(u) => u,
-        None => cpu::halt(),
+    let uart_kind = match platform.console.kind {
+        crate::platform::UartKind::Pl011 => console::UartKind::Pl011,
+        crate::platform::UartKind::Bcm2835Aux => console::UartKind::MiniUart,
     };
-    console::init(kind, base);
-    let level = fdt
-        .chosen()
-        .bootargs()
-        .and_then(|b| {
-            b.split_whitespace()
-                .find_map(|a| a.strip_prefix("loglevel="))
-        })
-        .and_then(|l| l.parse::<log::LevelFilter>().ok())
-        .unwrap_or(log::LevelFilter::Info);
-    console::init_logger(level);
+    console::init(uart_kind, platform.console.base.as_u64());
+    console::init_logger(platform.options.loglevel.unwrap_or(log::LevelFilter::Info));
     info!(
         "kestrel {VERSION} booting at EL2{} on {}",
-        if el_info & 0x100 != 0 {
-            " (dropped from EL3)"
-        } else {
-            ""
-        },
-        fdt.root().model()
+        if el_info & 0x100 != 0 { " (dropped from EL3)" } else { "" },
+        platform.model
     );
-
-    let img = stub::image_layout();
-    let mut fmap = mmu::FinalMap::new();
-    let mut total = 0u64;
-    for r in fdt.memory().regions() {
-        let start = r.starting_address as u64;
-        let size = r.size.unwrap_or(0) as u64;
-        total += size;
-        let _ = fmap.map(start, start + size, mmu::MapKind::Ram);
-        // Free RAM = memory minus image minus DTB (interim, before the full platform parser).
-        let end = start + size;
-        let dtb_end = dtb + fdt.total_size() as u64;
-        let mut cuts = [(img.start, img.end), (dtb, dtb_end)];
-        cuts.sort();
-        let mut cur = start;
-        for (cs, ce) in cuts {
-            if ce <= cur || cs >= end {
-                continue;
-            }
-            if cs > cur {
-                PAGES.add_range(PhysAddr::new(cur), PhysAddr::new(cs));
-            }
-            cur = cur.max(ce);
+    psci_fw::set_conduit(platform.psci.as_ref().map(|p| match p.method {
+        Conduit::Smc => psci_fw::Conduit::Smc,
+        Conduit::Hvc => psci_fw::Conduit::Hvc,
+    }));
+    let total: u64 = platform.memory.iter().map(|m| m.size).sum();
+    info!(
+        "kestrel: platform: {} MiB RAM in {} ranges, {} CPUs, GICv{}, console {}@{:#x}, psci {}",
+        total >> 20,
+        platform.memory.len(),
+        platform.cpus.len(),
+        match platform.gic.version {
+            GicVersion::V2 => 2,
+            GicVersion::V3 => 3,
+        },
+        match platform.console.kind {
+            crate::platform::UartKind::Pl011 => "pl011",
+            crate::platform::UartKind::Bcm2835Aux => "mini-uart",
+        },
+        platform.console.base.as_u64(),
+        match platform.psci.as_ref().map(|p| p.method) {
+            Some(Conduit::Smc) => "smc",
+            Some(Conduit::Hvc) => "hvc",
+            None => "none",
         }
-        if cur < end {
-            PAGES.add_range(PhysAddr::new(cur), PhysAddr::new(end));
-        }
+    );
+    for m in &platform.memory {
+        info!("kestrel:   ram {:#012x}..{:#012x}", m.start.as_u64(), m.end().as_u64());
     }
-    let _ = fmap.map(img.start, img.text_end, mmu::MapKind::Text);
-    let _ = fmap.map(img.text_end, img.rodata_end, mmu::MapKind::ReadOnly);
-    let _ = fmap.map(base, base + 0x1000, mmu::MapKind::Device);
+    for r in &platform.reserved {
+        info!(
+            "kestrel:   reserved {:#012x}..{:#012x} {:?}",
+            r.range.start.as_u64(),
+            r.range.end().as_u64(),
+            r.kind
+        );
+    }
+
+    build_final_map(platform, &img);
+    for r in platform.free_ram() {
+        PAGES.add_range(r.start, r.end());
+    }
+    grow_heap();
+    init_gic(platform);
+    start_secondaries(platform);
+    let s = PAGES.stats();
+    info!("kestrel: pages: {} free, {} used", s.free_pages(), s.used_pages);
+    crate::runtime::vmm::run(platform)
+}
+
+/// When the platform parser refused the DTB, still try to learn the PSCI conduit so that the
+/// refusal can end in a power-off rather than a halt.
+fn early_psci_from_dtb(dtb: u64) {
+    // SAFETY: as in fallback_uart.
+    let method = unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }.ok().and_then(|f| {
+        f.find_node("/psci")
+            .and_then(|n| n.property("method"))
+            .and_then(|p| p.as_str())
+            .map(|s| s == "smc")
+    });
+    if method == Some(true) {
+        psci_fw::set_conduit(Some(psci_fw::Conduit::Smc));
+    }
+}
+
+fn build_final_map(platform: &Platform, img: &stub::ImageLayout) {
+    let mut fmap = mmu::FinalMap::new();
+    let no_map: alloc::vec::Vec<Range<PhysAddr>> = platform
+        .reserved
+        .iter()
+        .filter(|r| r.kind == ReservedKind::ReservedMemory { no_map: true })
+        .map(|r| r.range)
+        .collect();
+    let image = Range::new(PhysAddr::new(img.start), img.end - img.start);
+    let mut holes = no_map.clone();
+    holes.push(image);
+    let mut ok = true;
+    for r in crate::platform::free_ranges(&platform.memory, &holes) {
+        ok &= fmap.map(r.start.as_u64(), r.end().as_u64(), mmu::MapKind::Ram).is_ok();
+    }
+    ok &= fmap.map(img.start, img.text_end, mmu::MapKind::Text).is_ok();
+    ok &= fmap.map(img.text_end, img.rodata_end, mmu::MapKind::ReadOnly).is_ok();
+    ok &= fmap.map(img.rodata_end, img.end, mmu::MapKind::Ram).is_ok();
+    let mut device = |r: &Range<PhysAddr>| {
+        fmap.map(r.start.as_u64(), r.end().as_u64(), mmu::MapKind::Device).is_ok()
+    };
+    let con = Range::new(platform.console.base.align_down(0x1000), 0x1000);
+    ok &= device(&con);
+    ok &= device(&platform.gic.gicd);
+    for r in &platform.gic.gicr {
+        ok &= device(r);
+    }
+    for r in [&platform.gic.gicc, &platform.gic.gich].into_iter().flatten() {
+        ok &= device(r);
+    }
+    if !ok {
+        fatal(format_args!("building the EL2 map failed"));
+    }
     let (mair, tcr, ttbr, sctlr) = fmap.activate();
+    // The map lives as long as the hypervisor.
     core::mem::forget(fmap);
     let hcr = aarch64_cpu::registers::HCR_EL2::RW::EL1IsAarch64.value;
     stub::publish_secondary_boot(mair, tcr, ttbr, sctlr, hcr);
+}
 
-    let gic = if fdt.find_compatible(&["arm,gic-v3"]).is_some() {
-        "GICv3"
-    } else if fdt
-        .find_compatible(&["arm,cortex-a15-gic", "arm,gic-400"])
-        .is_some()
-    {
-        "GICv2"
-    } else {
-        "no GIC"
-    };
-    info!(
-        "kestrel: platform: {} MiB RAM in {} ranges, {} CPUs, {gic}, console {:?}@{base:#x}",
-        total >> 20,
-        fdt.memory().regions().count(),
-        fdt.cpus().count(),
-        kind
-    );
-    let s = PAGES.stats();
-    info!(
-        "kestrel: pages: {} free, {} used",
-        s.free_pages(),
-        s.used_pages
-    );
-
-    if let Some(psci) = fdt.find_node("/psci") {
-        let method = psci.property("method").and_then(|p| p.as_str());
-        psci_fw::set_conduit(match method {
-            Some("smc") => Some(psci_fw::Conduit::Smc),
-            Some("hvc") => Some(psci_fw::Conduit::Hvc),
-            _ => None,
-        });
+fn grow_heap() {
+    let order = (HEAP_INITIAL / crate::addr::PAGE_SIZE).trailing_zeros();
+    match PAGES.alloc_frames(order) {
+        Some(pa) => {
+            // SAFETY: the block was just allocated for the heap alone and is mapped RAM.
+            unsafe { heap::add_region(pa.as_u64() as usize, HEAP_INITIAL as usize) };
+        }
+        None => warn!("kestrel: no {} MiB block for the heap", HEAP_INITIAL >> 20),
     }
+    heap::enable_growth();
+}
+
+fn init_gic(platform: &Platform) {
+    let g = &platform.gic;
+    let frames = gic::GicFrames {
+        gicd: g.gicd.start.as_u64(),
+        gicr: g.gicr.iter().map(|r| (r.start.as_u64(), r.size)).collect(),
+        gicc: g.gicc.map(|r| r.start.as_u64()).unwrap_or(0),
+        gich: g.gich.map(|r| r.start.as_u64()).unwrap_or(0),
+    };
+    let version = match g.version {
+        GicVersion::V2 => gic::GicVersion::V2,
+        GicVersion::V3 => gic::GicVersion::V3,
+    };
+    gic::init_distributor(version, frames);
+    if let Err(e) = gic::init_cpu() {
+        fatal(format_args!("GIC set-up on the boot CPU: {e}"));
+    }
+}
+
+/// Index of each CPU of the platform (0 = the boot CPU, then the DTB's order).
+pub fn cpu_mpidr(index: usize) -> Option<u64> {
+    cpu::percpu(index).map(|p| p.mpidr.load(Ordering::Relaxed))
+}
+
+fn start_secondaries(platform: &Platform) {
+    let me = cpu::mpidr_affinity();
     CPUS_ONLINE.store(1, Ordering::SeqCst);
     let mut expected = 1;
-    for (i, c) in fdt.cpus().enumerate().skip(1) {
-        let mpidr = c.ids().first() as u64;
-        if i >= stub::MAX_CPUS {
-            error!(
-                "kestrel: cpu {i} (mpidr {mpidr:#x}) exceeds the {} stacks; not started",
-                stub::MAX_CPUS
-            );
+    let mut index = 0;
+    for c in &platform.cpus {
+        if c.mpidr == me {
             continue;
         }
-        match psci_fw::cpu_on(mpidr, stub::secondary_entry_pa(), i as u64) {
-            Some(0) => expected += 1,
-            r => error!("kestrel: CPU_ON for cpu {i} (mpidr {mpidr:#x}) failed: {r:?}"),
+        index += 1;
+        if let Some(pc) = cpu::percpu(index) {
+            pc.mpidr.store(c.mpidr, Ordering::Relaxed);
+        }
+        let started = match &c.enable_method {
+            EnableMethod::Psci => {
+                match psci_fw::cpu_on(c.mpidr, stub::secondary_entry_pa(), index as u64) {
+                    Some(0) => true,
+                    r => {
+                        error!("kestrel: CPU_ON cpu{index} (mpidr {:#x}) failed: {r:?}", c.mpidr);
+                        false
+                    }
+                }
+            }
+            m => {
+                warn!("kestrel: cpu{index} (mpidr {:#x}): enable method {m:?} not supported", c.mpidr);
+                false
+            }
+        };
+        if started {
+            expected += 1;
         }
     }
+    let t0 = cpu::counter();
+    let limit = cpu::counter_freq().max(1) * 2;
     while CPUS_ONLINE.load(Ordering::SeqCst) < expected {
+        if cpu::counter() - t0 > limit {
+            error!("kestrel: only {} of {expected} CPUs came online", CPUS_ONLINE.load(Ordering::SeqCst));
+            break;
+        }
         core::hint::spin_loop();
     }
-    info!(
-        "kestrel: cpus online: {}",
-        CPUS_ONLINE.load(Ordering::SeqCst)
-    );
-    info!("kestrel: no VMs to run; powering off");
-    power_off()
+    info!("kestrel: cpus online: {}", CPUS_ONLINE.load(Ordering::SeqCst));
+}
+
+pub fn cpus_online() -> usize {
+    CPUS_ONLINE.load(Ordering::SeqCst)
 }
 
 #[unsafe(no_mangle)]
 extern "C" fn kestrel_secondary_main(index: usize) -> ! {
     cpu::init_this_cpu(index);
     set_vectors();
-    CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
-    loop {
-        aarch64_cpu::asm::wfe();
+    if let Err(e) = gic::init_cpu() {
+        error!("kestrel: cpu{index}: GIC set-up failed: {e}; parked");
+        cpu::halt();
     }
+    CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
+    crate::runtime::vmm::secondary_idle()
 }
 
+/// Powers the machine off through PSCI, or halts with the line scripts wait for where nothing
+/// can power off.
 pub fn power_off() -> ! {
     info!("kestrel: power off");
     let _ = psci_fw::system_off();
-    error!("kestrel: PSCI SYSTEM_OFF unavailable; halted");
+    info!("kestrel: halted, power can be removed");
     cpu::halt()
-}
-
-fn find_uart(fdt: &fdt::Fdt) -> Option<(console::UartKind, u64)> {
-    let node = fdt
-        .chosen()
-        .stdout()
-        .or_else(|| fdt.find_compatible(&["arm,pl011"]))?;
-    let base = node.reg()?.next()?.starting_address as u64;
-    let kind = if node
-        .compatible()
-        .is_some_and(|c| c.all().any(|s| s == "brcm,bcm2835-aux-uart"))
-    {
-        console::UartKind::MiniUart
-    } else {
-        console::UartKind::Pl011
-    };
-    Some((kind, base))
 }
 
 #[panic_handler]
@@ -238,16 +348,15 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
             let _ = writeln!(w, "  at {}:{}:{}", l.file(), l.line(), l.column());
         }
     });
-    let _ = exception::TrapFrame::default();
+    crate::runtime::vmm::stop_all_cpus();
     cpu::halt()
 }
 
-/// Entry from vectors.S for an exception from a guest. (No guests yet: report and halt.)
+/// Entry from vectors.S for an exception from a guest.
 #[unsafe(no_mangle)]
 extern "C" fn kestrel_guest_exit(frame: *mut exception::TrapFrame, kind: u64) {
-    use aarch64_cpu::registers::{ESR_EL2, FAR_EL2, Readable};
-    // SAFETY: vectors.S passes this CPU's guest frame, which it just filled.
-    let frame = unsafe { &*frame };
-    exception::report(frame, kind, ESR_EL2.get(), FAR_EL2.get());
-    cpu::halt()
+    // SAFETY: vectors.S passes this CPU's guest frame, which it just filled; nothing else
+    // references it while the exit is handled.
+    let frame = unsafe { &mut *frame };
+    crate::runtime::exit::handle(frame, kind)
 }

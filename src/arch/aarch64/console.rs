@@ -30,6 +30,7 @@ struct MiniUart {
 
 impl MiniUart {
     const IO: usize = 0x00;
+    const IER: usize = 0x04;
     const LSR: usize = 0x14;
     const LSR_DATA_READY: u32 = 1 << 0;
     const LSR_TX_EMPTY: u32 = 1 << 5;
@@ -167,6 +168,14 @@ pub fn write_prefix(w: &mut dyn Write) -> fmt::Result {
 
 struct Logger;
 
+/// Called before each log line (the runtime ends a guest's half-written line there).
+static LINE_HOOK: spin::Once<fn()> = spin::Once::new();
+
+/// Installs the hook run before each log line.
+pub fn set_line_hook(f: fn()) {
+    LINE_HOOK.call_once(|| f);
+}
+
 static LOGGER: Logger = Logger;
 
 impl log::Log for Logger {
@@ -177,6 +186,9 @@ impl log::Log for Logger {
     fn log(&self, record: &log::Record) {
         if !self.enabled(record.metadata()) {
             return;
+        }
+        if let Some(hook) = LINE_HOOK.get() {
+            hook();
         }
         with_console(|w| {
             let _ = write_prefix(w);
@@ -198,4 +210,16 @@ impl log::Log for Logger {
 pub fn init_logger(level: log::LevelFilter) {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
+}
+
+/// Enables the receive interrupts of the console UART (PL011: RX and RX timeout; mini UART:
+/// receive interrupt), so keyboard input raises the UART's SPI.
+pub fn enable_rx_interrupt() {
+    match &mut *CONSOLE.lock() {
+        PhysUart::Pl011(u) => {
+            u.set_interrupt_masks(arm_pl011_uart::Interrupts::RXI | arm_pl011_uart::Interrupts::RTI)
+        }
+        PhysUart::Mini(m) => m.write(MiniUart::IER, 1),
+        PhysUart::None => {}
+    }
 }

@@ -497,3 +497,91 @@ pub fn reset_virtual_interface() {
     }
     write_vmcr(0);
 }
+
+/// ICH_EISR_EL2 / GICH_EISR0: list registers with an outstanding EOI maintenance interrupt.
+#[inline]
+pub fn eoi_lrs() -> u64 {
+    match gic().version {
+        GicVersion::V3 => sysreg_read!("ich_eisr_el2"),
+        GicVersion::V2 => rd32(gic().frames.gich as usize + 0x020) as u64,
+    }
+}
+
+/// The virtual interface's enable bit (ICH_HCR_EL2.En / GICH_HCR.En) and underflow enable.
+const HCR_EN: u64 = 1 << 0;
+const HCR_UIE: u64 = 1 << 1;
+
+/// This CPU's list registers, as the vGIC's exit-path algorithm sees them.
+pub struct HwListRegisters {
+    count: usize,
+    hcr: u64,
+}
+
+impl HwListRegisters {
+    /// Enables the virtual CPU interface on this CPU with every list register cleared.
+    pub fn new() -> Self {
+        reset_virtual_interface();
+        write_hcr(HCR_EN);
+        Self { count: lr_count(), hcr: HCR_EN }
+    }
+}
+
+impl Default for HwListRegisters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl crate::vgic::ListRegisters for HwListRegisters {
+    fn format(&self) -> crate::vgic::LrFormat {
+        match gic().version {
+            GicVersion::V3 => crate::vgic::LrFormat::V3,
+            GicVersion::V2 => crate::vgic::LrFormat::V2,
+        }
+    }
+    fn count(&self) -> usize {
+        self.count
+    }
+    fn read(&self, i: usize) -> u64 {
+        read_lr(i)
+    }
+    fn write(&mut self, i: usize, value: u64) {
+        write_lr(i, value)
+    }
+    fn empty_mask(&self) -> u64 {
+        empty_lrs() & ((1u64 << self.count) - 1)
+    }
+    fn eoi_mask(&self) -> u64 {
+        eoi_lrs()
+    }
+    fn set_underflow_irq(&mut self, on: bool) {
+        let v = if on { self.hcr | HCR_UIE } else { self.hcr & !HCR_UIE };
+        if v != self.hcr {
+            self.hcr = v;
+            write_hcr(v);
+        }
+    }
+}
+
+/// Switches the virtual CPU interface off on this CPU (no vCPU runs here any more).
+pub fn disable_virtual_interface() {
+    reset_virtual_interface();
+    write_hcr(0);
+}
+
+/// Clears the active state of SGI/PPI `intid` on this CPU (through the redistributor or the
+/// banked distributor register), whether or not it was active.
+pub fn clear_active_private(intid: u32) {
+    if intid >= 32 {
+        return;
+    }
+    match gic().version {
+        GicVersion::V3 => {
+            let rd = RD_BASE[cpu::current_index()].load(Ordering::Relaxed);
+            if rd != 0 {
+                wr32(rd + GICR_SGI + GICD_ICACTIVER, 1 << intid);
+            }
+        }
+        GicVersion::V2 => wr32(gic().frames.gicd as usize + GICD_ICACTIVER, 1 << intid),
+    }
+}

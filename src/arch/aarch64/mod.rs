@@ -9,4 +9,5 @@ pub mod gic;
 pub mod heap;
 pub mod mmu;
 pub mod psci_fw;
+pub mod stage2_hw;
 pub mod vcpu_hw;

@@ -133,3 +133,23 @@ pub fn this_cpu_frame() -> &'static mut GuestRegs {
     // vectors.S and this function agree on its location and layout.
     unsafe { &mut *((top - super::boot::FRAME_SIZE as u64) as *mut GuestRegs) }
 }
+
+/// Leaves nothing of a stopped guest armed on this CPU: its virtual timer is switched off and
+/// the physical timer interrupt it may have left active (hardware-linked) is deactivated.
+pub fn quiesce_guest() {
+    CNTV_CTL_EL0.set(0);
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+    super::gic::clear_active_private(super::gic::PPI_VTIMER);
+}
+
+unsafe extern "C" {
+    fn kestrel_idle_on_stack(sp: u64) -> !;
+}
+
+/// Abandons the current stack and runs the idle loop from the top of this CPU's stack.
+pub fn idle_on_fresh_stack() -> ! {
+    let top = super::boot::stack_top(super::cpu::current_index()) - super::boot::FRAME_SIZE as u64;
+    // SAFETY: nothing on the current stack is used afterwards (callers hold no locks and their
+    // frames are abandoned); the new stack pointer is this CPU's own stack top.
+    unsafe { kestrel_idle_on_stack(top) }
+}

@@ -1,0 +1,104 @@
+//! The stage-2 logic's two hardware traits at EL2: table pages reached through the identity
+//! map, and TLB maintenance with real TLBI / DSB / ISB instructions.
+use crate::addr::{Ipa, PhysAddr};
+use crate::mm::stage2::{Stage2Tlb, TableMemory, TablePage, Vmid};
+use aarch64_cpu::registers::{Readable, VTTBR_EL2, Writeable};
+use core::arch::asm;
+
+/// Stage-2 table pages, reached through the EL2 identity map of RAM.
+#[derive(Clone, Copy, Default)]
+pub struct HypTableMemory;
+
+impl TableMemory for HypTableMemory {
+    fn table(&self, pa: PhysAddr) -> &TablePage {
+        // SAFETY: the stage-2 code only asks for pages it got from the page allocator (the PGD
+        // and memory-cache pages): page-aligned RAM that EL2 identity-maps read-write and that
+        // nothing else uses while the table owns it. A page of AtomicU64 has no invalid bit
+        // patterns and every access to it is atomic.
+        unsafe { &*(pa.as_u64() as *const TablePage) }
+    }
+}
+
+/// TLB maintenance. TLBIs by VMID act on the VMID in VTTBR_EL2, so when another VMID is loaded
+/// (a teardown finishing on a CPU that ran another VM) the VMID is swapped in around the TLBI,
+/// as Linux's `__tlb_switch_to_guest` does.
+#[derive(Clone, Copy, Default)]
+pub struct HwTlb;
+
+impl HwTlb {
+    fn with_vmid(&self, vmid: Vmid, f: impl FnOnce()) {
+        let cur = VTTBR_EL2.get();
+        let want = (cur & !(0xffff << 48)) | ((vmid.as_u16() as u64) << 48);
+        if cur == want {
+            f();
+        } else {
+            VTTBR_EL2.set(want);
+            aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+            f();
+            aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISH);
+            VTTBR_EL2.set(cur);
+            aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+        }
+    }
+}
+
+impl Stage2Tlb for HwTlb {
+    fn dsb_ishst(&self) {
+        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
+    }
+    fn dsb_ish(&self) {
+        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISH);
+    }
+    fn isb(&self) {
+        aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+    }
+    fn tlbi_ipas2e1is(&self, vmid: Vmid, ipa: Ipa, _level_hint: Option<u8>) {
+        // Operand: IPA[51:12] in bits [39:0]; no TTL hint (FEAT_TTL is not assumed).
+        let op = (ipa.as_u64() >> 12) & ((1 << 40) - 1);
+        // SAFETY: TLB invalidation has no effect on memory contents.
+        self.with_vmid(vmid, || unsafe { asm!("tlbi ipas2e1is, {}", in(reg) op, options(nostack)) });
+    }
+    fn tlbi_vmalle1is(&self, vmid: Vmid) {
+        // SAFETY: as above.
+        self.with_vmid(vmid, || unsafe { asm!("tlbi vmalle1is", options(nostack)) });
+    }
+    fn tlbi_vmalls12e1is(&self, vmid: Vmid) {
+        // SAFETY: as above.
+        self.with_vmid(vmid, || unsafe { asm!("tlbi vmalls12e1is", options(nostack)) });
+    }
+}
+
+/// Zeroes `[pa, pa + len)` of RAM (guest memory scrubbing) with DC ZVA where the block size
+/// allows, plain stores otherwise.
+pub fn zero_phys(pa: PhysAddr, len: u64) {
+    let dczid: u64;
+    // SAFETY: reading DCZID_EL0 has no side effect.
+    unsafe { asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack)) };
+    let block = 4u64 << (dczid & 0xf);
+    let (mut a, end) = (pa.as_u64(), pa.as_u64() + len);
+    if dczid & (1 << 4) == 0 && a % block == 0 && len % block == 0 {
+        while a < end {
+            // SAFETY: `a` is in RAM the caller owns (identity-mapped, normal memory).
+            unsafe { asm!("dc zva, {}", in(reg) a, options(nostack)) };
+            a += block;
+        }
+    } else {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_bytes(a as *mut u8, 0, len as usize) };
+    }
+}
+
+/// Copies `bytes` into RAM at `pa`.
+pub fn copy_to_phys(pa: PhysAddr, bytes: &[u8]) {
+    // SAFETY: the caller owns `[pa, pa + len)` (guest RAM being loaded); it is identity-mapped
+    // normal memory and does not overlap `bytes` (the ramdisk, the heap).
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), pa.as_u64() as *mut u8, bytes.len()) };
+}
+
+/// Makes freshly written guest memory visible to a guest that starts with its MMU and caches
+/// off: clean the range to the point of coherency, and invalidate the instruction cache.
+pub fn sync_guest_memory(pa: PhysAddr, len: u64) {
+    super::cache::clean_dcache_range(pa.as_u64(), len);
+    // SAFETY: instruction-cache invalidation has no effect on memory.
+    unsafe { asm!("ic ialluis", "dsb ish", "isb", options(nostack)) };
+}

@@ -1,0 +1,327 @@
+//! The exit path: what happens when a guest traps to EL2. Called from vectors.S with the
+//! guest's registers saved in `frame`; returning resumes the guest from `frame`.
+//!
+//! Fast paths first: an HVC (SMCCC/PSCI), a stage-2 fault on RAM, an access to an emulated
+//! device, a physical interrupt for the vCPU. Anything the hypervisor does not handle becomes an
+//! exception injected into the guest with a log line; the hypervisor carries on.
+use crate::arch::aarch64::gic;
+use crate::arch::aarch64::vcpu_hw::LiveEl1;
+use crate::arch::aarch64::{cpu, exception};
+use crate::mm::stage2::{AccessKind, FaultKind, FaultOutcome, Stage2Error, Stage2Fault};
+use crate::psci::PsciAction;
+use crate::runtime::boot::PAGES;
+use crate::runtime::vm::{ExitStats, StopKind, Vm};
+use crate::runtime::vmm::{self, Vcpu};
+use crate::trap::esr::{self, Esr, ExceptionClass, FaultStatus, InjectedAbort, SysReg};
+use crate::vcpu::{GuestRegs, VectorKind, inject_exception, pstate};
+use crate::vdev::{AccessCtx, Effect, Effects};
+use aarch64_cpu::registers::{ESR_EL2, FAR_EL2, HPFAR_EL2, Readable};
+use log::{error, warn};
+
+const KIND_SYNC: u64 = 0;
+const KIND_IRQ: u64 = 1;
+const KIND_FIQ: u64 = 2;
+
+/// Handles one exit of the vCPU running on this CPU.
+pub fn handle(frame: &mut GuestRegs, kind: u64) {
+    let Some(v) = vmm::this_vcpu() else {
+        exception::report(frame, kind, ESR_EL2.get(), FAR_EL2.get());
+        error!("kestrel: exit from a guest on cpu{} with no vCPU", cpu::current_index());
+        cpu::halt();
+    };
+    match kind {
+        KIND_SYNC => {
+            let k = v.vm.vgic.sync_from_lrs(&mut v.vgic, &mut v.lrs);
+            vmm::kick(&v.vm, k, v.index);
+            sync(v, frame);
+        }
+        KIND_IRQ | KIND_FIQ => irq(v),
+        _ => {
+            exception::report(frame, kind, ESR_EL2.get(), FAR_EL2.get());
+            error!("kestrel: vm {}: SError from the guest; stopping it", v.vm.name);
+            stop_this_vm(v, StopKind::Crashed);
+        }
+    }
+    if vmm::panicking() {
+        cpu::halt();
+    }
+    if v.vm.stopping().is_some() {
+        vmm::park();
+    }
+    let k = v.vm.vgic.flush_to_lrs(&mut v.vgic, &mut v.lrs);
+    vmm::kick(&v.vm, k, v.index);
+}
+
+fn stop_this_vm(v: &Vcpu, kind: StopKind) -> ! {
+    vmm::stop_vm(&v.vm, kind, v.index);
+    vmm::park()
+}
+
+fn sync(v: &mut Vcpu, frame: &mut GuestRegs) {
+    let esr = Esr(ESR_EL2.get());
+    match esr.class() {
+        ExceptionClass::Hvc64 => {
+            ExitStats::bump(&v.vm.stats.hvc);
+            smccc(v, frame);
+        }
+        ExceptionClass::Smc64 => {
+            ExitStats::bump(&v.vm.stats.smc);
+            frame.skip_instruction();
+            smccc(v, frame);
+        }
+        ExceptionClass::DataAbortLower => data_abort(v, frame, esr),
+        ExceptionClass::InstructionAbortLower => instruction_abort(v, frame, esr),
+        ExceptionClass::SysReg => sysreg(v, frame, esr),
+        ExceptionClass::Hvc32 | ExceptionClass::Smc32 | ExceptionClass::Svc32 => {
+            undef(v, frame, "AArch32 guest state", esr)
+        }
+        _ => undef(v, frame, "unhandled trap", esr),
+    }
+}
+
+/// An SMCCC call (HVC, or a trapped SMC whose PC has already been stepped over).
+fn smccc(v: &mut Vcpu, frame: &mut GuestRegs) {
+    let vm = &v.vm;
+    let args = [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
+    let action = vm.psci.call(v.index, args, |entry| vm.is_ram(entry));
+    if let Some(r) = action.caller_regs() {
+        frame.x[..4].copy_from_slice(&r);
+    }
+    match action {
+        PsciAction::Return(_) | PsciAction::Suspend => {}
+        PsciAction::StartVcpu { target, entry, context_id } => {
+            if let Some(&pcpu) = vm.pcpus.get(target) {
+                let req = vmm::StartRequest { vm: vm.clone(), vcpu: target, entry, x0: context_id };
+                vmm::post_start(pcpu, req);
+            }
+        }
+        PsciAction::StopVcpu => vmm::park(),
+        PsciAction::SystemOff => stop_this_vm(v, StopKind::PowerOff),
+        PsciAction::SystemReset => stop_this_vm(v, StopKind::Reset),
+    }
+}
+
+fn fault_kind(s: FaultStatus) -> Option<(FaultKind, u8)> {
+    match s {
+        FaultStatus::Translation { level } => Some((FaultKind::Translation, level.max(0) as u8)),
+        FaultStatus::AccessFlag { level } => Some((FaultKind::AccessFlag, level.max(0) as u8)),
+        FaultStatus::Permission { level } => Some((FaultKind::Permission, level.max(0) as u8)),
+        _ => None,
+    }
+}
+
+fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
+    let Some(da) = esr.data_abort() else { return undef(v, frame, "bad data abort", esr) };
+    let ipa = esr::fault_ipa(HPFAR_EL2.get(), FAR_EL2.get());
+    let access = if da.write { AccessKind::Write } else { AccessKind::Read };
+    if let Some((kind, level)) = fault_kind(da.status)
+        && v.vm.memmap.lookup(ipa).is_some()
+    {
+        ExitStats::bump(&v.vm.stats.data_abort_ram);
+        let fault = Stage2Fault { ipa, kind, level, access };
+        match stage2_fault(v, &fault) {
+            Some(FaultOutcome::NotInRegion) | Some(FaultOutcome::AccessDenied) => {}
+            Some(_) => return,
+            None => return,
+        }
+    }
+    if let Some((dev, offset)) = v.vm.device_at(ipa) {
+        ExitStats::bump(&v.vm.stats.mmio);
+        let Some(a) = da.access else {
+            warn!(
+                "kestrel: vm {}: device access at {ipa:?} without a syndrome (ISV=0, pc {:#x}); \
+                 injecting an abort",
+                v.vm.name, frame.pc
+            );
+            return inject_abort(v, frame, InjectedAbort::Data { write: da.write }, FAR_EL2.get());
+        };
+        let ctx = AccessCtx { vcpu: v.index };
+        let mut fx = Effects::new();
+        let r = if a.write {
+            let val = a.store_value(frame.reg(a.reg)) & a.width.mask();
+            dev.dev.write(ctx, offset, a.width, val, &mut fx).map(|_| ())
+        } else {
+            dev.dev.read(ctx, offset, a.width, &mut fx).map(|d| {
+                if let Some(val) = a.load_result(d) {
+                    frame.set_reg(a.reg, val);
+                }
+            })
+        };
+        match r {
+            Ok(()) => {
+                frame.skip_instruction();
+                apply_effects(&v.vm, v.index, &fx);
+            }
+            Err(e) => {
+                warn!(
+                    "kestrel: vm {}: {} of {} bytes at {ipa:?} refused ({e:?}); injecting an abort",
+                    v.vm.name,
+                    if a.write { "write" } else { "read" },
+                    a.width.bytes()
+                );
+                inject_abort(v, frame, InjectedAbort::Data { write: a.write }, FAR_EL2.get());
+            }
+        }
+        return;
+    }
+    warn!(
+        "kestrel: vm {}: {} at {ipa:?} (pc {:#x}) hits no memory or device; injecting an abort",
+        v.vm.name,
+        if da.write { "write" } else { "read" },
+        frame.pc
+    );
+    inject_abort(v, frame, InjectedAbort::Data { write: da.write }, FAR_EL2.get());
+}
+
+fn instruction_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
+    ExitStats::bump(&v.vm.stats.instr_abort);
+    let ipa = esr::fault_ipa(HPFAR_EL2.get(), FAR_EL2.get());
+    if let Some(ia) = esr.instruction_abort()
+        && let Some((kind, level)) = fault_kind(ia.status)
+    {
+        let fault = Stage2Fault { ipa, kind, level, access: AccessKind::Exec };
+        match stage2_fault(v, &fault) {
+            Some(FaultOutcome::NotInRegion) | Some(FaultOutcome::AccessDenied) => {}
+            _ => return,
+        }
+    }
+    warn!(
+        "kestrel: vm {}: instruction fetch at {ipa:?} (pc {:#x}) from no executable memory; \
+         injecting an abort",
+        v.vm.name, frame.pc
+    );
+    inject_abort(v, frame, InjectedAbort::Instruction, FAR_EL2.get());
+}
+
+/// Runs the stage-2 fault path. `None` when the VM was stopped (out of memory).
+fn stage2_fault(v: &mut Vcpu, fault: &Stage2Fault) -> Option<FaultOutcome> {
+    let vm = &v.vm;
+    match vm.s2().handle_fault(&mut v.memcache, &PAGES, &vm.memmap, fault) {
+        Ok(o) => Some(o),
+        Err(Stage2Error::NoMemory) | Err(Stage2Error::RetriesExhausted) => {
+            error!(
+                "kestrel: vm {}: out of memory for stage-2 tables at {:?}; stopping the VM",
+                vm.name, fault.ipa
+            );
+            stop_this_vm(v, StopKind::Crashed)
+        }
+        Err(e) => {
+            error!("kestrel: vm {}: stage-2 fault at {:?} failed: {e:?}", vm.name, fault.ipa);
+            Some(FaultOutcome::NotInRegion)
+        }
+    }
+}
+
+fn sysreg(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
+    ExitStats::bump(&v.vm.stats.sysreg);
+    let Some(acc) = esr.sysreg() else { return undef(v, frame, "bad system register trap", esr) };
+    let sgi = match acc.reg {
+        SysReg::ICC_SGI1R_EL1 => Some(crate::vgic::SgiRegister::Sgi1r),
+        SysReg::ICC_SGI0R_EL1 => Some(crate::vgic::SgiRegister::Sgi0r),
+        SysReg::ICC_ASGI1R_EL1 => Some(crate::vgic::SgiRegister::Asgi1r),
+        _ => None,
+    };
+    if let (Some(reg), false) = (sgi, acc.read) {
+        let value = frame.reg(acc.rt);
+        match v.vm.vgic.send_sgi_v3(v.index, value, reg) {
+            Ok(mask) => vmm::kick(&v.vm, mask, v.index),
+            Err(e) => warn!("kestrel: vm {}: SGI write {value:#x} refused: {e:?}", v.vm.name),
+        }
+        frame.skip_instruction();
+        return;
+    }
+    undef(v, frame, "trapped system register", esr)
+}
+
+/// Injects an UNDEFINED exception with a log line.
+fn undef(v: &mut Vcpu, frame: &mut GuestRegs, why: &str, esr: Esr) {
+    ExitStats::bump(&v.vm.stats.undef);
+    let reg = esr.sysreg().map(|a| a.reg);
+    warn!(
+        "kestrel: vm {}: {why} (EC {:#x} {}{}, ESR {:#x}) at pc {:#x}; injecting UNDEF",
+        v.vm.name,
+        esr.class().ec(),
+        esr.class().name(),
+        match reg {
+            Some(r) => alloc::format!(" {r}"),
+            None => alloc::string::String::new(),
+        },
+        esr.0,
+        frame.pc
+    );
+    deliver(v, frame, esr::esr_el1_undefined(), None);
+}
+
+fn inject_abort(v: &mut Vcpu, frame: &mut GuestRegs, abort: InjectedAbort, far: u64) {
+    ExitStats::bump(&v.vm.stats.aborts_injected);
+    let from_el0 = frame.pstate & pstate::MODE_MASK == pstate::EL0T;
+    deliver(v, frame, esr::esr_el1_external_abort(abort, from_el0), Some(far));
+}
+
+/// Delivers a synchronous exception to the guest's EL1. A guest whose exception lands on its
+/// own vector address again (no usable vector table) is stopped rather than looped forever.
+fn deliver(v: &mut Vcpu, frame: &mut GuestRegs, esr: u64, far: Option<u64>) {
+    let before = frame.pc;
+    let mut el1 = LiveEl1;
+    if inject_exception(frame, &mut el1, VectorKind::Synchronous, esr, far).is_err() {
+        error!("kestrel: vm {}: exception in AArch32 state; stopping the VM", v.vm.name);
+        stop_this_vm(v, StopKind::Crashed);
+    }
+    if before == frame.pc {
+        error!(
+            "kestrel: vm {}: exception at its own vector {before:#x} (no working vector table); \
+             stopping the VM",
+            v.vm.name
+        );
+        stop_this_vm(v, StopKind::Crashed);
+    }
+}
+
+/// Carries out what a device asked for.
+pub fn apply_effects(vm: &Vm, me: usize, fx: &Effects) {
+    for e in fx.iter() {
+        match e {
+            Effect::ConsoleByte(b) => crate::runtime::console::vm_output(vm.console, &[b]),
+            Effect::IrqLine { intid, level } => {
+                if let Ok(mask) = vm.vgic.set_spi_level(intid, level) {
+                    vmm::kick(vm, mask, me);
+                }
+            }
+            Effect::KickVcpus(mask) => vmm::kick(vm, mask, me),
+        }
+    }
+}
+
+/// A physical interrupt while the guest ran.
+fn irq(v: &mut Vcpu) {
+    ExitStats::bump(&v.vm.stats.irq);
+    let mut maintenance = false;
+    loop {
+        let intid = gic::ack();
+        if intid >= gic::INTID_SPURIOUS {
+            break;
+        }
+        gic::priority_drop(intid);
+        match intid {
+            gic::PPI_VTIMER => {
+                // Hardware-linked: the guest's deactivation of virtual 27 deactivates it.
+                if let Ok(mask) = v.vm.vgic.inject_ppi(v.index, gic::PPI_VTIMER) {
+                    vmm::kick(&v.vm, mask, v.index);
+                }
+                continue;
+            }
+            gic::PPI_MAINTENANCE => maintenance = true,
+            gic::SGI_KICK => {}
+            _ if intid as usize == vmm::console_irq() => vmm::console_input(),
+            _ => warn!("kestrel: unexpected interrupt {intid} on cpu{}", cpu::current_index()),
+        }
+        gic::deactivate(intid);
+    }
+    if maintenance {
+        let k = v.vm.vgic.handle_maintenance(&mut v.vgic, &mut v.lrs);
+        vmm::kick(&v.vm, k, v.index);
+    } else {
+        let k = v.vm.vgic.sync_from_lrs(&mut v.vgic, &mut v.lrs);
+        vmm::kick(&v.vm, k, v.index);
+    }
+}

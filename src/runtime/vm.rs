@@ -1,0 +1,406 @@
+//! A VM at run time: its memory, stage-2 table, virtual GIC and devices, PSCI state and
+//! counters. Built from a ramdisk entry; torn down when the last reference goes (its `Drop`
+//! invalidates the VMID, frees every table page, scrubs and frees the RAM).
+use crate::addr::{Ipa, PAGE_SIZE, PhysAddr, Range};
+use crate::arch::aarch64::stage2_hw::{self, HwTlb, HypTableMemory};
+use crate::guest::config::{Console, VmConfig};
+use crate::guest::fdt::{GicSpec, GuestDtbSpec};
+use crate::guest::layout::{GuestLayout, IpaRange, guest_map};
+use crate::mm::frame::FrameAllocator;
+use crate::mm::stage2::{
+    GuestMemoryMap, LockedStage2, MemRegion, PaRange, Stage2Error, Stage2Geometry, Stage2Stats,
+    Stage2Table, Vmid, VmidAllocator, VmidBits,
+};
+use crate::psci::{Psci, SmcccConfig};
+use crate::runtime::boot::PAGES;
+use crate::vdev::gicv2_dist::Gicv2Distributor;
+use crate::vdev::gicv3_dist::Gicv3Distributor;
+use crate::vdev::gicv3_redist::Gicv3Redistributors;
+use crate::vdev::pl011::Pl011;
+use crate::vdev::MmioDevice;
+use crate::vgic::Vgic;
+use alloc::borrow::Cow;
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::mem::ManuallyDrop;
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Mutex;
+
+pub type S2 = LockedStage2<HypTableMemory, HwTlb>;
+
+/// The largest block guest RAM is allocated in (1 GiB: the largest stage-2 block).
+const RAM_MAX_ORDER: u32 = 18;
+
+static VMIDS: Mutex<Option<VmidAllocator>> = Mutex::new(None);
+
+/// What a VM needs from the machine to be built.
+pub struct MachineView {
+    pub gic_v3: bool,
+    /// Physical address of the GICv2 virtual CPU interface (GICV), to map at the guest's GICC.
+    pub gicv: Option<PhysAddr>,
+    pub pa_range: PaRange,
+    pub vmid16: bool,
+}
+
+/// The images a VM starts from (kept for resets).
+pub struct VmImages {
+    pub config: VmConfig,
+    pub kernel: Cow<'static, [u8]>,
+    pub initrd: Option<&'static [u8]>,
+    pub dtb: Option<&'static [u8]>,
+    pub layout: GuestLayout,
+}
+
+/// Why a VM could not be built.
+#[derive(Debug)]
+pub enum VmBuildError {
+    NoMemory { bytes: u64 },
+    Stage2(Stage2Error),
+    Vgic(crate::vgic::VgicError),
+    Dtb(crate::guest::fdt::FdtError),
+    DtbTooLarge,
+    VmidsExhausted,
+}
+
+impl fmt::Display for VmBuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoMemory { bytes } => write!(f, "no {} MiB of free RAM", bytes >> 20),
+            Self::Stage2(e) => write!(f, "stage-2 table: {e:?}"),
+            Self::Vgic(e) => write!(f, "virtual GIC: {e:?}"),
+            Self::Dtb(e) => write!(f, "guest DTB: {e:?}"),
+            Self::DtbTooLarge => write!(f, "guest DTB larger than its 2 MiB slot"),
+            Self::VmidsExhausted => write!(f, "no free VMID"),
+        }
+    }
+}
+
+/// Exit counters of one VM (all vCPUs).
+#[derive(Default)]
+pub struct ExitStats {
+    pub hvc: AtomicU64,
+    pub smc: AtomicU64,
+    pub data_abort_ram: AtomicU64,
+    pub mmio: AtomicU64,
+    pub instr_abort: AtomicU64,
+    pub sysreg: AtomicU64,
+    pub irq: AtomicU64,
+    pub undef: AtomicU64,
+    pub aborts_injected: AtomicU64,
+}
+
+impl ExitStats {
+    pub fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// An emulated device and where the guest sees it.
+pub struct DeviceSlot {
+    pub range: Range<Ipa>,
+    pub dev: Arc<dyn MmioDevice>,
+}
+
+/// How a VM's run ends.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum StopKind {
+    PowerOff,
+    Reset,
+    Crashed,
+}
+
+/// Which vCPUs run, and whether the VM is stopping.
+#[derive(Default)]
+pub struct RunState {
+    pub running: usize,
+    pub stopping: Option<StopKind>,
+}
+
+pub struct Vm {
+    pub id: usize,
+    pub name: String,
+    pub images: Arc<VmImages>,
+    /// Physical CPU of each vCPU.
+    pub pcpus: Vec<usize>,
+    pub mpidrs: Vec<u64>,
+    pub vttbr: u64,
+    pub vtcr: u64,
+    s2: ManuallyDrop<S2>,
+    pub memmap: GuestMemoryMap,
+    ram_blocks: Vec<(PhysAddr, u32)>,
+    pub devices: Vec<DeviceSlot>,
+    pub vgic: Arc<Vgic>,
+    pub pl011: Option<Arc<Pl011>>,
+    pub psci: Psci,
+    pub run: Mutex<RunState>,
+    pub stats: ExitStats,
+    pub console: usize,
+}
+
+impl Vm {
+    /// Builds a VM: allocates and scrubs its RAM, creates its stage-2 table, virtual GIC and
+    /// devices, and loads kernel, initrd and DTB. Nothing is left allocated on failure.
+    pub fn build(
+        id: usize,
+        images: Arc<VmImages>,
+        pcpus: Vec<usize>,
+        console: usize,
+        m: &MachineView,
+    ) -> Result<Vm, VmBuildError> {
+        let cfg = &images.config;
+        let ncpu = cfg.cpus;
+        let mpidrs: Vec<u64> = (0..ncpu).map(crate::guest::fdt::default_vcpu_mpidr).collect();
+
+        // Guest RAM: the largest size-aligned blocks that cover it, scrubbed.
+        let mut blocks = Vec::new();
+        if !PAGES.alloc_cover(cfg.memory, RAM_MAX_ORDER, &mut blocks) {
+            return Err(VmBuildError::NoMemory { bytes: cfg.memory });
+        }
+        // Largest first, so the big (1 GiB-capable) blocks sit at the aligned start of RAM.
+        blocks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut guard = RamGuard(Some(blocks));
+        let mut memmap = GuestMemoryMap::new();
+        let mut ipa = cfg.ram_base;
+        for &(pa, order) in guard.blocks() {
+            let size = PAGE_SIZE << order;
+            stage2_hw::zero_phys(pa, size);
+            memmap.add(MemRegion::ram(ipa, size, pa)).map_err(VmBuildError::Stage2)?;
+            ipa = ipa + size;
+        }
+        if let (false, Some(gicv)) = (m.gic_v3, m.gicv) {
+            let r = MemRegion::device(guest_map::GICC.start, 0x2000, gicv);
+            memmap.add(r).map_err(VmBuildError::Stage2)?;
+        }
+        for d in &cfg.devices {
+            memmap.add(MemRegion::device(d.ipa, d.size, d.base)).map_err(VmBuildError::Stage2)?;
+        }
+
+        // Stage 2.
+        let ipa_top = cfg.ram_base.as_u64() + cfg.memory;
+        let bits = (64 - (ipa_top.max(1 << 32) - 1).leading_zeros()).max(40) as u8;
+        let geo = Stage2Geometry::new(bits, m.pa_range).map_err(VmBuildError::Stage2)?;
+        let vmid_bits = if m.vmid16 { VmidBits::Bits16 } else { VmidBits::Bits8 };
+        let vmid = {
+            let mut g = VMIDS.lock();
+            let a = g.get_or_insert_with(|| VmidAllocator::new(vmid_bits));
+            a.alloc().map_err(|_| VmBuildError::VmidsExhausted)?
+        };
+        let vtcr = geo.vtcr(vmid_bits).value();
+        let table = match Stage2Table::new(geo, vmid, false, HypTableMemory, HwTlb, &PAGES) {
+            Ok(t) => t,
+            Err(e) => {
+                free_vmid(vmid);
+                return Err(VmBuildError::Stage2(e));
+            }
+        };
+        let vttbr = table.vttbr();
+        let s2 = LockedStage2::new(table);
+
+        // Interrupt controller and devices.
+        let spis = cfg.spis;
+        let vgic = if m.gic_v3 { Vgic::new_v3(&mpidrs, spis) } else { Vgic::new_v2(ncpu, spis) };
+        let vgic = match vgic {
+            Ok(v) => Arc::new(v),
+            Err(e) => {
+                free_vmid(s2.destroy(&PAGES));
+                return Err(VmBuildError::Vgic(e));
+            }
+        };
+        let mut devices = Vec::new();
+        if m.gic_v3 {
+            devices.push(DeviceSlot {
+                range: Range::new(guest_map::GICD.start, guest_map::GICD.size),
+                dev: Arc::new(Gicv3Distributor::new(vgic.clone())),
+            });
+            let r = guest_map::gicv3_redistributors(ncpu);
+            devices.push(DeviceSlot {
+                range: Range::new(r.start, r.size),
+                dev: Arc::new(Gicv3Redistributors::new(vgic.clone())),
+            });
+        } else {
+            devices.push(DeviceSlot {
+                range: Range::new(guest_map::GICD.start, 0x1000),
+                dev: Arc::new(Gicv2Distributor::new(vgic.clone())),
+            });
+        }
+        let pl011 = match cfg.console {
+            Console::Pl011 => {
+                let p = Arc::new(Pl011::with_firmware_setup(32 + guest_map::UART_SPI));
+                devices.push(DeviceSlot {
+                    range: Range::new(guest_map::UART.start, guest_map::UART.size),
+                    dev: p.clone(),
+                });
+                Some(p)
+            }
+            Console::None => None,
+        };
+
+        let vm = Vm {
+            id,
+            name: cfg.name.clone(),
+            psci: Psci::new(&mpidrs, 0, SmcccConfig::default()),
+            images: images.clone(),
+            pcpus,
+            mpidrs,
+            vttbr,
+            vtcr,
+            s2: ManuallyDrop::new(s2),
+            memmap,
+            ram_blocks: guard.0.take().unwrap_or_default(),
+            devices,
+            vgic,
+            pl011,
+            run: Mutex::new(RunState::default()),
+            stats: ExitStats::default(),
+            console,
+        };
+        vm.load()?;
+        Ok(vm)
+    }
+
+    /// Writes kernel, initrd and the guest DTB into the (scrubbed) RAM.
+    fn load(&self) -> Result<(), VmBuildError> {
+        let im = &self.images;
+        let l = &im.layout;
+        self.write(l.kernel_entry, &im.kernel);
+        if let (Some(rd), Some(bytes)) = (l.initrd, im.initrd) {
+            self.write(rd.start, bytes);
+        }
+        let dtb: Cow<[u8]> = match im.dtb {
+            Some(d) => Cow::Borrowed(d),
+            None => {
+                let redists: Vec<IpaRange> =
+                    alloc::vec![guest_map::gicv3_redistributors(self.mpidrs.len())];
+                let gic = if self.vgic.version() == crate::vgic::GicVersion::V3 {
+                    GicSpec::V3 {
+                        distributor: guest_map::GICD,
+                        redistributors: &redists,
+                        maintenance_ppi: Some(9),
+                    }
+                } else {
+                    GicSpec::V2 {
+                        distributor: IpaRange { start: guest_map::GICD.start, size: 0x1000 },
+                        cpu_interface: IpaRange { start: guest_map::GICC.start, size: 0x2000 },
+                        maintenance_ppi: Some(9),
+                    }
+                };
+                let spec = GuestDtbSpec::for_vm(&im.config, l, &self.mpidrs, gic);
+                Cow::Owned(crate::guest::fdt::build(&spec).map_err(VmBuildError::Dtb)?)
+            }
+        };
+        if dtb.len() as u64 > crate::guest::layout::DTB_SLOT_SIZE {
+            return Err(VmBuildError::DtbTooLarge);
+        }
+        self.write(l.dtb, &dtb);
+        for r in self.memmap.regions() {
+            if r.kind == crate::mm::stage2::RegionKind::Ram {
+                stage2_hw::sync_guest_memory(r.pa, r.size);
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `bytes` into guest RAM at `ipa` (which the layout placed inside RAM).
+    fn write(&self, ipa: Ipa, bytes: &[u8]) {
+        let mut done = 0usize;
+        while done < bytes.len() {
+            let at = ipa + done as u64;
+            let Some(r) = self.memmap.lookup(at) else { return };
+            let room = (r.ipa.as_u64() + r.size - at.as_u64()) as usize;
+            let n = room.min(bytes.len() - done);
+            stage2_hw::copy_to_phys(r.pa_of(at), &bytes[done..done + n]);
+            done += n;
+        }
+    }
+
+    pub fn s2(&self) -> &S2 {
+        &self.s2
+    }
+
+    pub fn s2_stats(&self) -> Stage2Stats {
+        self.s2.lock().stats().clone()
+    }
+
+    /// True when `ipa` lies in this VM's RAM (PSCI CPU_ON entry check).
+    pub fn is_ram(&self, ipa: u64) -> bool {
+        self.memmap
+            .lookup(Ipa::new(ipa))
+            .is_some_and(|r| r.kind == crate::mm::stage2::RegionKind::Ram)
+    }
+
+    /// The emulated device at `ipa`, and the offset into it.
+    #[inline]
+    pub fn device_at(&self, ipa: Ipa) -> Option<(&DeviceSlot, u64)> {
+        self.devices.iter().find(|d| d.range.contains(ipa)).map(|d| (d, ipa - d.range.start))
+    }
+
+    pub fn stopping(&self) -> Option<StopKind> {
+        self.run.lock().stopping
+    }
+
+    /// The one-line summary printed when a VM ends.
+    pub fn counters_line(&self) -> String {
+        let s = &self.stats;
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let st = self.s2_stats();
+        let v = self.vgic.stats();
+        alloc::format!(
+            "exits hvc={} smc={} ram-fault={} mmio={} iabt={} sysreg={} irq={} undef={} \
+             aborts-injected={}; stage2 {st}; vgic injections={} lr-overflows={} maintenance={}",
+            g(&s.hvc),
+            g(&s.smc),
+            g(&s.data_abort_ram),
+            g(&s.mmio),
+            g(&s.instr_abort),
+            g(&s.sysreg),
+            g(&s.irq),
+            g(&s.undef),
+            g(&s.aborts_injected),
+            v.injections,
+            v.lr_overflows,
+            v.maintenance_irqs,
+        )
+    }
+}
+
+fn free_vmid(vmid: Vmid) {
+    if let Some(a) = VMIDS.lock().as_mut() {
+        let _ = a.free(vmid);
+    }
+}
+
+/// Returns guest RAM blocks to the allocator (scrubbed) unless taken over by the VM.
+struct RamGuard(Option<Vec<(PhysAddr, u32)>>);
+
+impl RamGuard {
+    fn blocks(&self) -> &[(PhysAddr, u32)] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+}
+
+impl Drop for RamGuard {
+    fn drop(&mut self) {
+        for (pa, order) in self.0.take().unwrap_or_default() {
+            stage2_hw::zero_phys(pa, PAGE_SIZE << order);
+            PAGES.free_frames(pa, order);
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // SAFETY: `s2` is taken exactly once, here, and never used afterwards.
+        let s2 = unsafe { ManuallyDrop::take(&mut self.s2) };
+        free_vmid(s2.destroy(&PAGES));
+        // Scrub and free RAM (the guard does both).
+        drop(RamGuard(Some(core::mem::take(&mut self.ram_blocks))));
+    }
+}
+
+/// Keeps a boxed value alive for the rest of the run (the unpacked ramdisk).
+pub fn leak_bytes(v: Vec<u8>) -> &'static [u8] {
+    Box::leak(v.into_boxed_slice())
+}
