@@ -5,18 +5,33 @@
 #![forbid(unsafe_code)]
 
 pub mod desc;
+pub mod dirty;
+pub mod fault;
 pub mod geometry;
 pub mod hw;
+pub mod locked;
+pub mod memcache;
 pub mod stats;
+pub mod table;
+pub mod testing;
 pub mod vmid;
+pub mod walk;
 
 #[cfg(test)]
 mod tests;
 
 pub use desc::{LeafAttrs, MemType, S2Perms};
+pub use dirty::DirtyLog;
+pub use fault::{
+    AccessKind, FaultOutcome, GuestMemoryMap, MappingDecision, MemRegion, RegionKind, Stage2Fault,
+    decide_mapping,
+};
 pub use geometry::{PaRange, Stage2Geometry, Vtcr, vttbr};
 pub use hw::{Stage2Tlb, TableMemory, TablePage};
+pub use locked::LockedStage2;
+pub use memcache::MemCache;
 pub use stats::{FaultKind, Stage2Stats};
+pub use table::{Leaf, Stage2Table, Translation};
 pub use vmid::{Vmid, VmidAllocator, VmidBits};
 
 /// Errors of the stage-2 code. Each has a decided outcome for the caller (documented per
@@ -40,4 +55,16 @@ pub enum Stage2Error {
     VmidExhausted,
     /// A VMID returned that was not allocated.
     VmidNotAllocated(u16),
+    /// A memory region that is empty, unaligned, wraps, or is a dirty-logged device.
+    InvalidRegion,
+    /// A memory region overlapping one already in the map.
+    RegionOverlap,
+    /// No region starts at the given IPA.
+    NoSuchRegion,
+    /// Dirty logging is already running on this table.
+    DirtyLogActive,
+    /// No dirty log is running.
+    DirtyLogInactive,
+    /// The top-up-and-retry loop gave up (the table kept changing under it).
+    RetriesExhausted,
 }
