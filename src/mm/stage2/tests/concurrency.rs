@@ -96,7 +96,7 @@ fn vcpus_faulting_concurrently_leave_a_consistent_table_and_no_leak() {
                 let (vm, m, phys) = (&vm, &m, &phys);
                 s.spawn(move || {
                     let mut cache = MemCache::new();
-                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (id + 1) * 0x1234_5678);
+                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((id + 1) * 0x1234_5678));
                     let mut touched = BTreeSet::new();
                     let (mut mapped, mut already) = (0, 0);
                     for i in 0..FAULTS_PER_THREAD {
@@ -167,10 +167,10 @@ fn vcpus_faulting_concurrently_leave_a_consistent_table_and_no_leak() {
                 let (vm, m, phys) = (&vm, &m, &phys);
                 s.spawn(move || {
                     let mut cache = MemCache::new();
-                    let mut rng = Rng(0x51ed_270b ^ (id + 7) * 0x9876_5431);
+                    let mut rng = Rng(0x51ed_270b ^ ((id + 7) * 0x9876_5431));
                     let mut written = BTreeSet::new();
                     for _ in 0..FAULTS_PER_THREAD / 2 {
-                        let base = if rng.next() % 2 == 0 {
+                        let base = if rng.next().is_multiple_of(2) {
                             0x8000_0000
                         } else {
                             4 * G1

@@ -110,7 +110,7 @@ fn memory_map_rejects_overlaps_and_bad_regions_and_looks_up_by_ipa() {
         Err(Stage2Error::InvalidRegion)
     );
     assert_eq!(
-        m.add(ram(u64::MAX & !0xfff, 0x2000, 0)),
+        m.add(ram(!0xfff, 0x2000, 0)),
         Err(Stage2Error::InvalidRegion)
     );
     let mut dev = MemRegion::device(ipa(0x1000), 0x1000, pa(0));
