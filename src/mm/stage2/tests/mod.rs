@@ -7,6 +7,7 @@ mod fault;
 mod geometry;
 mod ops;
 mod recorder;
+mod split_merge;
 
 use std::sync::Arc;
 
