@@ -76,6 +76,7 @@ guest_exit_common:
     mov     x0, sp
     mov     x29, xzr
     bl      kestrel_guest_exit
+    mov     x0, sp
     /* fall through: resume the guest from the (possibly updated) frame */
 
 /* kestrel_guest_resume(frame): also the first entry into a vCPU (frame at the stack top). */

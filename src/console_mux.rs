@@ -42,7 +42,7 @@ pub struct ConsoleMux {
 }
 
 impl ConsoleMux {
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Self {
             names: Vec::new(),
             owner: None,

@@ -5,8 +5,9 @@ use crate::arch::aarch64::{boot as stub, console, cpu, exception, gic, heap, mmu
 use crate::mm::frame::FrameAllocator;
 use crate::mm::page_alloc::PageAllocator;
 use crate::platform::{
-    BootParams, Conduit, EnableMethod, GicVersion, Platform, PlatformError, ReservedKind, UartKind,
+    BootParams, Conduit, EnableMethod, GicVersion, Platform, PlatformError, ReservedKind,
 };
+use console::UartKind;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use log::{error, info, warn};
 use spin::Once;
@@ -55,7 +56,12 @@ fn fallback_uart(dtb: u64) -> (UartKind, u64) {
     // SAFETY: the boot protocol hands us a DTB pointer; fdt checks magic and size first.
     let node = unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }
         .ok()
-        .and_then(|f| f.chosen().stdout().and_then(|n| n.reg()).and_then(|mut r| r.next()));
+        .and_then(|f| {
+            f.chosen()
+                .stdout()
+                .and_then(|n| n.reg())
+                .and_then(|mut r| r.next())
+        });
     match node {
         Some(r) => (UartKind::Pl011, r.starting_address as u64),
         None => (UartKind::Pl011, 0x0900_0000),
@@ -127,7 +133,11 @@ fn primary_main(dtb: u64, el_info: u64) -> ! {
     console::init_logger(platform.options.loglevel.unwrap_or(log::LevelFilter::Info));
     info!(
         "kestrel {VERSION} booting at EL2{} on {}",
-        if el_info & 0x100 != 0 { " (dropped from EL3)" } else { "" },
+        if el_info & 0x100 != 0 {
+            " (dropped from EL3)"
+        } else {
+            ""
+        },
         platform.model
     );
     psci_fw::set_conduit(platform.psci.as_ref().map(|p| match p.method {
@@ -156,7 +166,11 @@ fn primary_main(dtb: u64, el_info: u64) -> ! {
         }
     );
     for m in &platform.memory {
-        info!("kestrel:   ram {:#012x}..{:#012x}", m.start.as_u64(), m.end().as_u64());
+        info!(
+            "kestrel:   ram {:#012x}..{:#012x}",
+            m.start.as_u64(),
+            m.end().as_u64()
+        );
     }
     for r in &platform.reserved {
         info!(
@@ -175,7 +189,11 @@ fn primary_main(dtb: u64, el_info: u64) -> ! {
     init_gic(platform);
     start_secondaries(platform);
     let s = PAGES.stats();
-    info!("kestrel: pages: {} free, {} used", s.free_pages(), s.used_pages);
+    info!(
+        "kestrel: pages: {} free, {} used",
+        s.free_pages(),
+        s.used_pages
+    );
     crate::runtime::vmm::run(platform)
 }
 
@@ -183,12 +201,14 @@ fn primary_main(dtb: u64, el_info: u64) -> ! {
 /// refusal can end in a power-off rather than a halt.
 fn early_psci_from_dtb(dtb: u64) {
     // SAFETY: as in fallback_uart.
-    let method = unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }.ok().and_then(|f| {
-        f.find_node("/psci")
-            .and_then(|n| n.property("method"))
-            .and_then(|p| p.as_str())
-            .map(|s| s == "smc")
-    });
+    let method = unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }
+        .ok()
+        .and_then(|f| {
+            f.find_node("/psci")
+                .and_then(|n| n.property("method"))
+                .and_then(|p| p.as_str())
+                .map(|s| s == "smc")
+        });
     if method == Some(true) {
         psci_fw::set_conduit(Some(psci_fw::Conduit::Smc));
     }
@@ -207,13 +227,20 @@ fn build_final_map(platform: &Platform, img: &stub::ImageLayout) {
     holes.push(image);
     let mut ok = true;
     for r in crate::platform::free_ranges(&platform.memory, &holes) {
-        ok &= fmap.map(r.start.as_u64(), r.end().as_u64(), mmu::MapKind::Ram).is_ok();
+        ok &= fmap
+            .map(r.start.as_u64(), r.end().as_u64(), mmu::MapKind::Ram)
+            .is_ok();
     }
-    ok &= fmap.map(img.start, img.text_end, mmu::MapKind::Text).is_ok();
-    ok &= fmap.map(img.text_end, img.rodata_end, mmu::MapKind::ReadOnly).is_ok();
+    ok &= fmap
+        .map(img.start, img.text_end, mmu::MapKind::Text)
+        .is_ok();
+    ok &= fmap
+        .map(img.text_end, img.rodata_end, mmu::MapKind::ReadOnly)
+        .is_ok();
     ok &= fmap.map(img.rodata_end, img.end, mmu::MapKind::Ram).is_ok();
     let mut device = |r: &Range<PhysAddr>| {
-        fmap.map(r.start.as_u64(), r.end().as_u64(), mmu::MapKind::Device).is_ok()
+        fmap.map(r.start.as_u64(), r.end().as_u64(), mmu::MapKind::Device)
+            .is_ok()
     };
     let con = Range::new(platform.console.base.align_down(0x1000), 0x1000);
     ok &= device(&con);
@@ -221,7 +248,10 @@ fn build_final_map(platform: &Platform, img: &stub::ImageLayout) {
     for r in &platform.gic.gicr {
         ok &= device(r);
     }
-    for r in [&platform.gic.gicc, &platform.gic.gich].into_iter().flatten() {
+    for r in [&platform.gic.gicc, &platform.gic.gich]
+        .into_iter()
+        .flatten()
+    {
         ok &= device(r);
     }
     if !ok {
@@ -287,13 +317,19 @@ fn start_secondaries(platform: &Platform) {
                 match psci_fw::cpu_on(c.mpidr, stub::secondary_entry_pa(), index as u64) {
                     Some(0) => true,
                     r => {
-                        error!("kestrel: CPU_ON cpu{index} (mpidr {:#x}) failed: {r:?}", c.mpidr);
+                        error!(
+                            "kestrel: CPU_ON cpu{index} (mpidr {:#x}) failed: {r:?}",
+                            c.mpidr
+                        );
                         false
                     }
                 }
             }
             m => {
-                warn!("kestrel: cpu{index} (mpidr {:#x}): enable method {m:?} not supported", c.mpidr);
+                warn!(
+                    "kestrel: cpu{index} (mpidr {:#x}): enable method {m:?} not supported",
+                    c.mpidr
+                );
                 false
             }
         };
@@ -305,12 +341,18 @@ fn start_secondaries(platform: &Platform) {
     let limit = cpu::counter_freq().max(1) * 2;
     while CPUS_ONLINE.load(Ordering::SeqCst) < expected {
         if cpu::counter() - t0 > limit {
-            error!("kestrel: only {} of {expected} CPUs came online", CPUS_ONLINE.load(Ordering::SeqCst));
+            error!(
+                "kestrel: only {} of {expected} CPUs came online",
+                CPUS_ONLINE.load(Ordering::SeqCst)
+            );
             break;
         }
         core::hint::spin_loop();
     }
-    info!("kestrel: cpus online: {}", CPUS_ONLINE.load(Ordering::SeqCst));
+    info!(
+        "kestrel: cpus online: {}",
+        CPUS_ONLINE.load(Ordering::SeqCst)
+    );
 }
 
 pub fn cpus_online() -> usize {

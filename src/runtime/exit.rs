@@ -26,7 +26,10 @@ const KIND_FIQ: u64 = 2;
 pub fn handle(frame: &mut GuestRegs, kind: u64) {
     let Some(v) = vmm::this_vcpu() else {
         exception::report(frame, kind, ESR_EL2.get(), FAR_EL2.get());
-        error!("kestrel: exit from a guest on cpu{} with no vCPU", cpu::current_index());
+        error!(
+            "kestrel: exit from a guest on cpu{} with no vCPU",
+            cpu::current_index()
+        );
         cpu::halt();
     };
     match kind {
@@ -38,7 +41,10 @@ pub fn handle(frame: &mut GuestRegs, kind: u64) {
         KIND_IRQ | KIND_FIQ => irq(v),
         _ => {
             exception::report(frame, kind, ESR_EL2.get(), FAR_EL2.get());
-            error!("kestrel: vm {}: SError from the guest; stopping it", v.vm.name);
+            error!(
+                "kestrel: vm {}: SError from the guest; stopping it",
+                v.vm.name
+            );
             stop_this_vm(v, StopKind::Crashed);
         }
     }
@@ -89,9 +95,18 @@ fn smccc(v: &mut Vcpu, frame: &mut GuestRegs) {
     }
     match action {
         PsciAction::Return(_) | PsciAction::Suspend => {}
-        PsciAction::StartVcpu { target, entry, context_id } => {
+        PsciAction::StartVcpu {
+            target,
+            entry,
+            context_id,
+        } => {
             if let Some(&pcpu) = vm.pcpus.get(target) {
-                let req = vmm::StartRequest { vm: vm.clone(), vcpu: target, entry, x0: context_id };
+                let req = vmm::StartRequest {
+                    vm: vm.clone(),
+                    vcpu: target,
+                    entry,
+                    x0: context_id,
+                };
                 vmm::post_start(pcpu, req);
             }
         }
@@ -111,14 +126,25 @@ fn fault_kind(s: FaultStatus) -> Option<(FaultKind, u8)> {
 }
 
 fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
-    let Some(da) = esr.data_abort() else { return undef(v, frame, "bad data abort", esr) };
+    let Some(da) = esr.data_abort() else {
+        return undef(v, frame, "bad data abort", esr);
+    };
     let ipa = esr::fault_ipa(HPFAR_EL2.get(), FAR_EL2.get());
-    let access = if da.write { AccessKind::Write } else { AccessKind::Read };
+    let access = if da.write {
+        AccessKind::Write
+    } else {
+        AccessKind::Read
+    };
     if let Some((kind, level)) = fault_kind(da.status)
         && v.vm.memmap.lookup(ipa).is_some()
     {
         ExitStats::bump(&v.vm.stats.data_abort_ram);
-        let fault = Stage2Fault { ipa, kind, level, access };
+        let fault = Stage2Fault {
+            ipa,
+            kind,
+            level,
+            access,
+        };
         match stage2_fault(v, &fault) {
             Some(FaultOutcome::NotInRegion) | Some(FaultOutcome::AccessDenied) => {}
             Some(_) => return,
@@ -133,13 +159,20 @@ fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
                  injecting an abort",
                 v.vm.name, frame.pc
             );
-            return inject_abort(v, frame, InjectedAbort::Data { write: da.write }, FAR_EL2.get());
+            return inject_abort(
+                v,
+                frame,
+                InjectedAbort::Data { write: da.write },
+                FAR_EL2.get(),
+            );
         };
         let ctx = AccessCtx { vcpu: v.index };
         let mut fx = Effects::new();
         let r = if a.write {
             let val = a.store_value(frame.reg(a.reg)) & a.width.mask();
-            dev.dev.write(ctx, offset, a.width, val, &mut fx).map(|_| ())
+            dev.dev
+                .write(ctx, offset, a.width, val, &mut fx)
+                .map(|_| ())
         } else {
             dev.dev.read(ctx, offset, a.width, &mut fx).map(|d| {
                 if let Some(val) = a.load_result(d) {
@@ -159,7 +192,12 @@ fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
                     if a.write { "write" } else { "read" },
                     a.width.bytes()
                 );
-                inject_abort(v, frame, InjectedAbort::Data { write: a.write }, FAR_EL2.get());
+                inject_abort(
+                    v,
+                    frame,
+                    InjectedAbort::Data { write: a.write },
+                    FAR_EL2.get(),
+                );
             }
         }
         return;
@@ -170,7 +208,12 @@ fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
         if da.write { "write" } else { "read" },
         frame.pc
     );
-    inject_abort(v, frame, InjectedAbort::Data { write: da.write }, FAR_EL2.get());
+    inject_abort(
+        v,
+        frame,
+        InjectedAbort::Data { write: da.write },
+        FAR_EL2.get(),
+    );
 }
 
 fn instruction_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
@@ -179,7 +222,12 @@ fn instruction_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
     if let Some(ia) = esr.instruction_abort()
         && let Some((kind, level)) = fault_kind(ia.status)
     {
-        let fault = Stage2Fault { ipa, kind, level, access: AccessKind::Exec };
+        let fault = Stage2Fault {
+            ipa,
+            kind,
+            level,
+            access: AccessKind::Exec,
+        };
         match stage2_fault(v, &fault) {
             Some(FaultOutcome::NotInRegion) | Some(FaultOutcome::AccessDenied) => {}
             _ => return,
@@ -196,7 +244,10 @@ fn instruction_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
 /// Runs the stage-2 fault path. `None` when the VM was stopped (out of memory).
 fn stage2_fault(v: &mut Vcpu, fault: &Stage2Fault) -> Option<FaultOutcome> {
     let vm = &v.vm;
-    match vm.s2().handle_fault(&mut v.memcache, &PAGES, &vm.memmap, fault) {
+    match vm
+        .s2()
+        .handle_fault(&mut v.memcache, &PAGES, &vm.memmap, fault)
+    {
         Ok(o) => Some(o),
         Err(Stage2Error::NoMemory) | Err(Stage2Error::RetriesExhausted) => {
             error!(
@@ -206,7 +257,10 @@ fn stage2_fault(v: &mut Vcpu, fault: &Stage2Fault) -> Option<FaultOutcome> {
             stop_this_vm(v, StopKind::Crashed)
         }
         Err(e) => {
-            error!("kestrel: vm {}: stage-2 fault at {:?} failed: {e:?}", vm.name, fault.ipa);
+            error!(
+                "kestrel: vm {}: stage-2 fault at {:?} failed: {e:?}",
+                vm.name, fault.ipa
+            );
             Some(FaultOutcome::NotInRegion)
         }
     }
@@ -214,7 +268,9 @@ fn stage2_fault(v: &mut Vcpu, fault: &Stage2Fault) -> Option<FaultOutcome> {
 
 fn sysreg(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
     ExitStats::bump(&v.vm.stats.sysreg);
-    let Some(acc) = esr.sysreg() else { return undef(v, frame, "bad system register trap", esr) };
+    let Some(acc) = esr.sysreg() else {
+        return undef(v, frame, "bad system register trap", esr);
+    };
     let sgi = match acc.reg {
         SysReg::ICC_SGI1R_EL1 => Some(crate::vgic::SgiRegister::Sgi1r),
         SysReg::ICC_SGI0R_EL1 => Some(crate::vgic::SgiRegister::Sgi0r),
@@ -225,7 +281,10 @@ fn sysreg(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
         let value = frame.reg(acc.rt);
         match v.vm.vgic.send_sgi_v3(v.index, value, reg) {
             Ok(mask) => vmm::kick(&v.vm, mask, v.index),
-            Err(e) => warn!("kestrel: vm {}: SGI write {value:#x} refused: {e:?}", v.vm.name),
+            Err(e) => warn!(
+                "kestrel: vm {}: SGI write {value:#x} refused: {e:?}",
+                v.vm.name
+            ),
         }
         frame.skip_instruction();
         return;
@@ -255,7 +314,12 @@ fn undef(v: &mut Vcpu, frame: &mut GuestRegs, why: &str, esr: Esr) {
 fn inject_abort(v: &mut Vcpu, frame: &mut GuestRegs, abort: InjectedAbort, far: u64) {
     ExitStats::bump(&v.vm.stats.aborts_injected);
     let from_el0 = frame.pstate & pstate::MODE_MASK == pstate::EL0T;
-    deliver(v, frame, esr::esr_el1_external_abort(abort, from_el0), Some(far));
+    deliver(
+        v,
+        frame,
+        esr::esr_el1_external_abort(abort, from_el0),
+        Some(far),
+    );
 }
 
 /// Delivers a synchronous exception to the guest's EL1. A guest whose exception lands on its
@@ -264,7 +328,10 @@ fn deliver(v: &mut Vcpu, frame: &mut GuestRegs, esr: u64, far: Option<u64>) {
     let before = frame.pc;
     let mut el1 = LiveEl1;
     if inject_exception(frame, &mut el1, VectorKind::Synchronous, esr, far).is_err() {
-        error!("kestrel: vm {}: exception in AArch32 state; stopping the VM", v.vm.name);
+        error!(
+            "kestrel: vm {}: exception in AArch32 state; stopping the VM",
+            v.vm.name
+        );
         stop_this_vm(v, StopKind::Crashed);
     }
     if before == frame.pc {
@@ -313,7 +380,10 @@ fn irq(v: &mut Vcpu) {
             gic::PPI_MAINTENANCE => maintenance = true,
             gic::SGI_KICK => {}
             _ if intid as usize == vmm::console_irq() => vmm::console_input(),
-            _ => warn!("kestrel: unexpected interrupt {intid} on cpu{}", cpu::current_index()),
+            _ => warn!(
+                "kestrel: unexpected interrupt {intid} on cpu{}",
+                cpu::current_index()
+            ),
         }
         gic::deactivate(intid);
     }

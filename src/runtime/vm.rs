@@ -13,11 +13,11 @@ use crate::mm::stage2::{
 };
 use crate::psci::{Psci, SmcccConfig};
 use crate::runtime::boot::PAGES;
+use crate::vdev::MmioDevice;
 use crate::vdev::gicv2_dist::Gicv2Distributor;
 use crate::vdev::gicv3_dist::Gicv3Distributor;
 use crate::vdev::gicv3_redist::Gicv3Redistributors;
 use crate::vdev::pl011::Pl011;
-use crate::vdev::MmioDevice;
 use crate::vgic::Vgic;
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
@@ -152,7 +152,9 @@ impl Vm {
     ) -> Result<Vm, VmBuildError> {
         let cfg = &images.config;
         let ncpu = cfg.cpus;
-        let mpidrs: Vec<u64> = (0..ncpu).map(crate::guest::fdt::default_vcpu_mpidr).collect();
+        let mpidrs: Vec<u64> = (0..ncpu)
+            .map(crate::guest::fdt::default_vcpu_mpidr)
+            .collect();
 
         // Guest RAM: the largest size-aligned blocks that cover it, scrubbed.
         let mut blocks = Vec::new();
@@ -167,7 +169,9 @@ impl Vm {
         for &(pa, order) in guard.blocks() {
             let size = PAGE_SIZE << order;
             stage2_hw::zero_phys(pa, size);
-            memmap.add(MemRegion::ram(ipa, size, pa)).map_err(VmBuildError::Stage2)?;
+            memmap
+                .add(MemRegion::ram(ipa, size, pa))
+                .map_err(VmBuildError::Stage2)?;
             ipa = ipa + size;
         }
         if let (false, Some(gicv)) = (m.gic_v3, m.gicv) {
@@ -175,14 +179,20 @@ impl Vm {
             memmap.add(r).map_err(VmBuildError::Stage2)?;
         }
         for d in &cfg.devices {
-            memmap.add(MemRegion::device(d.ipa, d.size, d.base)).map_err(VmBuildError::Stage2)?;
+            memmap
+                .add(MemRegion::device(d.ipa, d.size, d.base))
+                .map_err(VmBuildError::Stage2)?;
         }
 
         // Stage 2.
         let ipa_top = cfg.ram_base.as_u64() + cfg.memory;
         let bits = (64 - (ipa_top.max(1 << 32) - 1).leading_zeros()).max(40) as u8;
         let geo = Stage2Geometry::new(bits, m.pa_range).map_err(VmBuildError::Stage2)?;
-        let vmid_bits = if m.vmid16 { VmidBits::Bits16 } else { VmidBits::Bits8 };
+        let vmid_bits = if m.vmid16 {
+            VmidBits::Bits16
+        } else {
+            VmidBits::Bits8
+        };
         let vmid = {
             let mut g = VMIDS.lock();
             let a = g.get_or_insert_with(|| VmidAllocator::new(vmid_bits));
@@ -201,7 +211,11 @@ impl Vm {
 
         // Interrupt controller and devices.
         let spis = cfg.spis;
-        let vgic = if m.gic_v3 { Vgic::new_v3(&mpidrs, spis) } else { Vgic::new_v2(ncpu, spis) };
+        let vgic = if m.gic_v3 {
+            Vgic::new_v3(&mpidrs, spis)
+        } else {
+            Vgic::new_v2(ncpu, spis)
+        };
         let vgic = match vgic {
             Ok(v) => Arc::new(v),
             Err(e) => {
@@ -282,8 +296,14 @@ impl Vm {
                     }
                 } else {
                     GicSpec::V2 {
-                        distributor: IpaRange { start: guest_map::GICD.start, size: 0x1000 },
-                        cpu_interface: IpaRange { start: guest_map::GICC.start, size: 0x2000 },
+                        distributor: IpaRange {
+                            start: guest_map::GICD.start,
+                            size: 0x1000,
+                        },
+                        cpu_interface: IpaRange {
+                            start: guest_map::GICC.start,
+                            size: 0x2000,
+                        },
                         maintenance_ppi: Some(9),
                     }
                 };
@@ -308,7 +328,9 @@ impl Vm {
         let mut done = 0usize;
         while done < bytes.len() {
             let at = ipa + done as u64;
-            let Some(r) = self.memmap.lookup(at) else { return };
+            let Some(r) = self.memmap.lookup(at) else {
+                return;
+            };
             let room = (r.ipa.as_u64() + r.size - at.as_u64()) as usize;
             let n = room.min(bytes.len() - done);
             stage2_hw::copy_to_phys(r.pa_of(at), &bytes[done..done + n]);
@@ -334,7 +356,10 @@ impl Vm {
     /// The emulated device at `ipa`, and the offset into it.
     #[inline]
     pub fn device_at(&self, ipa: Ipa) -> Option<(&DeviceSlot, u64)> {
-        self.devices.iter().find(|d| d.range.contains(ipa)).map(|d| (d, ipa - d.range.start))
+        self.devices
+            .iter()
+            .find(|d| d.range.contains(ipa))
+            .map(|d| (d, ipa - d.range.start))
     }
 
     pub fn stopping(&self) -> Option<StopKind> {

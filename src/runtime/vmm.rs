@@ -53,8 +53,12 @@ struct CpuSlot {
 // `this_vcpu`); the mailbox is behind a lock.
 unsafe impl Sync for CpuSlot {}
 
-static SLOTS: [CpuSlot; MAX_CPUS] =
-    [const { CpuSlot { vcpu: UnsafeCell::new(None), mailbox: Mutex::new(None) } }; MAX_CPUS];
+static SLOTS: [CpuSlot; MAX_CPUS] = [const {
+    CpuSlot {
+        vcpu: UnsafeCell::new(None),
+        mailbox: Mutex::new(None),
+    }
+}; MAX_CPUS];
 
 /// VMs by id.
 static VMS: Mutex<Vec<Option<Arc<Vm>>>> = Mutex::new(Vec::new());
@@ -131,13 +135,22 @@ pub fn run(platform: &'static Platform) -> ! {
     for e in entries {
         match e.spec {
             Ok(s) if s.config.autostart => specs.push(s),
-            Ok(s) => info!("kestrel: vm {}: autostart = false, not started", s.config.name),
+            Ok(s) => info!(
+                "kestrel: vm {}: autostart = false, not started",
+                s.config.name
+            ),
             Err(err) => error!("kestrel: vm {}: refused: {err}", e.dir),
         }
     }
     let cfgs: Vec<&crate::guest::config::VmConfig> = specs.iter().map(|s| &s.config).collect();
     let free = PAGES.stats().free_pages() * crate::addr::PAGE_SIZE;
-    let verdicts = admit(&cfgs, &MachineResources { cpus: boot::cpus_online(), free_memory: free });
+    let verdicts = admit(
+        &cfgs,
+        &MachineResources {
+            cpus: boot::cpus_online(),
+            free_memory: free,
+        },
+    );
     PAGES_AT_REST.store(PAGES.stats().used_pages as usize, Ordering::Relaxed);
     info!("kestrel: pages at rest: {} used", PAGES.stats().used_pages);
     for (spec, verdict) in specs.into_iter().zip(verdicts) {
@@ -180,7 +193,9 @@ fn create_and_start(
     pcpus: Vec<usize>,
     console: usize,
 ) -> Result<(), crate::runtime::vm::VmBuildError> {
-    let Some(m) = MACHINE.get() else { return Ok(()) };
+    let Some(m) = MACHINE.get() else {
+        return Ok(());
+    };
     let id = {
         let mut vms = VMS.lock();
         match vms.iter().position(|v| v.is_none()) {
@@ -205,7 +220,15 @@ fn create_and_start(
     VMS.lock()[id] = Some(vm.clone());
     VMS_ALIVE.fetch_add(1, Ordering::SeqCst);
     let pcpu = vm.pcpus[0];
-    post_start(pcpu, StartRequest { vm, vcpu: 0, entry, x0: dtb });
+    post_start(
+        pcpu,
+        StartRequest {
+            vm,
+            vcpu: 0,
+            entry,
+            x0: dtb,
+        },
+    );
     Ok(())
 }
 
@@ -295,10 +318,20 @@ fn start_vcpu(req: StartRequest) {
     let _ = vm.vgic.map_hw_ppi(idx, gic::PPI_VTIMER, gic::PPI_VTIMER);
     vm.psci.vcpu_started(idx);
     let frame = vcpu_hw::this_cpu_frame();
-    *frame = GuestRegs { pc: req.entry, pstate: pstate::RESET, ..Default::default() };
+    *frame = GuestRegs {
+        pc: req.entry,
+        pstate: pstate::RESET,
+        ..Default::default()
+    };
     frame.x[0] = req.x0;
     let vm2 = vm.clone();
-    set_this_vcpu(Some(Vcpu { vm, index: idx, memcache: MemCache::new(), vgic, lrs }));
+    set_this_vcpu(Some(Vcpu {
+        vm,
+        index: idx,
+        memcache: MemCache::new(),
+        vgic,
+        lrs,
+    }));
     if let Some(v) = this_vcpu() {
         let kick_mask = vm2.vgic.flush_to_lrs(&mut v.vgic, &mut v.lrs);
         kick(&vm2, kick_mask, idx);
@@ -318,7 +351,8 @@ pub fn park() -> ! {
     vcpu_hw::quiesce_guest();
     gic::disable_virtual_interface();
     if let Some(mut v) = cur {
-        v.memcache.drain(&PAGES, &crate::arch::aarch64::stage2_hw::HypTableMemory);
+        v.memcache
+            .drain(&PAGES, &crate::arch::aarch64::stage2_hw::HypTableMemory);
         let vm = v.vm.clone();
         drop(v);
         let last = {
@@ -376,7 +410,9 @@ fn end_vm(vm: Arc<Vm>) {
     if VMS_ALIVE.fetch_sub(1, Ordering::SeqCst) == 1 && !restart {
         let at_rest = PAGES_AT_REST.load(Ordering::Relaxed) as u64;
         if used == at_rest {
-            info!("kestrel: all VMs ended; page accounting back to its starting figure ({used} used)");
+            info!(
+                "kestrel: all VMs ended; page accounting back to its starting figure ({used} used)"
+            );
         } else {
             warn!("kestrel: all VMs ended; pages used {used}, expected {at_rest}");
         }
@@ -389,7 +425,12 @@ pub fn console_input() {
     while let Some(b) = crate::arch::aarch64::console::read_byte() {
         match crate::runtime::console::input(b) {
             crate::console_mux::Input::ToVm(i, byte) => {
-                let vm = VMS.lock().iter().flatten().find(|v| v.console == i).cloned();
+                let vm = VMS
+                    .lock()
+                    .iter()
+                    .flatten()
+                    .find(|v| v.console == i)
+                    .cloned();
                 if let Some(vm) = vm
                     && let Some(p) = &vm.pl011
                 {

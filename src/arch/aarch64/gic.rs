@@ -522,7 +522,10 @@ impl HwListRegisters {
     pub fn new() -> Self {
         reset_virtual_interface();
         write_hcr(HCR_EN);
-        Self { count: lr_count(), hcr: HCR_EN }
+        Self {
+            count: lr_count(),
+            hcr: HCR_EN,
+        }
     }
 }
 
@@ -555,7 +558,11 @@ impl crate::vgic::ListRegisters for HwListRegisters {
         eoi_lrs()
     }
     fn set_underflow_irq(&mut self, on: bool) {
-        let v = if on { self.hcr | HCR_UIE } else { self.hcr & !HCR_UIE };
+        let v = if on {
+            self.hcr | HCR_UIE
+        } else {
+            self.hcr & !HCR_UIE
+        };
         if v != self.hcr {
             self.hcr = v;
             write_hcr(v);

@@ -28,6 +28,15 @@ pub fn init_early() {
     unsafe { HEAP.lock().init(start, EARLY_HEAP_SIZE) };
 }
 
+/// Adds `[start, start + size)` of RAM to the heap.
+///
+/// # Safety
+/// The range must be mapped RAM that nothing else uses, now or later.
+pub unsafe fn add_region(start: usize, size: usize) {
+    // SAFETY: delegated to the caller.
+    unsafe { HEAP.lock().add_to_heap(start, start + size) };
+}
+
 /// Called by the heap when an allocation does not fit: takes enough pages from the page
 /// allocator for it (at least 2 MiB) and adds them.
 fn rescue(heap: &mut Heap<32>, layout: &Layout) {
@@ -35,7 +44,9 @@ fn rescue(heap: &mut Heap<32>, layout: &Layout) {
         return;
     }
     let need = (layout.size().max(layout.align()) as u64 * 2).max(2 << 20);
-    let order = (need.div_ceil(PAGE_SIZE)).next_power_of_two().trailing_zeros();
+    let order = (need.div_ceil(PAGE_SIZE))
+        .next_power_of_two()
+        .trailing_zeros();
     if let Some(pa) = crate::runtime::boot::PAGES.alloc_frames(order) {
         GROWN_PAGES.fetch_add(1 << order, Ordering::Relaxed);
         let start = pa.as_u64() as usize;

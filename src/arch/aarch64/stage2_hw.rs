@@ -56,7 +56,9 @@ impl Stage2Tlb for HwTlb {
         // Operand: IPA[51:12] in bits [39:0]; no TTL hint (FEAT_TTL is not assumed).
         let op = (ipa.as_u64() >> 12) & ((1 << 40) - 1);
         // SAFETY: TLB invalidation has no effect on memory contents.
-        self.with_vmid(vmid, || unsafe { asm!("tlbi ipas2e1is, {}", in(reg) op, options(nostack)) });
+        self.with_vmid(vmid, || unsafe {
+            asm!("tlbi ipas2e1is, {}", in(reg) op, options(nostack))
+        });
     }
     fn tlbi_vmalle1is(&self, vmid: Vmid) {
         // SAFETY: as above.
@@ -64,7 +66,9 @@ impl Stage2Tlb for HwTlb {
     }
     fn tlbi_vmalls12e1is(&self, vmid: Vmid) {
         // SAFETY: as above.
-        self.with_vmid(vmid, || unsafe { asm!("tlbi vmalls12e1is", options(nostack)) });
+        self.with_vmid(vmid, || unsafe {
+            asm!("tlbi vmalls12e1is", options(nostack))
+        });
     }
 }
 
