@@ -2,7 +2,7 @@
 //!
 //! Start: every writable Normal-memory leaf in the logged range loses write permission and gets
 //! the software `DIRTY_WP` mark (blocks stay blocks; one TLB invalidation batch). A write then
-//! takes a stage-2 permission fault; the fault path ([`Stage2Table::dirty_write`]) splits a
+//! takes a stage-2 permission fault; the fault path (`Stage2Table::dirty_write`) splits a
 //! block down to 4 KiB pages if needed, marks the one page dirty and makes it writable in place
 //! (a relaxation: no break-before-make). New mappings made while logging are 4 KiB and
 //! write-protected unless the fault was a write. Device mappings are never touched.

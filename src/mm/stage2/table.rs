@@ -6,7 +6,7 @@
 //! holds fewer, and the commit walk then cannot run out. So there is never a half-built
 //! mapping.
 //!
-//! Every store into a live table goes through [`Writer::set_entry`], the one function that may
+//! Every store into a live table goes through `Writer::set_entry`, the one function that may
 //! overwrite a valid entry; see its comment for the break-before-make sequence.
 #![forbid(unsafe_code)]
 
