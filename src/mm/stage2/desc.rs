@@ -21,13 +21,13 @@ register_bitfields! {u64,
             Block = 0,
             Page = 1
         ],
-        /// [5:2] MemAttr[3:0] (D8.6.5 without FEAT_S2FWB, D8.6.6 with HCR_EL2.FWB = 1).
+        /// `[5:2]` MemAttr`[3:0]` (D8.6.5 without FEAT_S2FWB, D8.6.6 with HCR_EL2.FWB = 1).
         MEMATTR OFFSET(2) NUMBITS(4) [],
         /// [6] S2AP[0]: read allowed.
         S2AP_R OFFSET(6) NUMBITS(1) [],
         /// [7] S2AP[1]: write allowed.
         S2AP_W OFFSET(7) NUMBITS(1) [],
-        /// [9:8] Shareability.
+        /// `[9:8]` Shareability.
         SH OFFSET(8) NUMBITS(2) [
             NonShareable = 0b00,
             OuterShareable = 0b10,
@@ -35,11 +35,11 @@ register_bitfields! {u64,
         ],
         /// [10] Access flag. Always set by us: an AF = 0 entry takes an Access flag fault.
         AF OFFSET(10) NUMBITS(1) [],
-        /// [47:12] Output address (bits below the block size are RES0 in a block).
+        /// `[47:12]` Output address (bits below the block size are RES0 in a block).
         OA OFFSET(12) NUMBITS(36) [],
         /// [54] XN (XN[1] with FEAT_XNX; 1 = not executable at EL1 or EL0).
         XN OFFSET(54) NUMBITS(1) [],
-        /// [55] Reserved for software use ([58:55]): write-protected for dirty logging, so a
+        /// [55] Reserved for software use (`[58:55]`): write-protected for dirty logging, so a
         /// write permission fault on this entry marks the page dirty and makes it writable.
         DIRTY_WP OFFSET(55) NUMBITS(1) []
     ],
@@ -51,11 +51,11 @@ register_bitfields! {u64,
         TYPE OFFSET(1) NUMBITS(1) [
             Table = 1
         ],
-        /// [11:2] IGNORED by the table walker (we enable neither FEAT_HAFT nor VTCR_EL2.DS, which
-        /// would give bits 10 and [9:8] a meaning). We keep here the number of non-zero entries
+        /// `[11:2]` IGNORED by the table walker (we enable neither FEAT_HAFT nor VTCR_EL2.DS, which
+        /// would give bits 10 and `[9:8]` a meaning). We keep here the number of non-zero entries
         /// of the next-level table, so an empty table is found without scanning it.
         COUNT OFFSET(2) NUMBITS(10) [],
-        /// [47:12] Next-level table address.
+        /// `[47:12]` Next-level table address.
         NLTA OFFSET(12) NUMBITS(36) []
     ]
 }

@@ -2,7 +2,7 @@
 //!
 //! Start: every writable Normal-memory leaf in the logged range loses write permission and gets
 //! the software `DIRTY_WP` mark (blocks stay blocks; one TLB invalidation batch). A write then
-//! takes a stage-2 permission fault; the fault path ([`Stage2Table::dirty_write`]) splits a
+//! takes a stage-2 permission fault; the fault path (`Stage2Table::dirty_write`) splits a
 //! block down to 4 KiB pages if needed, marks the one page dirty and makes it writable in place
 //! (a relaxation: no break-before-make). New mappings made while logging are 4 KiB and
 //! write-protected unless the fault was a write. Device mappings are never touched.
@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 
 use super::Stage2Error;
 use super::desc::{MemType, is_valid, leaf_perms, with_perms};
-use super::geometry::LAST_LEVEL;
+use super::geometry::{LAST_LEVEL, level_size};
 use super::hw::{Stage2Tlb, TableMemory};
 use super::memcache::MemCache;
 use super::table::{CommitVisitor, Ctx, Inval, MergeCommit, SplitCommit, SplitOp, Stage2Table};
@@ -162,7 +162,14 @@ impl<M: TableMemory, T: Stage2Tlb> Stage2Table<M, T> {
     pub fn stop_dirty_log(&mut self, cache: &mut MemCache) -> Result<DirtyLog, Stage2Error> {
         let log = self.dirty.take().ok_or(Stage2Error::DirtyLogInactive)?;
         let (s, e) = self.check_range(log.base(), log.size())?;
-        self.commit(s, e, &mut Unprotect)?;
+        // A block that straddled the log's ends was write-protected whole, and may since have
+        // been split: unprotect over the enclosing 1 GiB-aligned range (no leaf is larger).
+        let us = s & !(level_size(1) - 1);
+        let ue = e
+            .checked_next_multiple_of(level_size(1))
+            .unwrap_or(e)
+            .min(self.geo.ipa_limit());
+        self.commit(us, ue, &mut Unprotect)?;
         self.commit(s, e, &mut MergeCommit { cache })?;
         Ok(log)
     }

@@ -214,7 +214,7 @@ impl AccessKind {
     }
 }
 
-/// A decoded stage-2 fault: the IPA (HPFAR_EL2.FIPA plus FAR_EL2[11:0]), the fault status
+/// A decoded stage-2 fault: the IPA (HPFAR_EL2.FIPA plus FAR_EL2`[11:0]`), the fault status
 /// class and level (ESR_EL2.ISS.xFSC), and the access.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Stage2Fault {

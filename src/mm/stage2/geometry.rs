@@ -1,7 +1,7 @@
 //! Stage-2 geometry: IPA size, start level, concatenated root tables, VTCR_EL2 and VTTBR_EL2.
 //!
-//! With a 4 KiB granule each level resolves 9 bits of the IPA: level 3 bits [20:12], level 2
-//! [29:21], level 1 [38:30], level 0 [47:39]. The table at the start level must resolve between
+//! With a 4 KiB granule each level resolves 9 bits of the IPA: level 3 bits `[20:12]`, level 2
+//! `[29:21]`, level 1 `[38:30]`, level 0 `[47:39]`. The table at the start level must resolve between
 //! 1 and 13 bits (Arm ARM DDI 0487, D8.2.6 "Concatenating translation tables at the initial
 //! level of stage 2 translation", and the pseudocode `AArch64.S2InconsistentSL`): when it has
 //! to resolve 10..=13 bits, 2..=16 tables are concatenated, i.e. laid out contiguously and
@@ -71,7 +71,7 @@ pub enum PaRange {
 }
 
 impl PaRange {
-    /// Decodes the ID_AA64MMFR0_EL1.PARange field (bits [3:0], already extracted).
+    /// Decodes the ID_AA64MMFR0_EL1.PARange field (bits `[3:0]`, already extracted).
     pub fn from_id_field(field: u64) -> Result<Self, Stage2Error> {
         Ok(match field {
             0b0000 => Self::Bits32,
@@ -281,7 +281,7 @@ impl core::fmt::Debug for Vtcr {
 }
 
 /// The VTTBR_EL2 value for a VM (Arm ARM D19.2.167): BADDR = PGD base (aligned to the size of
-/// the concatenated root), VMID in bits [63:48] (only [55:48] with 8-bit VMIDs, which the VMID
+/// the concatenated root), VMID in bits `[63:48]` (only `[55:48]` with 8-bit VMIDs, which the VMID
 /// allocator guarantees), CnP = 0.
 pub fn vttbr(pgd: PhysAddr, vmid: Vmid) -> u64 {
     (VTTBR_EL2::VMID.val(vmid.as_u16() as u64) + VTTBR_EL2::BADDR.val(pgd.as_u64() >> 1)).value

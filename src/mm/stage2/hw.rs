@@ -65,7 +65,7 @@ pub trait Stage2Tlb {
     fn dsb_ish(&self);
     /// `ISB`.
     fn isb(&self);
-    /// `TLBI IPAS2E1IS` for `ipa` (the operand is IPA[47:12]), with the level of the leaf
+    /// `TLBI IPAS2E1IS` for `ipa` (the operand is IPA`[47:12]`), with the level of the leaf
     /// being invalidated as the TTL hint when FEAT_TTL exists (ignore the hint otherwise; `None`
     /// means "any level" and is used when intermediate (walk-cache) entries must go too).
     fn tlbi_ipas2e1is(&self, vmid: Vmid, ipa: Ipa, level_hint: Option<u8>);

@@ -6,7 +6,7 @@
 //! holds fewer, and the commit walk then cannot run out. So there is never a half-built
 //! mapping.
 //!
-//! Every store into a live table goes through [`Writer::set_entry`], the one function that may
+//! Every store into a live table goes through `Writer::set_entry`, the one function that may
 //! overwrite a valid entry; see its comment for the break-before-make sequence.
 #![forbid(unsafe_code)]
 
@@ -524,6 +524,8 @@ impl<'a, M: TableMemory + ?Sized, T: Stage2Tlb + ?Sized> Writer<'a, M, T> {
                 } else {
                     self.invalidate_leaf(e.base, e.level, Inval::Now);
                 }
+                // Nothing batched may still cover this IPA when the new entry appears.
+                self.flush();
                 self.store(e.table, e.index, new);
                 self.stats.bbm += 1;
             }
@@ -874,8 +876,10 @@ impl RangeOp for Unmap {
     fn needs_table(&self, level: u8, base: u64, start: u64, end: u64, now: Existing) -> bool {
         now == Existing::Leaf && !covers(level, base, start, end)
     }
-    fn enters_table(&self, _level: u8, _base: u64, _start: u64, _end: u64) -> bool {
-        true
+    /// A wholly covered table is unhooked (unmap) or has only wholly covered leaves below it
+    /// (permissions): nothing below it needs pages.
+    fn enters_table(&self, level: u8, base: u64, start: u64, end: u64) -> bool {
+        !covers(level, base, start, end)
     }
 }
 

@@ -35,7 +35,7 @@ pub enum VmidBits {
 }
 
 impl VmidBits {
-    /// Decodes ID_AA64MMFR1_EL1.VMIDBits (bits [7:4], already extracted): 0b0010 means 16 bits,
+    /// Decodes ID_AA64MMFR1_EL1.VMIDBits (bits `[7:4]`, already extracted): 0b0010 means 16 bits,
     /// anything else 8.
     pub const fn from_id_field(field: u64) -> Self {
         if field == 0b0010 {

@@ -5,6 +5,7 @@ mod concurrency;
 mod desc;
 mod fault;
 mod geometry;
+mod model;
 mod ops;
 mod recorder;
 mod split_merge;

@@ -78,7 +78,9 @@ struct State {
     attached: Option<(Stage2Geometry, u64, Vmid)>,
     shadow: BTreeMap<u64, Box<[u64; 512]>>,
     s2: BTreeMap<Key, Vec<u64>>,
-    combined: BTreeMap<Key, Vec<u64>>,
+    /// Combined stage-1+2 entries are `s2` plus `evicted`: what IPA TLBIs removed from the
+    /// stage-2 entries since the last VMALLE1IS (a TLBI by IPA cannot reach combined entries).
+    evicted: BTreeMap<Key, Vec<u64>>,
     walks: BTreeMap<Key, Vec<u64>>,
     pos: BTreeMap<u64, (u8, u64)>,
     pending: Vec<Tlbi>,
@@ -171,7 +173,6 @@ impl State {
                 return;
             }
             Self::add(&mut self.s2, (base, level), d);
-            Self::add(&mut self.combined, (base, level), d);
         } else if is_table(d, level) {
             let t = table_addr(d).as_u64();
             Self::add(&mut self.walks, (base, level), t);
@@ -237,7 +238,7 @@ impl State {
     fn check_make(&mut self, base: u64, level: u8) {
         let end = base + level_size(level);
         let mut bad = Vec::new();
-        for (name, map) in [("stage-2", &self.s2), ("combined", &self.combined)] {
+        for (name, map) in [("stage-2", &self.s2), ("combined", &self.evicted)] {
             for ((cb, cl), cd) in Self::overlapping(map, base, end) {
                 let probe = cb.max(base);
                 if let Some((nb, nl, nd)) = self.lookup(probe) {
@@ -274,9 +275,18 @@ impl State {
         for t in pending {
             match t {
                 Tlbi::Ipa(ipa, hint) => {
-                    self.s2.retain(|(b, l), _| {
-                        !(ipa >= *b && ipa < b + level_size(*l) && hint.is_none_or(|h| h == *l))
-                    });
+                    let hit: Vec<Key> = Self::overlapping(&self.s2, ipa, ipa + 1)
+                        .into_iter()
+                        .map(|(k, _)| k)
+                        .filter(|(_, l)| hint.is_none_or(|h| h == *l))
+                        .collect();
+                    for k in hit {
+                        if let Some(ds) = self.s2.remove(&k) {
+                            for d in ds {
+                                Self::add(&mut self.evicted, k, d);
+                            }
+                        }
+                    }
                     if hint.is_none() {
                         self.walks
                             .retain(|(b, l), _| !(ipa >= *b && ipa < b + level_size(*l)));
@@ -284,12 +294,12 @@ impl State {
                     self.cache_path(ipa);
                 }
                 Tlbi::VmallE1 => {
-                    // Combined entries come back from what stage 2 may still translate.
-                    self.combined = self.s2.clone();
+                    // Combined entries now only come from what stage 2 may still translate.
+                    self.evicted.clear();
                 }
                 Tlbi::VmallS12 => {
                     self.s2.clear();
-                    self.combined.clear();
+                    self.evicted.clear();
                     self.walks.clear();
                     self.cache_all();
                 }
@@ -339,7 +349,7 @@ impl Recorder {
         let mut s = self.state.lock().unwrap();
         s.attached = None;
         s.s2.clear();
-        s.combined.clear();
+        s.evicted.clear();
         s.walks.clear();
     }
 
@@ -363,7 +373,7 @@ impl Recorder {
             return;
         }
         let mut bad = Vec::new();
-        for (name, map) in [("stage-2", &s.s2), ("combined", &s.combined)] {
+        for (name, map) in [("stage-2", &s.s2), ("combined", &s.evicted)] {
             for (&(b, l), ds) in map.iter() {
                 for &d in ds {
                     let ok = match s.lookup(b) {

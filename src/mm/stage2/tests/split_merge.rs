@@ -229,3 +229,53 @@ fn allocation_failure_at_any_call_leaves_no_half_built_mapping() {
     // five top-up calls fails it, failing a later (unmade) call does not.
     assert_eq!(failures, 5);
 }
+
+#[test]
+fn stopping_a_log_unprotects_a_split_block_that_straddled_its_start() {
+    use crate::mm::stage2::fault::{
+        AccessKind, FaultOutcome, GuestMemoryMap, MemRegion, Stage2Fault,
+    };
+    use crate::mm::stage2::stats::FaultKind;
+    let (rec, phys) = recorded(64);
+    let mut t = rec_table(&phys, &rec, 40);
+    let mut c = MemCache::new();
+    c.topup(&phys, &phys, 2).unwrap();
+    t.map(&mut c, ipa(0), pa(0x4000_0000), M2, RAM).unwrap();
+    // The log starts in the middle of the 2 MiB block.
+    t.start_dirty_log(DirtyLog::new(ipa(M2 / 2), M2).unwrap())
+        .unwrap();
+    assert!(
+        t.translate(ipa(0)).unwrap().attrs.dirty_wp,
+        "protected whole"
+    );
+    let mut m = GuestMemoryMap::new();
+    m.add(MemRegion::ram(ipa(0), 4 * M2, pa(0x4000_0000)))
+        .unwrap();
+    c.topup(&phys, &phys, 1).unwrap();
+    let f = Stage2Fault {
+        ipa: ipa(M2 / 2 + K4),
+        kind: FaultKind::Permission,
+        level: 2,
+        access: AccessKind::Write,
+    };
+    assert_eq!(
+        t.handle_fault(&mut c, &m, &f),
+        Ok(FaultOutcome::DirtyMarked { split: true })
+    );
+    assert!(!t.translate(ipa(0)).unwrap().attrs.perms.write);
+    let log = t.stop_dirty_log(&mut c).unwrap();
+    assert_eq!(
+        log.dirty_pages().collect::<Vec<_>>(),
+        vec![ipa(M2 / 2 + K4)]
+    );
+    let before_log = t.translate(ipa(0)).unwrap();
+    assert!(before_log.attrs.perms.write && !before_log.attrs.dirty_wp);
+    // All 512 pages agree again, but stop merges only tables wholly inside the log range.
+    assert_eq!(
+        before_log.level, 3,
+        "the block straddles the log range, so it is not merged"
+    );
+    t.merge(&mut c, ipa(0), M2).unwrap();
+    assert_eq!(t.translate(ipa(0)).unwrap().level, 2);
+    rec.assert_clean();
+}
