@@ -40,6 +40,10 @@ for src in src/bin/*.rs; do
     "$objcopy" -O binary "$elfdir/$name" "$out/$name.img.tmp"
     mv "$out/$name.img.tmp" "$out/$name.img"
     read -r memory cpus bootargs <<<"$(vm_defaults "$name")"
+    extra=""
+    # Above 4 GiB, so that host physical addresses of QEMU virt's RAM (0x4000_0000...) given
+    # as hostile.hv=/hostile.peer= are outside the hostile guest's own IPA RAM.
+    [ "$name" = hostile ] && extra="ram_base = 0x100000000"
     vm=$out/vm-$name
     mkdir -p "$vm"
     cp "$out/$name.img" "$vm/$name.img"
@@ -50,6 +54,7 @@ kernel = "$name.img"
 memory = "$memory"
 cpus = $cpus
 bootargs = "$bootargs"
+$extra
 TOML
     echo "$out/$name.img"
 done

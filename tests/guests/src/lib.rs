@@ -121,7 +121,7 @@ pub fn uart_base() -> u64 {
 pub fn putc(b: u8) {
     // SAFETY: UART is the console PL011's data register, a device register that accepts a
     // 32-bit write at any time; writing a byte transmits it.
-    unsafe { core::ptr::write_volatile(uart_base() as *mut u32, b as u32) }
+    unsafe { mmio::write32(uart_base(), b as u32) }
 }
 
 pub struct Console;
