@@ -1,9 +1,36 @@
-//! A tiny runtime for bare-metal test guests: an arm64 Image header, self-relocation, a stack,
-//! the console UART from the DTB, PSCI calls over HVC, and reporting helpers.
+//! A tiny runtime for bare-metal test guests.
+//!
+//! Each binary in `src/bin/` is a raw arm64 `Image` (the header below, see the kernel's
+//! `Documentation/arch/arm64/booting.rst`) that a VM boots as its kernel: entered at EL1h with
+//! the MMU and caches off, DAIF masked and x0 = the DTB's address. The runtime
+//!
+//! - applies its own `R_AARCH64_RELATIVE` relocations (the image is linked at 0 and runs
+//!   wherever it is loaded), clears BSS, sets up a 64 KiB stack and VBAR_EL1 ([`exception`]);
+//! - finds the console PL011 from `/chosen/stdout-path` ([`println!`]);
+//! - offers what the guests need: probing accesses that may abort ([`exception::probe`]),
+//!   SMCCC/PSCI calls over HVC and SMC ([`psci`]), the generic timer ([`timer`]), a minimal
+//!   GICv3 set-up ([`gic`]), DTB look-ups and bootargs ([`dt`]), and starting a secondary vCPU
+//!   ([`smp`]).
+//!
+//! The MMU stays off on purpose: every access then reaches stage 2 (the hypervisor) with the
+//! guest-physical address the program names, which is what the hostile guest needs. With the
+//! MMU off every data access is Device-nGnRnE (Arm ARM D8.2.10 "Behavior of the PE when stage 1
+//! address translation is disabled"), so unaligned accesses fault and RAM is uncached.
+//!
+//! The guests are single-threaded apart from [`smp`]'s secondary entry, which must not print.
 #![no_std]
 
 use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+pub mod dt;
+pub mod exception;
+pub mod gic;
+pub mod mmio;
+pub mod psci;
+pub mod smp;
+pub mod timer;
 
 global_asm!(
     r#"
@@ -44,6 +71,10 @@ _start:
 5:  adrp    x1, __stack_top
     add     x1, x1, :lo12:__stack_top
     mov     sp, x1
+    adrp    x1, guest_vectors
+    add     x1, x1, :lo12:guest_vectors
+    msr     vbar_el1, x1
+    isb
     mov     x0, x19
     bl      guest_entry
 6:  wfi
@@ -57,23 +88,40 @@ unsafe extern "Rust" {
 
 #[unsafe(no_mangle)]
 extern "C" fn guest_entry(dtb: usize) -> ! {
-    // SAFETY: the DTB pointer comes from the hypervisor per the arm64 boot protocol.
-    if let Ok(f) = unsafe { fdt::Fdt::from_ptr(dtb as *const u8) } {
-        if let Some(r) = f.chosen().stdout().and_then(|n| n.reg()).and_then(|mut r| r.next()) {
-            // SAFETY: single-threaded at this point.
-            unsafe { UART = r.starting_address as usize };
-        }
+    DTB.store(dtb, Ordering::Relaxed);
+    if let Some(f) = dt::fdt(dtb)
+        && f.find_node("/chosen").is_some()
+        && let Some(r) = f
+            .chosen()
+            .stdout()
+            .and_then(|n| n.reg())
+            .and_then(|mut r| r.next())
+    {
+        UART.store(r.starting_address as usize, Ordering::Relaxed);
     }
-    // SAFETY: provided by the binary.
+    // SAFETY: provided by the binary; called once, on the boot CPU.
     unsafe { guest_main(dtb) }
 }
 
-static mut UART: usize = 0x0900_0000;
+static UART: AtomicUsize = AtomicUsize::new(0x0900_0000);
+static DTB: AtomicUsize = AtomicUsize::new(0);
 
-/// Writes to the PL011 data register the DTB names.
+/// The DTB address the program was entered with.
+pub fn dtb() -> usize {
+    DTB.load(Ordering::Relaxed)
+}
+
+/// The console PL011's base address (from `/chosen/stdout-path`, else 0x0900_0000).
+pub fn uart_base() -> u64 {
+    UART.load(Ordering::Relaxed) as u64
+}
+
+/// Writes one byte to the PL011 data register (UARTDR, offset 0; PL011 TRM 3.3.1). The flag
+/// register is not polled: the hypervisor's PL011 and QEMU's never report TXFF.
 pub fn putc(b: u8) {
-    // SAFETY: single-vCPU test guests; UART is the emulated PL011's data register.
-    unsafe { core::ptr::write_volatile(UART as *mut u32, b as u32) }
+    // SAFETY: UART is the console PL011's data register, a device register that accepts a
+    // 32-bit write at any time; writing a byte transmits it.
+    unsafe { mmio::write32(uart_base(), b as u32) }
 }
 
 pub struct Console;
@@ -92,31 +140,31 @@ macro_rules! println {
     ($($arg:tt)*) => {{ use core::fmt::Write; let _ = writeln!($crate::Console, $($arg)*); }};
 }
 
-/// An SMCCC call over HVC: returns x0..x3.
-pub fn hvc(f: u64, a1: u64, a2: u64, a3: u64) -> [u64; 4] {
-    let (mut r0, mut r1, mut r2, mut r3) = (f, a1, a2, a3);
-    // SAFETY: an SMCCC call to the hypervisor; x0-x3 carry arguments and results and SMCCC 1.1
-    // preserves the rest.
-    unsafe {
-        asm!("hvc #0", inout("x0") r0, inout("x1") r1, inout("x2") r2, inout("x3") r3,
-             options(nostack))
-    };
-    [r0, r1, r2, r3]
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => {{ use core::fmt::Write; let _ = write!($crate::Console, $($arg)*); }};
 }
 
+/// An SMCCC call over HVC #0: returns x0..x3. (See [`psci`] for the named calls.)
+pub fn hvc(f: u64, a1: u64, a2: u64, a3: u64) -> [u64; 4] {
+    psci::call(psci::Conduit::Hvc, f, a1, a2, a3)
+}
+
+/// PSCI SYSTEM_OFF over HVC; waits for the end if the call returns.
 pub fn system_off() -> ! {
-    hvc(0x8400_0008, 0, 0, 0);
+    hvc(psci::SYSTEM_OFF, 0, 0, 0);
     loop {
-        // SAFETY: waiting for the end.
-        unsafe { asm!("wfi") };
+        // SAFETY: WFI has no memory effects; the VM is being torn down.
+        unsafe { asm!("wfi", options(nomem, nostack)) };
     }
 }
 
-/// The guest's RAM ranges from the DTB.
+/// The guest's RAM ranges from the DTB (up to 4; unused entries are (0, 0)).
 pub fn memory(dtb: usize) -> [(u64, u64); 4] {
     let mut out = [(0, 0); 4];
-    // SAFETY: as in guest_entry.
-    if let Ok(f) = unsafe { fdt::Fdt::from_ptr(dtb as *const u8) } {
+    if let Some(f) = dt::fdt(dtb)
+        && f.find_node("/memory").is_some()
+    {
         for (i, r) in f.memory().regions().take(4).enumerate() {
             out[i] = (r.starting_address as u64, r.size.unwrap_or(0) as u64);
         }
@@ -125,12 +173,36 @@ pub fn memory(dtb: usize) -> [(u64, u64); 4] {
 }
 
 unsafe extern "C" {
+    static _start: u8;
     static __image_end: u8;
 }
 
-/// Where this program's image (stack included) ends.
+/// Where this program's image starts (its load address).
+pub fn image_start() -> u64 {
+    core::ptr::addr_of!(_start) as u64
+}
+
+/// Where this program's image (BSS and stack included) ends.
 pub fn image_end() -> u64 {
     core::ptr::addr_of!(__image_end) as u64
+}
+
+/// `num / den` printed with two decimals (integer arithmetic: the target has no FPU code).
+#[derive(Clone, Copy, Debug)]
+pub struct Ratio {
+    pub num: i128,
+    pub den: i128,
+}
+
+impl fmt::Display for Ratio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.den <= 0 {
+            return f.write_str("nan");
+        }
+        let sign = if self.num < 0 { "-" } else { "" };
+        let hundredths = (self.num.unsigned_abs() * 100 + self.den as u128 / 2) / self.den as u128;
+        write!(f, "{sign}{}.{:02}", hundredths / 100, hundredths % 100)
+    }
 }
 
 #[panic_handler]
