@@ -6,7 +6,8 @@
 //!
 //! Input: keyboard bytes go to one VM at a time (the focus). The escape character Ctrl-A
 //! followed by `1`..`9` moves the focus to VM 1..9, `n` to the next VM, and a second Ctrl-A sends
-//! a literal Ctrl-A to the focused VM; anything else after Ctrl-A is dropped.
+//! a literal Ctrl-A to the focused VM, `d` asks the hypervisor to dump its state and `h` prints
+//! this help; anything else after Ctrl-A is dropped.
 #![forbid(unsafe_code)]
 
 use alloc::string::String;
@@ -28,6 +29,8 @@ pub enum Input {
     ToVm(usize, u8),
     /// The focus moved to VM n.
     Focus(usize),
+    /// A command for the hypervisor itself: Ctrl-A `d` (dump state) or `h` (help).
+    Command(u8),
     /// Swallowed (part of an escape sequence, or no VM to send it to).
     None,
 }
@@ -107,7 +110,12 @@ impl ConsoleMux {
     /// Interprets one keyboard byte.
     pub fn input(&mut self, b: u8) -> Input {
         let n = self.names.len();
+        if self.escape && matches!(b, b'd' | b'h') {
+            self.escape = false;
+            return Input::Command(b);
+        }
         if n == 0 {
+            self.escape = b == ESCAPE;
             return Input::None;
         }
         if self.escape {
@@ -215,6 +223,21 @@ mod tests {
         assert_eq!(m.input(ESCAPE), Input::None);
         assert_eq!(m.input(b'9'), Input::None, "no VM 9: swallowed");
         assert_eq!(m.focus(), 0);
+    }
+
+    #[test]
+    fn escape_d_and_h_are_hypervisor_commands_even_without_vms() {
+        let mut m = ConsoleMux::new();
+        assert_eq!(m.input(ESCAPE), Input::None);
+        assert_eq!(m.input(b'd'), Input::Command(b'd'));
+        let mut m = two_vms();
+        assert_eq!(m.input(ESCAPE), Input::None);
+        assert_eq!(m.input(b'h'), Input::Command(b'h'));
+        assert_eq!(
+            m.input(b'd'),
+            Input::ToVm(0, b'd'),
+            "without the escape it is a plain key"
+        );
     }
 
     #[test]

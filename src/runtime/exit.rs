@@ -32,13 +32,16 @@ pub fn handle(frame: &mut GuestRegs, kind: u64) {
         );
         cpu::halt();
     };
+    // Fold the list registers first, so that what the exit adds meets an up-to-date model.
+    let k = v.vm.vgic.sync_from_lrs(&mut v.vgic, &mut v.lrs);
+    vmm::kick(&v.vm, k, v.index);
+    release_vtimer(v);
     match kind {
-        KIND_SYNC => {
-            let k = v.vm.vgic.sync_from_lrs(&mut v.vgic, &mut v.lrs);
-            vmm::kick(&v.vm, k, v.index);
-            sync(v, frame);
+        KIND_SYNC => sync(v, frame),
+        KIND_IRQ | KIND_FIQ => {
+            irq(v);
+            vmm::dump_if_asked(Some(frame));
         }
-        KIND_IRQ | KIND_FIQ => irq(v),
         _ => {
             exception::report(frame, kind, ESR_EL2.get(), FAR_EL2.get());
             error!(
@@ -363,17 +366,20 @@ pub fn apply_effects(vm: &Vm, me: usize, fx: &Effects) {
 fn irq(v: &mut Vcpu) {
     ExitStats::bump(&v.vm.stats.irq);
     let mut maintenance = false;
-    loop {
-        let intid = gic::ack();
-        if intid >= gic::INTID_SPURIOUS {
-            break;
-        }
-        gic::priority_drop(intid);
+    while let Some(a) = gic::ack() {
+        gic::priority_drop(a);
+        let intid = a.intid;
         match intid {
             gic::PPI_VTIMER => {
-                // Hardware-linked: the guest's deactivation of virtual 27 deactivates it.
+                // GICv3: hardware-linked, the guest's deactivation of virtual 27 deactivates
+                // the physical one. GICv2: held active until the guest is done with it.
                 if let Ok(mask) = v.vm.vgic.inject_ppi(v.index, gic::PPI_VTIMER) {
                     vmm::kick(&v.vm, mask, v.index);
+                }
+                if !vmm::vtimer_hw_linked() {
+                    if let Some(old) = v.vtimer_held.replace(a) {
+                        gic::deactivate(old);
+                    }
                 }
                 continue;
             }
@@ -385,13 +391,21 @@ fn irq(v: &mut Vcpu) {
                 cpu::current_index()
             ),
         }
-        gic::deactivate(intid);
+        gic::deactivate(a);
     }
     if maintenance {
         let k = v.vm.vgic.handle_maintenance(&mut v.vgic, &mut v.lrs);
         vmm::kick(&v.vm, k, v.index);
-    } else {
-        let k = v.vm.vgic.sync_from_lrs(&mut v.vgic, &mut v.lrs);
-        vmm::kick(&v.vm, k, v.index);
+    }
+    release_vtimer(v);
+}
+
+/// GICv2: once the guest has acknowledged and completed its virtual timer interrupt, the
+/// physical one held active since it fired is deactivated, so it can fire again.
+fn release_vtimer(v: &mut Vcpu) {
+    if v.vtimer_held.is_some() && !v.vm.vgic.in_flight(v.index, gic::PPI_VTIMER) {
+        if let Some(a) = v.vtimer_held.take() {
+            gic::deactivate(a);
+        }
     }
 }

@@ -34,6 +34,19 @@ pub struct Vcpu {
     pub memcache: MemCache,
     pub vgic: VgicCpu,
     pub lrs: HwListRegisters,
+    /// GICv2: the physical virtual-timer interrupt, kept active (not deactivated) while the
+    /// guest handles its virtual copy; deactivated once the guest is done with it. GICv3 links
+    /// the two with the list register's HW bit instead (see `exit::irq`).
+    pub vtimer_held: Option<gic::Acked>,
+}
+
+/// Whether the virtual timer is forwarded with the list registers' HW bit (GICv3), or held and
+/// deactivated by the hypervisor after the guest's EOI (GICv2). QEMU's GICv2 model does not
+/// re-evaluate the physical interrupt when a hardware-linked virtual interrupt is deactivated,
+/// so a timer that fired again meanwhile is lost and an idle guest sleeps forever; the held
+/// scheme costs one maintenance exit per timer interrupt and works on every GICv2.
+pub fn vtimer_hw_linked() -> bool {
+    MACHINE.get().is_some_and(|m| m.gic_v3)
 }
 
 /// A request to start vCPU `vcpu` of `vm` on a physical CPU.
@@ -277,17 +290,14 @@ fn idle() -> ! {
             start_vcpu(req);
         }
         aarch64_cpu::asm::wfi();
-        loop {
-            let intid = gic::ack();
-            if intid >= gic::INTID_SPURIOUS {
-                break;
-            }
-            gic::priority_drop(intid);
-            if intid as usize == CONSOLE_IRQ.load(Ordering::Relaxed) {
+        while let Some(a) = gic::ack() {
+            gic::priority_drop(a);
+            if a.intid as usize == CONSOLE_IRQ.load(Ordering::Relaxed) {
                 console_input();
             }
-            gic::deactivate(intid);
+            gic::deactivate(a);
         }
+        dump_if_asked(None);
     }
 }
 
@@ -315,7 +325,9 @@ fn start_vcpu(req: StartRequest) {
         return;
     };
     vm.vgic.reset_cpu(&mut vgic, &mut lrs);
-    let _ = vm.vgic.map_hw_ppi(idx, gic::PPI_VTIMER, gic::PPI_VTIMER);
+    if vtimer_hw_linked() {
+        let _ = vm.vgic.map_hw_ppi(idx, gic::PPI_VTIMER, gic::PPI_VTIMER);
+    }
     vm.psci.vcpu_started(idx);
     let frame = vcpu_hw::this_cpu_frame();
     *frame = GuestRegs {
@@ -331,6 +343,7 @@ fn start_vcpu(req: StartRequest) {
         memcache: MemCache::new(),
         vgic,
         lrs,
+        vtimer_held: None,
     }));
     if let Some(v) = this_vcpu() {
         let kick_mask = vm2.vgic.flush_to_lrs(&mut v.vgic, &mut v.lrs);
@@ -351,6 +364,9 @@ pub fn park() -> ! {
     vcpu_hw::quiesce_guest();
     gic::disable_virtual_interface();
     if let Some(mut v) = cur {
+        if let Some(a) = v.vtimer_held.take() {
+            gic::deactivate(a);
+        }
         v.memcache
             .drain(&PAGES, &crate::arch::aarch64::stage2_hw::HypTableMemory);
         let vm = v.vm.clone();
@@ -442,6 +458,11 @@ pub fn console_input() {
             crate::console_mux::Input::Focus(i) => {
                 info!("kestrel: console input now goes to VM console {}", i + 1);
             }
+            crate::console_mux::Input::Command(b'd') => request_dump(),
+            crate::console_mux::Input::Command(_) => info!(
+                "kestrel: console keys: Ctrl-A 1..9 focus VM n, Ctrl-A n next VM, Ctrl-A Ctrl-A \
+                 literal Ctrl-A, Ctrl-A d dump hypervisor state, Ctrl-A h this help"
+            ),
             crate::console_mux::Input::None => {}
         }
     }
@@ -462,4 +483,58 @@ pub fn stop_all_cpus() {
 
 pub fn panicking() -> bool {
     PANICKING.load(Ordering::Relaxed)
+}
+
+static DUMP: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// Prints every VM's summary and asks every CPU to print its vCPU's state.
+pub fn request_dump() {
+    let vms: Vec<Arc<Vm>> = VMS.lock().iter().flatten().cloned().collect();
+    for vm in &vms {
+        let run = vm.run.lock();
+        info!(
+            "kestrel: dump: vm {} running={} stopping={:?}; {}",
+            vm.name,
+            run.running,
+            run.stopping,
+            vm.counters_line()
+        );
+    }
+    let me = cpu::current_index();
+    for i in 0..boot::cpus_online() {
+        DUMP[i].store(true, Ordering::SeqCst);
+        if i != me {
+            gic::send_sgi(i, gic::SGI_KICK);
+        }
+    }
+}
+
+/// Prints this CPU's vCPU state if a dump was asked for (`frame`: the guest registers when
+/// called from the exit path).
+pub fn dump_if_asked(frame: Option<&GuestRegs>) {
+    let me = cpu::current_index();
+    if !DUMP[me].swap(false, Ordering::SeqCst) {
+        return;
+    }
+    let Some(v) = this_vcpu() else {
+        info!("kestrel: dump: cpu{me}: idle");
+        return;
+    };
+    let mut lrs = alloc::string::String::new();
+    for i in 0..gic::lr_count() {
+        use core::fmt::Write;
+        let _ = write!(lrs, " {:#x}", gic::read_lr(i));
+    }
+    info!(
+        "kestrel: dump: cpu{me}: vm {} vcpu {} pc {:#x} pstate {:#x}; LRs{lrs}; empty {:#x} eoi {:#x} \
+         misr {:#x}; vgic {}",
+        v.vm.name,
+        v.index,
+        frame.map(|f| f.pc).unwrap_or(0),
+        frame.map(|f| f.pstate).unwrap_or(0),
+        gic::empty_lrs(),
+        gic::eoi_lrs(),
+        gic::read_misr(),
+        v.vm.vgic.debug_summary(v.index)
+    );
 }

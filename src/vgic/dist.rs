@@ -101,6 +101,10 @@ impl Dist {
         d
     }
 
+    pub fn spi_count(&self) -> usize {
+        self.spis.len()
+    }
+
     pub fn all(&self) -> VcpuMask {
         all_mask(self.nr_vcpus)
     }

@@ -253,6 +253,58 @@ impl Vgic {
         }
     }
 
+    /// Whether interrupt `intid` of `vcpu` is still in flight: pending, active, or held by a
+    /// list register (as of the vCPU's last `sync_from_lrs`). The hypervisor uses it to learn
+    /// that the guest has finished with an interrupt it forwards without the HW link.
+    pub fn in_flight(&self, vcpu: usize, intid: u32) -> bool {
+        self.with_dist(|d| {
+            let busy = d.irq(vcpu, intid).is_some_and(|irq| {
+                irq.pending_outside() || irq.active || irq.resident() || irq.lr_pending
+            });
+            (busy, 0)
+        })
+        .0
+    }
+
+    /// A one-line description of the interrupts of `vcpu` that are enabled, pending, active or
+    /// in a list register, for the hypervisor's state dump: `intid:flags` with `e` enabled, `p`
+    /// pending outside the LRs, `a` active, `l` level (line high), `r` resident in an LR, `h`
+    /// hardware-linked; then the distributor's group enables.
+    pub fn debug_summary(&self, vcpu: usize) -> alloc::string::String {
+        use core::fmt::Write;
+        let mut out = alloc::string::String::new();
+        let (_, _) = self.with_dist(|d| {
+            let _ = write!(out, "grp0={} grp1={}:", d.grp0 as u8, d.grp1 as u8);
+            for intid in 0..(32 + d.spi_count() as u32) {
+                let Some(irq) = d.irq(vcpu, intid) else {
+                    continue;
+                };
+                if intid >= 32 && !d.targets_vcpu(intid, vcpu) {
+                    continue;
+                }
+                let busy = irq.pending_outside() || irq.active || irq.resident() || irq.line;
+                if !busy {
+                    continue;
+                }
+                let _ = write!(out, " {intid}:");
+                for (on, c) in [
+                    (irq.enabled, 'e'),
+                    (irq.pending_outside(), 'p'),
+                    (irq.active, 'a'),
+                    (irq.line, 'l'),
+                    (irq.resident(), 'r'),
+                    (irq.hw, 'h'),
+                ] {
+                    if on {
+                        out.push(c);
+                    }
+                }
+            }
+            ((), 0)
+        });
+        out
+    }
+
     /// Makes PPI `intid` (16..=31) of `vcpu` pending (latched: the timer and other PPIs the
     /// hypervisor signals, HW-mapped or not). Returns the vCPUs to kick.
     pub fn inject_ppi(&self, vcpu: usize, intid: u32) -> Result<VcpuMask, VgicError> {

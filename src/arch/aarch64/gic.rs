@@ -156,12 +156,21 @@ pub fn init_distributor(version: GicVersion, frames: GicFrames) {
     if version == GicVersion::V3 {
         dist_wait_rwp(gicd);
     }
+    // Group: GICv3 uses Group 1 (non-secure) throughout. GICv2 uses Group 0 throughout: without
+    // the Security Extensions that is what GICC_CTLR bit 0 (EnableGrp0) and bit 9 (EOImodeS)
+    // govern; with them, non-secure accesses to IGROUPR are ignored and bits 0 and 9 of the
+    // non-secure GICC_CTLR are EnableGrp1 and EOImodeNS, so the same values work in both.
+    let group = if version == GicVersion::V3 {
+        u32::MAX
+    } else {
+        0
+    };
     for i in (32..spi_limit).step_by(32) {
         let n = (i / 32) as usize * 4;
         wr32(gicd + GICD_ICENABLER + n, u32::MAX);
         wr32(gicd + GICD_ICPENDR + n, u32::MAX);
         wr32(gicd + GICD_ICACTIVER + n, u32::MAX);
-        wr32(gicd + GICD_IGROUPR + n, u32::MAX);
+        wr32(gicd + GICD_IGROUPR + n, group);
     }
     for i in 32..spi_limit as usize {
         wr8(gicd + GICD_IPRIORITYR + i, PRIORITY);
@@ -267,30 +276,45 @@ fn find_redistributor(regions: &[(u64, u64)], affinity: u64) -> Option<usize> {
     None
 }
 
-/// Acknowledges the highest-priority pending interrupt (INTID_SPURIOUS when none).
+/// An acknowledged interrupt: its INTID, and the raw IAR value that EOI and deactivation must
+/// be given back (GICv2 SGIs carry the source CPU in IAR[12:10]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Acked {
+    pub intid: u32,
+    raw: u32,
+}
+
+/// Acknowledges the highest-priority pending interrupt; `None` when none is pending.
 #[inline]
-pub fn ack() -> u32 {
-    match gic().version {
-        GicVersion::V3 => sysreg_read!("icc_iar1_el1") as u32 & 0xff_ffff,
-        GicVersion::V2 => rd32(gic().frames.gicc as usize + GICC_IAR) & 0x3ff,
-    }
+pub fn ack() -> Option<Acked> {
+    let (raw, intid) = match gic().version {
+        GicVersion::V3 => {
+            let r = sysreg_read!("icc_iar1_el1") as u32 & 0xff_ffff;
+            (r, r)
+        }
+        GicVersion::V2 => {
+            let r = rd32(gic().frames.gicc as usize + GICC_IAR) & 0x1fff;
+            (r, r & 0x3ff)
+        }
+    };
+    (intid < INTID_SPURIOUS).then_some(Acked { intid, raw })
 }
 
 /// Drops the running priority (EOImode 1: the interrupt stays active until `deactivate`, or
 /// until the guest deactivates the hardware-linked virtual interrupt).
 #[inline]
-pub fn priority_drop(intid: u32) {
+pub fn priority_drop(a: Acked) {
     match gic().version {
-        GicVersion::V3 => sysreg_write!("icc_eoir1_el1", intid),
-        GicVersion::V2 => wr32(gic().frames.gicc as usize + GICC_EOIR, intid),
+        GicVersion::V3 => sysreg_write!("icc_eoir1_el1", a.raw),
+        GicVersion::V2 => wr32(gic().frames.gicc as usize + GICC_EOIR, a.raw),
     }
 }
 
 #[inline]
-pub fn deactivate(intid: u32) {
+pub fn deactivate(a: Acked) {
     match gic().version {
-        GicVersion::V3 => sysreg_write!("icc_dir_el1", intid),
-        GicVersion::V2 => wr32(gic().frames.gicc as usize + GICC_DIR, intid),
+        GicVersion::V3 => sysreg_write!("icc_dir_el1", a.raw),
+        GicVersion::V2 => wr32(gic().frames.gicc as usize + GICC_DIR, a.raw),
     }
 }
 
