@@ -131,3 +131,41 @@ kestrel_secondary_entry:
     bl      kestrel_secondary_main
 9:  wfe
     b       9b
+
+/*
+ * Spin-table secondaries (Raspberry Pi 4 armstub8, QEMU raspi4b's stub at 0x300): the release
+ * branches here at EL2, MMU off, with x0 = 0 instead of the CPU index. Look the CPU's MPIDR
+ * affinity up in kestrel_spin_handoff, MAX_CPUS slots of (affinity, context) that the primary
+ * fills and cleans to the point of coherency before the release (src/platform/spin_table.rs,
+ * SpinTablePlan::prepare), and continue at kestrel_secondary_entry with x0 = the slot's context
+ * (the CPU index). A CPU without a slot parks. Uses only x0-x5; no memory is written.
+ */
+    .global kestrel_secondary_spin_entry
+kestrel_secondary_spin_entry:
+    msr     daifset, #0xf
+    mrs     x1, mpidr_el1
+    mov     x2, #0xffffff               /* MPIDR_EL1 Aff2..Aff0 [23:0] */
+    movk    x2, #0xff, lsl #32          /* and Aff3 [39:32]; not U, MT, RES1 */
+    and     x1, x1, x2
+    adrp    x2, kestrel_spin_handoff
+    add     x2, x2, :lo12:kestrel_spin_handoff
+    mov     x3, #{MAX_CPUS}
+10: cbz     x3, 12f
+    ldp     x4, x5, [x2], #16           /* affinity, context */
+    sub     x3, x3, #1
+    cmp     x4, x1
+    b.ne    10b
+    mov     x0, x5
+    b       kestrel_secondary_entry
+12: wfe
+    b       12b
+
+    /* Empty slots hold an affinity no CPU has (all ones). */
+    .section .data, "aw"
+    .balign 64
+    .global kestrel_spin_handoff
+kestrel_spin_handoff:
+    .rept   {MAX_CPUS}
+    .quad   -1, 0
+    .endr
+    .section .text.boot, "ax"

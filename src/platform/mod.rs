@@ -16,6 +16,8 @@
 #![forbid(unsafe_code)]
 
 mod blob;
+pub mod mini_uart;
+pub mod spin_table;
 mod tree;
 
 #[cfg(test)]
