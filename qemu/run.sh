@@ -56,8 +56,10 @@ case "$machine" in
     *) echo "run.sh: unknown machine $machine" >&2; exit 2 ;;
 esac
 qemu+=(-kernel "$image" -display none -nic none -monitor none)
-if [ -t 0 ] && [ -t 1 ]; then
-    qemu+=(-serial stdio)
+if [ "$machine" = raspi4b ]; then
+    # raspi4b: the first serial port is the PL011, the second the mini UART, which the Pi 4
+    # DTB's stdout-path names (serial1).
+    qemu+=(-serial null -serial stdio)
 else
     qemu+=(-serial stdio)
 fi

@@ -82,7 +82,7 @@ fn wrong_el(dtb: u64) -> ! {
 
 /// The DTB blob, with its header's size checked before the slice is made.
 fn dtb_blob(dtb: u64) -> Result<&'static [u8], &'static str> {
-    if dtb == 0 || dtb % 8 != 0 {
+    if dtb == 0 || !dtb.is_multiple_of(8) {
         return Err("no DTB pointer in x0 (or a misaligned one)");
     }
     // SAFETY: the early map covers the 2 MiB from `dtb`; reading the 8-byte header is in range.
@@ -302,39 +302,43 @@ pub fn cpu_mpidr(index: usize) -> Option<u64> {
 fn start_secondaries(platform: &Platform) {
     let me = cpu::mpidr_affinity();
     CPUS_ONLINE.store(1, Ordering::SeqCst);
+    // Index of each CPU of the DTB's list: the boot CPU is 0, the others follow in DTB order.
+    let mut index_of = alloc::vec![0usize; platform.cpus.len()];
+    let mut next = 0;
+    for (pos, c) in platform.cpus.iter().enumerate() {
+        if c.mpidr != me {
+            next += 1;
+            index_of[pos] = next;
+            if let Some(pc) = cpu::percpu(next) {
+                pc.mpidr.store(c.mpidr, Ordering::Relaxed);
+            }
+        }
+    }
     let mut expected = 1;
-    let mut index = 0;
-    for c in &platform.cpus {
-        if c.mpidr == me {
+    for (pos, c) in platform.cpus.iter().enumerate() {
+        let index = index_of[pos];
+        if c.mpidr == me || c.enable_method != EnableMethod::Psci {
             continue;
         }
-        index += 1;
-        if let Some(pc) = cpu::percpu(index) {
-            pc.mpidr.store(c.mpidr, Ordering::Relaxed);
+        match psci_fw::cpu_on(c.mpidr, stub::secondary_entry_pa(), index as u64) {
+            Some(0) => expected += 1,
+            r => error!(
+                "kestrel: CPU_ON cpu{index} (mpidr {:#x}) failed: {r:?}",
+                c.mpidr
+            ),
         }
-        let started = match &c.enable_method {
-            EnableMethod::Psci => {
-                match psci_fw::cpu_on(c.mpidr, stub::secondary_entry_pa(), index as u64) {
-                    Some(0) => true,
-                    r => {
-                        error!(
-                            "kestrel: CPU_ON cpu{index} (mpidr {:#x}) failed: {r:?}",
-                            c.mpidr
-                        );
-                        false
-                    }
-                }
-            }
-            m => {
-                warn!(
-                    "kestrel: cpu{index} (mpidr {:#x}): enable method {m:?} not supported",
-                    c.mpidr
-                );
-                false
-            }
-        };
-        if started {
-            expected += 1;
+    }
+    expected += release_spin_table(platform, me, &index_of);
+    for (pos, c) in platform.cpus.iter().enumerate() {
+        if !matches!(
+            c.enable_method,
+            EnableMethod::Psci | EnableMethod::SpinTable { .. }
+        ) && c.mpidr != me
+        {
+            warn!(
+                "kestrel: cpu{} (mpidr {:#x}): enable method {:?} not supported",
+                index_of[pos], c.mpidr, c.enable_method
+            );
         }
     }
     let t0 = cpu::counter();
@@ -353,6 +357,69 @@ fn start_secondaries(platform: &Platform) {
         "kestrel: cpus online: {}",
         CPUS_ONLINE.load(Ordering::SeqCst)
     );
+}
+
+/// Releases the CPUs that wait in a spin table (the Raspberry Pi 4's firmware): each finds its
+/// index in the handoff table by its MPIDR (the firmware enters with x0 = 0). Returns how many
+/// were released.
+fn release_spin_table(platform: &Platform, me: u64, index_of: &[usize]) -> usize {
+    use crate::platform::spin_table::{self, Handoff, MemoryView, ReleaseOp};
+    if !platform
+        .cpus
+        .iter()
+        .any(|c| matches!(c.enable_method, EnableMethod::SpinTable { .. }))
+    {
+        return 0;
+    }
+    let img = stub::image_layout();
+    let view = MemoryView {
+        memory: &platform.memory,
+        reserved: &platform.reserved,
+        image: Range::new(PhysAddr::new(img.start), img.end - img.start),
+    };
+    let handoff = Handoff {
+        base: PhysAddr::new(stub::spin_handoff_pa()),
+        slots: stub::MAX_CPUS,
+    };
+    let entry = PhysAddr::new(stub::spin_entry_pa());
+    let plan = match spin_table::plan(
+        &platform.cpus,
+        me,
+        entry,
+        |pos| index_of.get(pos).copied().unwrap_or(0) as u64,
+        handoff,
+        &view,
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            error!("kestrel: spin-table release impossible: {e:?}");
+            return 0;
+        }
+    };
+    for (pos, why) in &plan.rejected {
+        error!(
+            "kestrel: cpu{} not released: {why:?}",
+            index_of.get(*pos).copied().unwrap_or(0)
+        );
+    }
+    let run = |ops: &[ReleaseOp]| {
+        for op in ops {
+            match *op {
+                ReleaseOp::Write64 { addr, value } => stub::write_phys_u64(addr.as_u64(), value),
+                ReleaseOp::CleanToPoc { range } => crate::arch::aarch64::cache::clean_dcache_range(
+                    range.start.as_u64(),
+                    range.size,
+                ),
+                ReleaseOp::DsbSy => aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY),
+                ReleaseOp::Sev => aarch64_cpu::asm::sev(),
+            }
+        }
+    };
+    run(&plan.prepare);
+    for r in &plan.releases {
+        run(&r.ops);
+    }
+    plan.releases.len()
 }
 
 pub fn cpus_online() -> usize {

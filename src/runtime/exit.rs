@@ -376,10 +376,10 @@ fn irq(v: &mut Vcpu) {
                 if let Ok(mask) = v.vm.vgic.inject_ppi(v.index, gic::PPI_VTIMER) {
                     vmm::kick(&v.vm, mask, v.index);
                 }
-                if !vmm::vtimer_hw_linked() {
-                    if let Some(old) = v.vtimer_held.replace(a) {
-                        gic::deactivate(old);
-                    }
+                if !vmm::vtimer_hw_linked()
+                    && let Some(old) = v.vtimer_held.replace(a)
+                {
+                    gic::deactivate(old);
                 }
                 continue;
             }
@@ -403,9 +403,10 @@ fn irq(v: &mut Vcpu) {
 /// GICv2: once the guest has acknowledged and completed its virtual timer interrupt, the
 /// physical one held active since it fired is deactivated, so it can fire again.
 fn release_vtimer(v: &mut Vcpu) {
-    if v.vtimer_held.is_some() && !v.vm.vgic.in_flight(v.index, gic::PPI_VTIMER) {
-        if let Some(a) = v.vtimer_held.take() {
-            gic::deactivate(a);
-        }
+    if v.vtimer_held.is_some()
+        && !v.vm.vgic.in_flight(v.index, gic::PPI_VTIMER)
+        && let Some(a) = v.vtimer_held.take()
+    {
+        gic::deactivate(a);
     }
 }

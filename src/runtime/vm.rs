@@ -343,7 +343,7 @@ impl Vm {
     }
 
     pub fn s2_stats(&self) -> Stage2Stats {
-        self.s2.lock().stats().clone()
+        *self.s2.lock().stats()
     }
 
     /// True when `ipa` lies in this VM's RAM (PSCI CPU_ON entry check).

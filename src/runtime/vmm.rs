@@ -501,8 +501,8 @@ pub fn request_dump() {
         );
     }
     let me = cpu::current_index();
-    for i in 0..boot::cpus_online() {
-        DUMP[i].store(true, Ordering::SeqCst);
+    for (i, flag) in DUMP.iter().enumerate().take(boot::cpus_online()) {
+        flag.store(true, Ordering::SeqCst);
         if i != me {
             gic::send_sgi(i, gic::SGI_KICK);
         }

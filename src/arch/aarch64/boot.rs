@@ -38,6 +38,8 @@ unsafe extern "C" {
     static __stacks_start: u8;
     static __stacks_end: u8;
     fn kestrel_secondary_entry();
+    fn kestrel_secondary_spin_entry();
+    static kestrel_spin_handoff: u8;
 }
 
 /// Physical layout of the loaded image (identity mapped, so these are also its addresses).
@@ -70,6 +72,24 @@ pub fn stack_top(index: usize) -> u64 {
 /// Physical address at which a secondary CPU starts (PSCI CPU_ON entry, spin-table release).
 pub fn secondary_entry_pa() -> u64 {
     kestrel_secondary_entry as *const () as u64
+}
+
+/// Entry of a CPU released from a spin table (it finds its index in the handoff table).
+pub fn spin_entry_pa() -> u64 {
+    kestrel_secondary_spin_entry as *const () as u64
+}
+
+/// The spin-table handoff table (MAX_CPUS slots of affinity, context).
+pub fn spin_handoff_pa() -> u64 {
+    core::ptr::addr_of!(kestrel_spin_handoff) as u64
+}
+
+/// A 64-bit store to physical memory the caller owns or was told to write (a spin-table
+/// release word or a handoff slot), in one access.
+pub fn write_phys_u64(pa: u64, value: u64) {
+    // SAFETY: callers pass 8-byte aligned addresses validated against the platform's RAM and
+    // reserved ranges (spin_table::plan), identity-mapped by the EL2 map.
+    unsafe { core::ptr::write_volatile(pa as *mut u64, value) }
 }
 
 /// Publishes the EL2 MMU configuration for secondary CPUs and cleans it to the point of

@@ -2,6 +2,7 @@
 //! whichever the DTB names, and the `log` backend that prefixes every line with a timestamp
 //! from the system counter and the CPU number.
 use super::cpu;
+use crate::platform::mini_uart::{MiniUart, Regs32};
 use arm_pl011_uart::{PL011Registers, Uart, UniqueMmioPointer};
 use core::fmt::{self, Write};
 use core::ptr::NonNull;
@@ -19,43 +20,22 @@ pub enum UartKind {
 enum PhysUart {
     None,
     Pl011(Uart<'static>),
-    Mini(MiniUart),
+    Mini(MiniUart<MiniUartMmio>),
 }
 
-/// The BCM2835 mini UART: AUX_MU_IO at +0x00, AUX_MU_LSR at +0x14 relative to the DTB's reg
-/// (BCM2835 ARM Peripherals, 2.2.2).
-struct MiniUart {
-    base: usize,
-}
+/// The mini UART's registers as MMIO (the driver logic is `platform::mini_uart`, tested on
+/// the host against a register model).
+struct MiniUartMmio(usize);
 
-impl MiniUart {
-    const IO: usize = 0x00;
-    const IER: usize = 0x04;
-    const LSR: usize = 0x14;
-    const LSR_DATA_READY: u32 = 1 << 0;
-    const LSR_TX_EMPTY: u32 = 1 << 5;
-
+impl Regs32 for MiniUartMmio {
     fn read(&self, off: usize) -> u32 {
-        // SAFETY: `base` is the mini UART register block from the DTB, mapped as device memory;
-        // these registers are 32-bit and reading LSR has no side effect.
-        unsafe { core::ptr::read_volatile((self.base + off) as *const u32) }
+        // SAFETY: `self.0` is the mini UART register block from the DTB, device-mapped;
+        // its registers are 32 bits wide at 4-byte strides.
+        unsafe { core::ptr::read_volatile((self.0 + off) as *const u32) }
     }
     fn write(&self, off: usize, v: u32) {
-        // SAFETY: as in `read`; writing IO transmits one byte.
-        unsafe { core::ptr::write_volatile((self.base + off) as *mut u32, v) }
-    }
-    fn putc(&mut self, b: u8) {
-        while self.read(Self::LSR) & Self::LSR_TX_EMPTY == 0 {
-            core::hint::spin_loop();
-        }
-        self.write(Self::IO, b as u32);
-    }
-    fn getc(&mut self) -> Option<u8> {
-        if self.read(Self::LSR) & Self::LSR_DATA_READY != 0 {
-            Some(self.read(Self::IO) as u8)
-        } else {
-            None
-        }
+        // SAFETY: as in `read`.
+        unsafe { core::ptr::write_volatile((self.0 + off) as *mut u32, v) }
     }
 }
 
@@ -97,9 +77,7 @@ pub fn init(kind: UartKind, base: u64) {
             Some(p) => PhysUart::Pl011(Uart::new(unsafe { UniqueMmioPointer::new(p) })),
             None => PhysUart::None,
         },
-        UartKind::MiniUart => PhysUart::Mini(MiniUart {
-            base: base as usize,
-        }),
+        UartKind::MiniUart => PhysUart::Mini(MiniUart::new(MiniUartMmio(base as usize))),
     };
     *CONSOLE.lock() = uart;
 }
@@ -219,7 +197,7 @@ pub fn enable_rx_interrupt() {
         PhysUart::Pl011(u) => {
             u.set_interrupt_masks(arm_pl011_uart::Interrupts::RXI | arm_pl011_uart::Interrupts::RTI)
         }
-        PhysUart::Mini(m) => m.write(MiniUart::IER, 1),
+        PhysUart::Mini(m) => m.set_rx_interrupt(true),
         PhysUart::None => {}
     }
 }

@@ -80,7 +80,7 @@ pub fn zero_phys(pa: PhysAddr, len: u64) {
     unsafe { asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack)) };
     let block = 4u64 << (dczid & 0xf);
     let (mut a, end) = (pa.as_u64(), pa.as_u64() + len);
-    if dczid & (1 << 4) == 0 && a % block == 0 && len % block == 0 {
+    if dczid & (1 << 4) == 0 && a.is_multiple_of(block) && len.is_multiple_of(block) {
         while a < end {
             // SAFETY: `a` is in RAM the caller owns (identity-mapped, normal memory).
             unsafe { asm!("dc zva, {}", in(reg) a, options(nostack)) };
