@@ -79,7 +79,9 @@ qemu+=("${extra[@]}")
 # watcher ends it on the hypervisor's final line (needed where nothing can power off) or on a
 # panic, and on timeout.
 final_re='kestrel: (power off|halted, power can be removed)|PANIC:|UNEXPECTED EXCEPTION'
-"${qemu[@]}" > >(tee -a "$log") &
+# Explicit stdin: a background job of a non-interactive shell would otherwise read /dev/null,
+# and the guest's shell would get no keyboard input.
+"${qemu[@]}" <&0 > >(tee -a "$log") &
 qpid=$!
 start=$SECONDS
 status=""

@@ -72,6 +72,9 @@ impl ConsoleMux {
     /// Output from `src`: calls `out` with the bytes to send to the physical console.
     pub fn write(&mut self, src: Source, bytes: &[u8], out: &mut dyn FnMut(&[u8])) {
         for &b in bytes {
+            if b == b'\r' {
+                continue;
+            }
             if self.mid_line && self.owner != Some(src) {
                 out(b"\n");
                 self.mid_line = false;
@@ -89,7 +92,6 @@ impl ConsoleMux {
                     out(b"\n");
                     self.mid_line = false;
                 }
-                b'\r' => {}
                 _ => {
                     out(&[b]);
                     self.mid_line = true;
@@ -206,7 +208,10 @@ mod tests {
     #[test]
     fn carriage_returns_from_guests_are_dropped() {
         let mut m = two_vms();
-        assert_eq!(render(&mut m, &[(Source::Vm(1), "x\r\n")]), "[b] x\n");
+        assert_eq!(
+            render(&mut m, &[(Source::Vm(1), "x\r\n\r\ny\n")]),
+            "[b] x\n[b] \n[b] y\n"
+        );
     }
 
     #[test]

@@ -186,6 +186,7 @@ fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
         match r {
             Ok(()) => {
                 frame.skip_instruction();
+                v.vm.feed_console(&mut fx);
                 apply_effects(&v.vm, v.index, &fx);
             }
             Err(e) => {

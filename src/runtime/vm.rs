@@ -21,12 +21,13 @@ use crate::vdev::pl011::Pl011;
 use crate::vgic::Vgic;
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
+use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 use core::mem::ManuallyDrop;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::Mutex;
 
 pub type S2 = LockedStage2<HypTableMemory, HwTlb>;
@@ -138,7 +139,13 @@ pub struct Vm {
     pub run: Mutex<RunState>,
     pub stats: ExitStats,
     pub console: usize,
+    /// Keyboard input waiting for room in the emulated UART's receive FIFO.
+    console_in: Mutex<VecDeque<u8>>,
+    console_in_pending: AtomicBool,
 }
+
+/// Most keyboard input buffered for one VM; beyond it, input is dropped.
+const CONSOLE_IN_MAX: usize = 4096;
 
 impl Vm {
     /// Builds a VM: allocates and scrubs its RAM, creates its stage-2 table, virtual GIC and
@@ -270,6 +277,8 @@ impl Vm {
             run: Mutex::new(RunState::default()),
             stats: ExitStats::default(),
             console,
+            console_in: Mutex::new(VecDeque::new()),
+            console_in_pending: AtomicBool::new(false),
         };
         vm.load()?;
         Ok(vm)
@@ -335,6 +344,37 @@ impl Vm {
             let n = room.min(bytes.len() - done);
             stage2_hw::copy_to_phys(r.pa_of(at), &bytes[done..done + n]);
             done += n;
+        }
+    }
+
+    /// Queues keyboard input for the VM's console and moves what fits into its UART.
+    pub fn console_input(&self, bytes: &[u8], fx: &mut crate::vdev::Effects) {
+        let mut q = self.console_in.lock();
+        for &b in bytes {
+            if q.len() < CONSOLE_IN_MAX {
+                q.push_back(b);
+            }
+        }
+        drop(q);
+        self.console_in_pending.store(true, Ordering::Release);
+        self.feed_console(fx);
+    }
+
+    /// Moves queued keyboard input into the UART's receive FIFO while it has room (called after
+    /// the guest touched its UART, which may have made room).
+    #[inline]
+    pub fn feed_console(&self, fx: &mut crate::vdev::Effects) {
+        if !self.console_in_pending.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(p) = &self.pl011 else { return };
+        let mut q = self.console_in.lock();
+        while p.rx_space() > 0 {
+            let Some(b) = q.pop_front() else { break };
+            p.push_rx(b, fx);
+        }
+        if q.is_empty() {
+            self.console_in_pending.store(false, Ordering::Release);
         }
     }
 

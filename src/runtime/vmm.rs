@@ -447,11 +447,9 @@ pub fn console_input() {
                     .flatten()
                     .find(|v| v.console == i)
                     .cloned();
-                if let Some(vm) = vm
-                    && let Some(p) = &vm.pl011
-                {
+                if let Some(vm) = vm {
                     let mut fx = crate::vdev::Effects::new();
-                    p.push_rx(byte, &mut fx);
+                    vm.console_input(&[byte], &mut fx);
                     crate::runtime::exit::apply_effects(&vm, usize::MAX, &fx);
                 }
             }
