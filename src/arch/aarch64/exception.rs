@@ -30,23 +30,6 @@ fn origin(kind: u64) -> &'static str {
     }
 }
 
-// Interim: replaced by the trap module's decoder once it lands.
-fn ec_name(ec: u64) -> &'static str {
-    match ec {
-        0x00 => "unknown reason",
-        0x01 => "WFI/WFE",
-        0x16 => "HVC",
-        0x17 => "SMC",
-        0x18 => "MSR/MRS/system instruction",
-        0x20 | 0x21 => "instruction abort",
-        0x22 => "PC alignment",
-        0x24 | 0x25 => "data abort",
-        0x26 => "SP alignment",
-        0x2f => "SError",
-        _ => "other",
-    }
-}
-
 /// Prints a full report of an unexpected exception.
 pub fn report(frame: &TrapFrame, kind: u64, esr: u64, far: u64) {
     console::with_console(|w| {
@@ -57,7 +40,7 @@ pub fn report(frame: &TrapFrame, kind: u64, esr: u64, far: u64) {
             kind_name(kind),
             origin(kind),
             (esr >> 26) & 0x3f,
-            ec_name((esr >> 26) & 0x3f),
+            crate::trap::esr::Esr(esr).class().name(),
             esr,
             far
         );
