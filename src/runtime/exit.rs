@@ -54,7 +54,7 @@ pub fn handle(frame: &mut GuestRegs, kind: u64) {
     if vmm::panicking() {
         cpu::halt();
     }
-    if v.vm.stopping().is_some() {
+    if v.vm.stop_requested() {
         vmm::park();
     }
     let k = v.vm.vgic.flush_to_lrs(&mut v.vgic, &mut v.lrs);

@@ -142,6 +142,7 @@ pub struct Vm {
     /// Keyboard input waiting for room in the emulated UART's receive FIFO.
     console_in: Mutex<VecDeque<u8>>,
     console_in_pending: AtomicBool,
+    stop_requested: AtomicBool,
 }
 
 /// Most keyboard input buffered for one VM; beyond it, input is dropped.
@@ -279,6 +280,7 @@ impl Vm {
             console,
             console_in: Mutex::new(VecDeque::new()),
             console_in_pending: AtomicBool::new(false),
+            stop_requested: AtomicBool::new(false),
         };
         vm.load()?;
         Ok(vm)
@@ -404,6 +406,23 @@ impl Vm {
 
     pub fn stopping(&self) -> Option<StopKind> {
         self.run.lock().stopping
+    }
+
+    /// The exit path's check: has anyone asked this VM to stop? (One atomic load, no lock.)
+    #[inline]
+    pub fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::Acquire)
+    }
+
+    /// Marks the VM as stopping (first reason wins); returns false if it already was.
+    pub fn request_stop(&self, kind: StopKind) -> bool {
+        let mut run = self.run.lock();
+        if run.stopping.is_some() {
+            return false;
+        }
+        run.stopping = Some(kind);
+        self.stop_requested.store(true, Ordering::Release);
+        true
     }
 
     /// The one-line summary printed when a VM ends.

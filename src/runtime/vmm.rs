@@ -385,12 +385,7 @@ pub fn park() -> ! {
 
 /// Asks every vCPU of `vm` to stop (`kind` says why); the caller then parks its own vCPU.
 pub fn stop_vm(vm: &Vm, kind: StopKind, me: usize) {
-    {
-        let mut run = vm.run.lock();
-        if run.stopping.is_none() {
-            run.stopping = Some(kind);
-        }
-    }
+    vm.request_stop(kind);
     kick(vm, u64::MAX >> (64 - vm.pcpus.len().min(64)), me);
 }
 
