@@ -79,6 +79,9 @@ pub struct DeviceConfig {
     pub ipa: Ipa,
     /// SPI numbers (INTID - 32), each below the VM's `spis`.
     pub interrupts: Vec<u32>,
+    /// `compatible` strings for a node describing the device in the generated guest DTB;
+    /// empty: no node (the guest learns of the device some other way, e.g. its own `dtb`).
+    pub compatible: Vec<String>,
 }
 
 /// A validated VM configuration.
@@ -207,6 +210,10 @@ pub enum ConfigError {
         key: String,
         with: String,
     },
+    /// A `compatible` string that is empty or holds a NUL.
+    BadCompatible {
+        key: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -312,6 +319,9 @@ impl fmt::Display for ConfigError {
             ConfigError::Overlap { key, with } => {
                 write!(f, "vm.toml: `{key}` overlaps `{with}`")
             }
+            ConfigError::BadCompatible { key } => {
+                write!(f, "vm.toml: `{key}` holds an empty string or a NUL")
+            }
         }
     }
 }
@@ -373,6 +383,7 @@ struct RawDevice {
     size: SizeValue,
     ipa: Option<i64>,
     interrupts: Option<Vec<i64>>,
+    compatible: Option<Vec<String>>,
 }
 
 /// Parses a size: an integer of bytes, or `<digits>` followed by an optional binary unit
@@ -747,12 +758,19 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
             let spi_key = alloc::format!("devices[{i}].interrupts[{k}]");
             interrupts.push(in_range(&spi_key, spi, 0, i64::from(spis) - 1)? as u32);
         }
+        let compatible = d.compatible.unwrap_or_default();
+        if compatible.iter().any(|c| c.is_empty() || c.contains('\0')) {
+            return Err(ConfigError::BadCompatible {
+                key: key("compatible"),
+            });
+        }
         devices.push(DeviceConfig {
             name: d.name,
             base: PhysAddr::new(base),
             size,
             ipa: Ipa::new(ipa),
             interrupts,
+            compatible,
         });
     }
 

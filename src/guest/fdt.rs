@@ -19,7 +19,7 @@ use core::fmt;
 
 use vm_fdt::FdtWriter;
 
-use super::config::{Console, VmConfig};
+use super::config::{Console, DeviceConfig, VmConfig};
 use super::layout::{GuestLayout, IpaRange, guest_map};
 use crate::addr::Ipa;
 
@@ -94,6 +94,9 @@ pub struct GuestDtbSpec<'a> {
     pub initrd: Option<IpaRange>,
     /// Bytes for `/chosen/rng-seed` (seeds the guest's RNG early), if any.
     pub rng_seed: Option<&'a [u8]>,
+    /// Passthrough devices; those with `compatible` strings get a node (reg at their IPA,
+    /// their SPIs level-high, and the APB clock when they are AMBA primecells).
+    pub devices: &'a [DeviceConfig],
 }
 
 /// MPIDR_EL1 bit 31 is RES1 (Arm ARM D23.2 "MPIDR_EL1").
@@ -132,6 +135,7 @@ impl<'a> GuestDtbSpec<'a> {
             bootargs: &config.bootargs,
             initrd: layout.initrd,
             rng_seed: None,
+            devices: &config.devices,
         }
     }
 }
@@ -198,6 +202,18 @@ fn reg_cells(ranges: &[IpaRange]) -> Vec<u64> {
 
 fn strings(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
+}
+
+/// The fixed 24 MHz APB clock AMBA devices (the PL011, passthrough primecells) refer to.
+fn apb_clock(w: &mut FdtWriter) -> Result<(), FdtError> {
+    let clock = w.begin_node("apb-pclk")?;
+    w.property_string("compatible", "fixed-clock")?;
+    w.property_u32("#clock-cells", 0)?;
+    w.property_u32("clock-frequency", UART_CLOCK_HZ)?;
+    w.property_string("clock-output-names", "clk24mhz")?;
+    w.property_phandle(PHANDLE_CLOCK)?;
+    w.end_node(clock)?;
+    Ok(())
 }
 
 /// Generates the guest DTB.
@@ -362,14 +378,50 @@ pub fn build(spec: &GuestDtbSpec<'_>) -> Result<Vec<u8>, FdtError> {
     w.property_null("always-on")?;
     w.end_node(timer)?;
 
+    let described: Vec<&DeviceConfig> = spec
+        .devices
+        .iter()
+        .filter(|d| !d.compatible.is_empty())
+        .collect();
+    let primecell = described
+        .iter()
+        .any(|d| d.compatible.iter().any(|c| c == "arm,primecell"));
+    if spec.uart.is_none() && primecell {
+        apb_clock(&mut w)?;
+    }
+    for d in &described {
+        let name: String = d
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || ",._+-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let node = w.begin_node(&format!("{name}@{:x}", d.ipa.as_u64()))?;
+        let compat: Vec<&str> = d.compatible.iter().map(|s| s.as_str()).collect();
+        w.property_string_list("compatible", strings(&compat))?;
+        w.property_array_u64("reg", &[d.ipa.as_u64(), d.size])?;
+        if !d.interrupts.is_empty() {
+            let cells: Vec<u32> = d
+                .interrupts
+                .iter()
+                .flat_map(|&s| [GIC_SPI, s, IRQ_TYPE_LEVEL_HIGH])
+                .collect();
+            w.property_array_u32("interrupts", &cells)?;
+        }
+        if d.compatible.iter().any(|c| c == "arm,primecell") {
+            w.property_u32("clocks", PHANDLE_CLOCK)?;
+            w.property_string("clock-names", "apb_pclk")?;
+        }
+        w.end_node(node)?;
+    }
+
     if let (Some(uart), Some(path)) = (spec.uart, &uart_path) {
-        let clock = w.begin_node("apb-pclk")?;
-        w.property_string("compatible", "fixed-clock")?;
-        w.property_u32("#clock-cells", 0)?;
-        w.property_u32("clock-frequency", UART_CLOCK_HZ)?;
-        w.property_string("clock-output-names", "clk24mhz")?;
-        w.property_phandle(PHANDLE_CLOCK)?;
-        w.end_node(clock)?;
+        apb_clock(&mut w)?;
 
         let node = w.begin_node(path.trim_start_matches('/'))?;
         w.property_string_list("compatible", strings(&["arm,pl011", "arm,primecell"]))?;
@@ -425,6 +477,7 @@ mod tests {
             bootargs: "console=ttyAMA0 earlycon",
             initrd: Some(r(0x4000_0000 + 30 * M, 0x12_3456)),
             rng_seed: Some(&[1, 2, 3, 4, 5, 6, 7, 8]),
+            devices: &[],
         }
     }
 
@@ -687,6 +740,53 @@ mod tests {
         assert_eq!(
             cells_u64(fdt.find_node("/cpus/cpu@100").unwrap(), "reg"),
             [0x100]
+        );
+    }
+
+    #[test]
+    fn passthrough_devices_with_compatible_get_nodes_with_their_spis_and_clock() {
+        use crate::addr::PhysAddr;
+        let devs = [
+            DeviceConfig {
+                name: "rtc".into(),
+                base: PhysAddr::new(0x0901_0000),
+                size: 0x1000,
+                ipa: Ipa::new(0x0c00_0000),
+                interrupts: vec![2],
+                compatible: vec!["arm,pl031".into(), "arm,primecell".into()],
+            },
+            DeviceConfig {
+                name: "hidden".into(),
+                base: PhysAddr::new(0x0a00_0000),
+                size: 0x1000,
+                ipa: Ipa::new(0x0d00_0000),
+                interrupts: vec![3],
+                compatible: vec![],
+            },
+        ];
+        let memory = [r(0x4000_0000, 512 * M)];
+        let mut spec = spec_v3(&[MPIDR_RES1], &memory);
+        spec.uart = None;
+        spec.devices = &devs;
+        let blob = build(&spec).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let rtc = fdt.find_node("/rtc@c000000").expect("rtc node");
+        assert_eq!(
+            rtc.compatible().unwrap().all().collect::<Vec<_>>(),
+            ["arm,pl031", "arm,primecell"]
+        );
+        assert_eq!(
+            cells_u32(rtc, "interrupts"),
+            [GIC_SPI, 2, IRQ_TYPE_LEVEL_HIGH]
+        );
+        assert_eq!(cells_u32(rtc, "clocks"), [PHANDLE_CLOCK]);
+        assert!(
+            fdt.find_node("/apb-pclk").is_some(),
+            "the primecell needs its clock"
+        );
+        assert!(
+            fdt.find_node("/hidden@d000000").is_none(),
+            "no compatible: no node"
         );
     }
 

@@ -386,6 +386,13 @@ fn irq(v: &mut Vcpu) {
             }
             gic::PPI_MAINTENANCE => maintenance = true,
             gic::SGI_KICK => {}
+            _ if vmm::passthrough_owner(intid) == Some(v.vm.id) => {
+                // Hardware-linked: the guest's deactivation deactivates the physical SPI.
+                if let Ok(mask) = v.vm.vgic.set_spi_level(intid, true) {
+                    vmm::kick(&v.vm, mask, v.index);
+                }
+                continue;
+            }
             _ if intid as usize == vmm::console_irq() => vmm::console_input(),
             _ => warn!(
                 "kestrel: unexpected interrupt {intid} on cpu{}",

@@ -58,9 +58,13 @@ pub struct VmImages {
 /// Why a VM could not be built.
 #[derive(Debug)]
 pub enum VmBuildError {
-    NoMemory { bytes: u64 },
+    NoMemory {
+        bytes: u64,
+    },
     Stage2(Stage2Error),
     Vgic(crate::vgic::VgicError),
+    /// A passthrough interrupt is already given to another VM.
+    InterruptTaken(u32),
     Dtb(crate::guest::fdt::FdtError),
     DtbTooLarge,
     VmidsExhausted,
@@ -72,6 +76,7 @@ impl fmt::Display for VmBuildError {
             Self::NoMemory { bytes } => write!(f, "no {} MiB of free RAM", bytes >> 20),
             Self::Stage2(e) => write!(f, "stage-2 table: {e:?}"),
             Self::Vgic(e) => write!(f, "virtual GIC: {e:?}"),
+            Self::InterruptTaken(i) => write!(f, "interrupt {i} is already given to another VM"),
             Self::Dtb(e) => write!(f, "guest DTB: {e:?}"),
             Self::DtbTooLarge => write!(f, "guest DTB larger than its 2 MiB slot"),
             Self::VmidsExhausted => write!(f, "no free VMID"),
@@ -136,6 +141,8 @@ pub struct Vm {
     pub vgic: Arc<Vgic>,
     pub pl011: Option<Arc<Pl011>>,
     pub psci: Psci,
+    /// Physical SPIs (INTIDs) of passthrough devices, forwarded to this VM.
+    pub passthrough: Vec<u32>,
     pub run: Mutex<RunState>,
     pub stats: ExitStats,
     pub console: usize,
@@ -231,6 +238,19 @@ impl Vm {
                 return Err(VmBuildError::Vgic(e));
             }
         };
+        // Passthrough interrupts: the virtual SPI is linked to the physical one with the same
+        // INTID (HW bit), so the guest's deactivation reaches the device's interrupt.
+        let passthrough: Vec<u32> = cfg
+            .devices
+            .iter()
+            .flat_map(|d| d.interrupts.iter().map(|s| s + 32))
+            .collect();
+        for &intid in &passthrough {
+            if let Err(e) = vgic.map_hw_spi(intid, intid) {
+                free_vmid(s2.destroy(&PAGES));
+                return Err(VmBuildError::Vgic(e));
+            }
+        }
         let mut devices = Vec::new();
         if m.gic_v3 {
             devices.push(DeviceSlot {
@@ -275,6 +295,7 @@ impl Vm {
             devices,
             vgic,
             pl011,
+            passthrough,
             run: Mutex::new(RunState::default()),
             stats: ExitStats::default(),
             console,
@@ -476,6 +497,7 @@ impl Drop for RamGuard {
 
 impl Drop for Vm {
     fn drop(&mut self) {
+        crate::runtime::vmm::release_passthrough(self);
         // SAFETY: `s2` is taken exactly once, here, and never used afterwards.
         let s2 = unsafe { ManuallyDrop::take(&mut self.s2) };
         free_vmid(s2.destroy(&PAGES));

@@ -222,6 +222,7 @@ fn create_and_start(
     let entry = images.layout.kernel_entry.as_u64();
     let dtb = images.layout.dtb.as_u64();
     let vm = Arc::new(Vm::build(id, images, pcpus, console, m)?);
+    claim_passthrough(&vm)?;
     info!(
         "kestrel: vm {} (id {id}): {} vCPUs on pCPUs {:?}, {} MiB at {:#x}, entry {entry:#x}",
         vm.name,
@@ -294,6 +295,16 @@ fn idle() -> ! {
             gic::priority_drop(a);
             if a.intid as usize == CONSOLE_IRQ.load(Ordering::Relaxed) {
                 console_input();
+            } else if let Some(owner) = passthrough_owner(a.intid) {
+                // A passthrough interrupt whose VM does not run here right now: pend it in the
+                // VM's GIC and leave it active; the vCPU that takes it deactivates it.
+                let vm = VMS.lock().get(owner).cloned().flatten();
+                if let Some(vm) = vm
+                    && let Ok(mask) = vm.vgic.set_spi_level(a.intid, true)
+                {
+                    kick(&vm, mask, usize::MAX);
+                    continue;
+                }
             }
             gic::deactivate(a);
         }
@@ -530,4 +541,51 @@ pub fn dump_if_asked(frame: Option<&GuestRegs>) {
         gic::read_misr(),
         v.vm.vgic.debug_summary(v.index)
     );
+}
+
+/// Owner (VM id + 1) of each physical interrupt forwarded to a VM; 0 when none.
+static PASSTHROUGH: [AtomicUsize; 1024] = [const { AtomicUsize::new(0) }; 1024];
+
+/// Takes the VM's passthrough interrupts and routes them to its first vCPU's physical CPU.
+fn claim_passthrough(vm: &Vm) -> Result<(), crate::runtime::vm::VmBuildError> {
+    for (n, &intid) in vm.passthrough.iter().enumerate() {
+        let Some(slot) = PASSTHROUGH.get(intid as usize) else {
+            continue;
+        };
+        if slot
+            .compare_exchange(0, vm.id + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            for &i in &vm.passthrough[..n] {
+                if let Some(s) = PASSTHROUGH.get(i as usize) {
+                    s.store(0, Ordering::Release);
+                }
+            }
+            return Err(crate::runtime::vm::VmBuildError::InterruptTaken(intid));
+        }
+    }
+    for &intid in &vm.passthrough {
+        gic::enable_spi(intid, vm.pcpus.first().copied().unwrap_or(0), false);
+    }
+    Ok(())
+}
+
+/// Gives a VM's passthrough interrupts back (at VM end): disabled, inactive, unowned.
+pub fn release_passthrough(vm: &Vm) {
+    for &intid in &vm.passthrough {
+        if let Some(slot) = PASSTHROUGH.get(intid as usize)
+            && slot.load(Ordering::Acquire) == vm.id + 1
+        {
+            gic::disable_spi(intid);
+            gic::clear_active_spi(intid);
+            slot.store(0, Ordering::Release);
+        }
+    }
+}
+
+/// The VM id a physical interrupt is forwarded to.
+#[inline]
+pub fn passthrough_owner(intid: u32) -> Option<usize> {
+    let v = PASSTHROUGH.get(intid as usize)?.load(Ordering::Relaxed);
+    v.checked_sub(1)
 }

@@ -616,3 +616,16 @@ pub fn clear_active_private(intid: u32) {
         GicVersion::V2 => wr32(gic().frames.gicd as usize + GICD_ICACTIVER, 1 << intid),
     }
 }
+
+/// Clears the active state of SPI `intid` (a passthrough interrupt its VM left active).
+pub fn clear_active_spi(intid: u32) {
+    let g = gic();
+    if intid < 32 || intid >= g.spi_limit {
+        return;
+    }
+    let gicd = g.frames.gicd as usize;
+    wr32(
+        gicd + GICD_ICACTIVER + (intid as usize / 32) * 4,
+        1 << (intid % 32),
+    );
+}

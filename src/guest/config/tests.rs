@@ -92,6 +92,7 @@ ipa = 0x0a00_0000
                 base: PhysAddr::new(0xfd58_0000),
                 size: 0x1_0000,
                 ipa: Ipa::new(0xfd58_0000),
+                compatible: Vec::new(),
                 interrupts: vec![29, 30],
             },
             DeviceConfig {
@@ -99,6 +100,7 @@ ipa = 0x0a00_0000
                 base: PhysAddr::new(0xfe20_0000),
                 size: 0x1000,
                 ipa: Ipa::new(0x0a00_0000),
+                compatible: Vec::new(),
                 interrupts: vec![],
             },
         ]
@@ -634,6 +636,7 @@ fn refuses_duplicate_names_and_devices_given_twice() {
         base: PhysAddr::new(base),
         size: 0x1000,
         ipa: Ipa::new(base),
+        compatible: Vec::new(),
         interrupts: vec![],
     };
     let mut x = vm("x", 1, 256, None);
