@@ -192,7 +192,9 @@ build_all() {
     mkdir -p "$ovl"
     (cd "$ovl" && zcat "$build/initramfs.cpio.gz" | cpio -i --quiet init)
     awk 'NR == 1 { print; print "/kbench-stamp init"; next }
-         /^echo "GUEST: userland reached"$/ { print; print "/kbench-stamp userland"; print "poweroff -f"; hit = 1; next }
+         /^echo "GUEST: userland reached"$/ {
+             print; print "/kbench-stamp userland"; print "poweroff -f"; hit = 1; next
+         }
          { print }
          END { exit hit ? 0 : 1 }' "$ovl/init" >"$ovl/init.new" ||
         die "the standard /init has no 'echo \"GUEST: userland reached\"' line"
@@ -346,7 +348,8 @@ run_all() {
     # 3. Under the plugin. Direct: an empty hypervisor range, every instruction is the guest's.
     for n in 1 2; do
         runone prof-boot-direct-${n}cpu "$stamp" direct 3 "$n" 512M "$kernel" "$initrd" "$bootargs" \
-            -dtb "$build/direct-${n}cpu.dtb" -plugin "$plugin,hv_start=0x1,hv_end=0x2,out=$profs/boot-direct-${n}cpu.txt,stop_mark=2"
+            -dtb "$build/direct-${n}cpu.dtb" \
+            -plugin "$plugin,hv_start=0x1,hv_end=0x2,out=$profs/boot-direct-${n}cpu.txt,stop_mark=2"
         runone prof-boot-kestrel-${n}cpu "$stamp" hv 3 "$n" "$build/linux-$n.cpio" \
             -plugin "$(plugin_args "$profs/boot-kestrel-${n}cpu.txt" pairs=on,stop_mark=2)"
     done
@@ -363,7 +366,8 @@ results=$out/results.txt
 : >"$results"
 put() { echo "$1 $2" >>"$results"; }   # key value (deterministic figures only)
 bench_fig() { # log name -> ns_per_op
-    { grep -a "^\(\[bench\] \)\?BENCH: $2 " "$1" || true; } | sed -n 's/.*ns_per_op=\([0-9.]*\).*/\1/p' | sed -n 1p
+    { grep -a "^\(\[bench\] \)\?BENCH: $2 " "$1" || true; } |
+        sed -n 's/.*ns_per_op=\([0-9.]*\).*/\1/p' | sed -n 1p
 }
 for n in 1 2; do
     for h in direct kestrel qemudtb; do
@@ -409,7 +413,8 @@ $1 == "pc" && ($2 in w) {
 }
 END {
     if (tot == 0) exit
-    for (f in c) if (c[f] != 0) printf "%14.1f %5.1f%%  %s\n", c[f] / div, 100 * c[f] / tot, f | "sort -rn | head -" top
+    for (f in c)
+        if (c[f] != 0) printf "%14.1f %5.1f%%  %s\n", c[f] / div, 100 * c[f] / tot, f | "sort -rn | head -" top
     close("sort -rn | head -" top)
     printf "%14.1f total\n", tot / div
 }
@@ -472,9 +477,11 @@ if [ $profile -eq 1 ]; then
             funcs "$p" "all:1,$ncls:-1" 1 12
             echo "== Boot, kestrel, $n vCPU(s): the guest code that caused the most hypervisor instructions"
             echo "   (guest TB address, exits, hypervisor instructions, per exit, first instructions)"
-            { grep '^trigger 0x' "$p" || true; } | awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+            { grep '^trigger 0x' "$p" || true; } |
+                awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
                 d = $0; sub(/.*disas=/, "", d)
-                printf "%12d %20s %7d exits %10d insns %8.1f/exit  %.60s\n", v["hv_insns"], $2, v["exits"], v["hv_insns"], v["hv_insns"] / v["exits"], d }' |
+                printf "%12d %20s %7d exits %10d insns %8.1f/exit  %.60s\n", v["hv_insns"], $2,
+                    v["exits"], v["hv_insns"], v["hv_insns"] / v["exits"], d }' |
                 sort -rn | sed -n 1,12p | cut -c14-
             echo
         } >>"$breakdown"
@@ -545,7 +552,10 @@ summary=$out/summary.txt
     for gic in 3 2; do
         for op in hvc gicd uart timer; do
             d=$(get bench.direct.gic$gic.$op) k=$(get bench.kestrel.gic$gic.$op)
-            [ -n "$d$k" ] || { printf '%-6s v%-3s %9s\n' "$op" "$gic" "skipped (bench guest: GICv3 only)"; continue; }
+            if [ -z "$d$k" ]; then
+                printf '%-6s v%-3s %9s\n' "$op" "$gic" "skipped (bench guest: GICv3 only)"
+                continue
+            fi
             pe=$(get prof.kestrel.gic$gic.$op.hv_insns_per_exit)
             ex="-"
             [ -n "$pe" ] && ex="$pe ($(get prof.kestrel.gic$gic.$op.min)-$(get prof.kestrel.gic$gic.$op.max))"
