@@ -297,7 +297,7 @@ plugin_args() { # out-file [extra plugin options, comma-separated]
 # stamp LOG LABEL -> virtual ns (ticks * 1e9 / CNTFRQ), or empty
 stamp_ns() {
     local l
-    l=$({ grep -a "KBENCH: stamp $2 " "$1" || true; } | sed -n 1p | tr -d '\r')
+    l=$({ grep -a "KBENCH: stamp $2 " "$1" 2>/dev/null || true; } | sed -n 1p | tr -d '\r')
     [ -n "$l" ] || return 0
     local c f
     c=$(echo "$l" | sed -n 's/.*cntvct=\([0-9]*\).*/\1/p')
@@ -307,7 +307,7 @@ stamp_ns() {
 
 # One run: NAME (its log is logs/NAME.log), the line that marks success, then direct|hv and
 # that function's arguments. Its wall-clock time goes to wall.txt. A run without the success
-# line (e.g. QEMU killed from outside) is repeated once.
+# line (e.g. QEMU killed from outside) is repeated once; the failed attempt's log is kept.
 runone() { # name success-regex direct|hv args...
     local name=$1 ok=$2 kind=$3 try t0 t1
     shift 3
@@ -323,14 +323,16 @@ runone() { # name success-regex direct|hv args...
             echo "$name $(wall "$t0" "$t1")" >>"$walls"
             return 0
         fi
-        log "warning: $name: no '$ok' in $logs/$name.log (attempt $try of 2)"
+        mv "$logs/$name.log" "$logs/$name.failed$try.log"
+        log "warning: $name: no '$ok' in its log, kept as $logs/$name.failed$try.log" \
+            "(attempt $try of 2; $(tail -n 1 "$logs/$name.failed$try.log" | cut -c1-100))"
     done
     echo "$name failed" >>"$walls"
 }
 
 run_all() {
     local n gic stamp='KBENCH: stamp userland' done='BENCH: done'
-    rm -f "$profs"/*.txt
+    rm -f "$profs"/*.txt "$logs"/*.failed*.log
     # 1. Boot to /init. "direct": QEMU's device tree minus the devices kestrel does not
     # provide; "qemudtb": QEMU's own device tree (more devices to probe), for reference.
     for n in 1 2; do
@@ -366,7 +368,7 @@ results=$out/results.txt
 : >"$results"
 put() { echo "$1 $2" >>"$results"; }   # key value (deterministic figures only)
 bench_fig() { # log name -> ns_per_op
-    { grep -a "^\(\[bench\] \)\?BENCH: $2 " "$1" || true; } |
+    { grep -a "^\(\[bench\] \)\?BENCH: $2 " "$1" 2>/dev/null || true; } |
         sed -n 's/.*ns_per_op=\([0-9.]*\).*/\1/p' | sed -n 1p
 }
 for n in 1 2; do
@@ -377,7 +379,7 @@ for n in 1 2; do
     done
     # "[s.micros] cpuN kestrel: vm linux (id 0): ..." is logged just before the vCPU starts.
     lg=$logs/boot-kestrel-${n}cpu.log
-    put "boot.kestrel.${n}cpu.vm_start_ns" "$({ grep -a 'kestrel: vm linux (id' "$lg" || true; } | sed -n 1p |
+    put "boot.kestrel.${n}cpu.vm_start_ns" "$({ grep -a 'kestrel: vm linux (id' "$lg" 2>/dev/null || true; } | sed -n 1p |
         sed -n 's/^\[ *\([0-9]*\)\.\([0-9]*\)\].*/\1 \2/p' | awk '{ printf "%d", $1 * 1000000000 + $2 * 1000 }')"
 done
 for gic in 3 2; do
