@@ -23,7 +23,7 @@
 
 use core::sync::atomic::Ordering;
 
-use super::dist::{Dist, bit};
+use super::dist::{Dist, HINT_WORDS, bit};
 use super::irq::{Irq, NO_OWNER};
 use super::lr::{ListRegisters, LrState, LrValue};
 use super::{MAX_LRS, VcpuMask, Vgic};
@@ -228,29 +228,49 @@ impl Vgic {
             }
         }
 
-        // 2. Candidates: not in any LR, and active or deliverable-pending, for this vCPU.
+        // 2. Candidates: not in any LR, and active or deliverable-pending, for this vCPU. Only
+        //    the interrupts hinted for this vCPU are looked at (every interrupt after register
+        //    writes); a hint that turns out stale is dropped.
         let mut best = TopK::new(n);
         let mut total = 0usize;
-        let mut consider = |intid: u32, irq: &Irq, d: &Dist| {
-            if irq.resident() {
-                return;
-            }
-            if !(irq.active || (irq.pending_outside() && d.deliverable(irq, v))) {
-                return;
-            }
-            if !d.targets_vcpu(intid, v) {
-                return;
-            }
-            total += 1;
-            best.insert(key(irq, intid));
+        let wants = |intid: u32, irq: &Irq, d: &Dist| {
+            !irq.resident()
+                && (irq.active || (irq.pending_outside() && d.deliverable(irq, v)))
+                && d.targets_vcpu(intid, v)
         };
-        if let Some(bank) = d.privates(v) {
-            for (intid, irq) in bank.iter().enumerate() {
-                consider(intid as u32, irq, &d);
+        if d.take_rescan(v) {
+            let mut consider = |intid: u32, irq: &Irq, d: &Dist| {
+                if wants(intid, irq, d) {
+                    d.set_hint(v, intid);
+                    total += 1;
+                    best.insert(key(irq, intid));
+                } else {
+                    d.clear_hint(v, intid);
+                }
+            };
+            if let Some(bank) = d.privates(v) {
+                for (intid, irq) in bank.iter().enumerate() {
+                    consider(intid as u32, irq, &d);
+                }
             }
-        }
-        for (intid, irq) in d.spis() {
-            consider(intid, irq, &d);
+            for (intid, irq) in d.spis() {
+                consider(intid, irq, &d);
+            }
+        } else {
+            for w in 0..HINT_WORDS {
+                let mut m = d.hint_word(v, w);
+                while m != 0 {
+                    let intid = (w * 64) as u32 + m.trailing_zeros();
+                    m &= m - 1;
+                    match d.irq(v, intid) {
+                        Some(irq) if wants(intid, irq, &d) => {
+                            total += 1;
+                            best.insert(key(irq, intid));
+                        }
+                        _ => d.clear_hint(v, intid),
+                    }
+                }
+            }
         }
 
         // 3. Place them: free LRs first, then displace a pending-only LR of lower priority.
@@ -272,6 +292,7 @@ impl Vgic {
                         cpu.used &= !(1 << i);
                         cpu.lrs[i] = LrValue::default();
                         // The evicted interrupt now waits outside like the others.
+                        d.set_hint(v, old);
                         total += 1;
                         i
                     }
@@ -287,6 +308,7 @@ impl Vgic {
                 continue;
             };
             irq.owner = v as u8;
+            d.clear_hint(v, intid);
             lrs.write(slot, fmt.encode(&val));
             cpu.lrs[slot] = val;
             cpu.used |= 1 << slot;
@@ -347,6 +369,7 @@ impl Vgic {
             lrs.write(i, 0);
         }
         lrs.set_underflow_irq(false);
+        self.lock().request_rescan(bit(cpu.vcpu));
         *cpu = VgicCpu::new(cpu.vcpu);
         if let Some(flag) = self.work.get(cpu.vcpu) {
             flag.0.store(true, Ordering::Release);

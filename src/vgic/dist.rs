@@ -11,6 +11,7 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
+use core::cell::Cell;
 
 use super::irq::{Irq, NO_OWNER, PRIORITY_MASK, REQ_CLR_ACT, REQ_CLR_PEND, REQ_SET_ACT};
 use super::sgi::{Affinity, Sgi1r, SgiRegister, SgiTargets, Sgir};
@@ -70,7 +71,18 @@ pub(crate) struct Dist {
     pub aff: Vec<u64>,
     /// GICv3: vCPUs whose redistributor has GICR_WAKER.ProcessorSleep == 1.
     pub asleep: VcpuMask,
+    /// Per vCPU, one bit per INTID that may want a list register there: set by every
+    /// [`Dist::notify`] that names the vCPU, cleared by the flush that finds the interrupt
+    /// placed or not wanting one. The flush looks only at these bits, so a timer interrupt does
+    /// not cost a scan of every interrupt of the VM.
+    hints: Vec<[Cell<u64>; HINT_WORDS]>,
+    /// vCPUs whose next flush must look at every interrupt (after register writes, whose
+    /// effects on deliverability are not tracked bit by bit).
+    rescan: Cell<VcpuMask>,
 }
+
+/// INTIDs 0..1024 in 64-bit words.
+pub(crate) const HINT_WORDS: usize = 16;
 
 impl Dist {
     pub fn new(version: GicVersion, mpidrs: &[u64], nr_irqs: u32) -> Self {
@@ -94,6 +106,10 @@ impl Dist {
                 GicVersion::V3 => all_mask(nr_vcpus),
                 GicVersion::V2 => 0,
             },
+            hints: (0..nr_vcpus)
+                .map(|_| core::array::from_fn(|_| Cell::new(0)))
+                .collect(),
+            rescan: Cell::new(all_mask(nr_vcpus)),
         };
         for spi in 0..nr_spis {
             d.route_vcpu[spi] = d.match_affinity(0);
@@ -166,6 +182,57 @@ impl Dist {
     /// Who must look at this interrupt after a change: its owner when a list register holds
     /// it, else one target vCPU when it has become deliverable or active there.
     pub fn notify(&self, bank: usize, intid: u32) -> VcpuMask {
+        let m = self.notify_targets(bank, intid);
+        let mut rest = m;
+        while rest != 0 {
+            let v = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            self.set_hint(v, intid);
+        }
+        m
+    }
+
+    pub fn set_hint(&self, vcpu: usize, intid: u32) {
+        if let Some(h) = self
+            .hints
+            .get(vcpu)
+            .and_then(|h| h.get(intid as usize / 64))
+        {
+            h.set(h.get() | 1 << (intid % 64));
+        }
+    }
+
+    pub fn clear_hint(&self, vcpu: usize, intid: u32) {
+        if let Some(h) = self
+            .hints
+            .get(vcpu)
+            .and_then(|h| h.get(intid as usize / 64))
+        {
+            h.set(h.get() & !(1 << (intid % 64)));
+        }
+    }
+
+    /// The hint word `w` of `vcpu` (INTIDs 64w..64w+63).
+    pub fn hint_word(&self, vcpu: usize, w: usize) -> u64 {
+        self.hints
+            .get(vcpu)
+            .and_then(|h| h.get(w))
+            .map_or(0, Cell::get)
+    }
+
+    /// Asks the next flush of the vCPUs in `mask` to look at every interrupt.
+    pub fn request_rescan(&self, mask: VcpuMask) {
+        self.rescan.set(self.rescan.get() | mask);
+    }
+
+    /// Whether `vcpu`'s flush must look at every interrupt; clears the request.
+    pub fn take_rescan(&self, vcpu: usize) -> bool {
+        let r = self.rescan.get();
+        self.rescan.set(r & !bit(vcpu));
+        r & bit(vcpu) != 0
+    }
+
+    fn notify_targets(&self, bank: usize, intid: u32) -> VcpuMask {
         let Some(irq) = self.irq(bank, intid) else {
             return 0;
         };

@@ -232,6 +232,19 @@ impl Vgic {
     pub(crate) fn with_dist<R>(&self, f: impl FnOnce(&mut Dist) -> (R, VcpuMask)) -> (R, VcpuMask) {
         let mut d = self.lock();
         let (r, kick) = f(&mut d);
+        // Register writes can change what is deliverable in ways the hints do not track bit
+        // by bit: the vCPUs they concern look at everything on their next flush.
+        d.request_rescan(kick);
+        drop(d);
+        self.raise(kick);
+        (r, kick)
+    }
+
+    /// As [`Vgic::with_dist`], for the injection paths, whose every change goes through
+    /// `Dist::notify` and so leaves precise hints.
+    fn with_dist_hinted<R>(&self, f: impl FnOnce(&mut Dist) -> (R, VcpuMask)) -> (R, VcpuMask) {
+        let mut d = self.lock();
+        let (r, kick) = f(&mut d);
         drop(d);
         self.raise(kick);
         (r, kick)
@@ -312,7 +325,7 @@ impl Vgic {
         if !(16..32).contains(&intid) {
             return Err(VgicError::BadIntid);
         }
-        Ok(self.with_dist(|d| ((), d.latch(vcpu, intid))).1)
+        Ok(self.with_dist_hinted(|d| ((), d.latch(vcpu, intid))).1)
     }
 
     /// Drives the input line of SPI `intid`. Level-sensitive: pending while high (or latched);
@@ -320,14 +333,14 @@ impl Vgic {
     /// injection and a low one is ignored. Returns the vCPUs to kick.
     pub fn set_spi_level(&self, intid: u32, level: bool) -> Result<VcpuMask, VgicError> {
         self.check_spi(intid)?;
-        Ok(self.with_dist(|d| ((), d.set_line(intid, level))).1)
+        Ok(self.with_dist_hinted(|d| ((), d.set_line(intid, level))).1)
     }
 
     /// Latches SPI `intid` pending (an edge, or an injection of a HW-mapped SPI when its
     /// physical interrupt fired). Returns the vCPUs to kick.
     pub fn raise_edge(&self, intid: u32) -> Result<VcpuMask, VgicError> {
         self.check_spi(intid)?;
-        Ok(self.with_dist(|d| ((), d.latch(0, intid))).1)
+        Ok(self.with_dist_hinted(|d| ((), d.latch(0, intid))).1)
     }
 
     /// The guest on `sender` wrote `value` to `ICC_SGI0R_EL1` / `ICC_SGI1R_EL1` /
@@ -343,7 +356,7 @@ impl Vgic {
             return Err(VgicError::BadIntid);
         }
         Ok(self
-            .with_dist(|d| ((), d.send_sgi_v3(sender, value, reg)))
+            .with_dist_hinted(|d| ((), d.send_sgi_v3(sender, value, reg)))
             .1)
     }
 
