@@ -142,6 +142,7 @@ fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
         && v.vm.memmap.lookup(ipa).is_some()
     {
         ExitStats::bump(&v.vm.stats.data_abort_ram);
+        v.vm.prepare_for_fault(ipa);
         let fault = Stage2Fault {
             ipa,
             kind,
@@ -226,6 +227,7 @@ fn instruction_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
     if let Some(ia) = esr.instruction_abort()
         && let Some((kind, level)) = fault_kind(ia.status)
     {
+        v.vm.prepare_for_fault(ipa);
         let fault = Stage2Fault {
             ipa,
             kind,

@@ -1,7 +1,7 @@
 //! A VM at run time: its memory, stage-2 table, virtual GIC and devices, PSCI state and
 //! counters. Built from a ramdisk entry; torn down when the last reference goes (its `Drop`
 //! invalidates the VMID, frees every table page, scrubs and frees the RAM).
-use crate::addr::{Ipa, PAGE_SIZE, PhysAddr, Range};
+use crate::addr::{Ipa, PAGE_SIZE, PhysAddr, Range, SZ_2M};
 use crate::arch::aarch64::stage2_hw::{self, HwTlb, HypTableMemory};
 use crate::guest::config::{Console, VmConfig};
 use crate::guest::fdt::{GicSpec, GuestDtbSpec};
@@ -143,6 +143,13 @@ pub struct Vm {
     pub psci: Psci,
     /// Physical SPIs (INTIDs) of passthrough devices, forwarded to this VM.
     pub passthrough: Vec<u32>,
+    geometry: Stage2Geometry,
+    /// Guest RAM in 2 MiB blocks from `ram_base`: true once the block has been scrubbed (and
+    /// cleaned to the point of coherency) for this VM. A block is prepared before stage 2
+    /// first maps it, or before the loader writes into it, so the guest never sees a byte it
+    /// did not write itself; only prepared blocks are scrubbed again when the VM ends.
+    prepared: Vec<AtomicBool>,
+    prep_lock: Mutex<()>,
     pub run: Mutex<RunState>,
     pub stats: ExitStats,
     pub console: usize,
@@ -183,7 +190,6 @@ impl Vm {
         let mut ipa = cfg.ram_base;
         for &(pa, order) in guard.blocks() {
             let size = PAGE_SIZE << order;
-            stage2_hw::zero_phys(pa, size);
             memmap
                 .add(MemRegion::ram(ipa, size, pa))
                 .map_err(VmBuildError::Stage2)?;
@@ -214,6 +220,7 @@ impl Vm {
             a.alloc().map_err(|_| VmBuildError::VmidsExhausted)?
         };
         let vtcr = geo.vtcr(vmid_bits).value();
+        let geometry = geo;
         let table = match Stage2Table::new(geo, vmid, false, HypTableMemory, HwTlb, &PAGES) {
             Ok(t) => t,
             Err(e) => {
@@ -296,6 +303,11 @@ impl Vm {
             vgic,
             pl011,
             passthrough,
+            geometry,
+            prepared: (0..cfg.memory.div_ceil(SZ_2M))
+                .map(|_| AtomicBool::new(false))
+                .collect(),
+            prep_lock: Mutex::new(()),
             run: Mutex::new(RunState::default()),
             stats: ExitStats::default(),
             console,
@@ -311,6 +323,11 @@ impl Vm {
     fn load(&self) -> Result<(), VmBuildError> {
         let im = &self.images;
         let l = &im.layout;
+        self.prepare(l.kernel_base, l.kernel_end - l.kernel_base);
+        self.prepare(l.dtb, crate::guest::layout::DTB_SLOT_SIZE);
+        if let Some(rd) = l.initrd {
+            self.prepare(rd.start, rd.size);
+        }
         self.write(l.kernel_entry, &im.kernel);
         if let (Some(rd), Some(bytes)) = (l.initrd, im.initrd) {
             self.write(rd.start, bytes);
@@ -347,12 +364,62 @@ impl Vm {
             return Err(VmBuildError::DtbTooLarge);
         }
         self.write(l.dtb, &dtb);
-        for r in self.memmap.regions() {
-            if r.kind == crate::mm::stage2::RegionKind::Ram {
-                stage2_hw::sync_guest_memory(r.pa, r.size);
-            }
+        // The guest starts with its MMU and caches off: what was written must be in memory.
+        self.sync_range(l.kernel_entry, im.kernel.len() as u64);
+        self.sync_range(l.dtb, dtb.len() as u64);
+        if let (Some(rd), Some(bytes)) = (l.initrd, im.initrd) {
+            self.sync_range(rd.start, bytes.len() as u64);
         }
         Ok(())
+    }
+
+    /// Scrubs and cleans every not yet prepared 2 MiB block of guest RAM that overlaps
+    /// `[ipa, ipa + size)`. IPAs outside RAM are ignored.
+    pub fn prepare(&self, ipa: Ipa, size: u64) {
+        let base = self.images.config.ram_base.as_u64();
+        let start = ipa.as_u64().saturating_sub(base) / SZ_2M;
+        let end = (ipa.as_u64() + size).saturating_sub(base).div_ceil(SZ_2M);
+        for i in start..end.min(self.prepared.len() as u64) {
+            let flag = &self.prepared[i as usize];
+            if flag.load(Ordering::Acquire) {
+                continue;
+            }
+            let _g = self.prep_lock.lock();
+            if flag.load(Ordering::Acquire) {
+                continue;
+            }
+            let at = Ipa::new(base + i * SZ_2M);
+            if let Some(r) = self.memmap.lookup(at) {
+                let pa = r.pa_of(at);
+                stage2_hw::zero_phys(pa, SZ_2M);
+                crate::arch::aarch64::cache::clean_dcache_range(pa.as_u64(), SZ_2M);
+            }
+            flag.store(true, Ordering::Release);
+        }
+    }
+
+    /// Before the fault path maps the block around `ipa`: prepares the RAM that mapping will
+    /// cover (up to 1 GiB when alignment allows a 1 GiB block).
+    pub fn prepare_for_fault(&self, ipa: Ipa) {
+        if let Some(r) = self.memmap.lookup(ipa)
+            && r.kind == crate::mm::stage2::RegionKind::Ram
+        {
+            let d = crate::mm::stage2::decide_mapping(ipa, r, &self.geometry);
+            self.prepare(d.ipa, d.size);
+        }
+    }
+
+    fn sync_range(&self, ipa: Ipa, len: u64) {
+        let mut done = 0;
+        while done < len {
+            let at = ipa + done;
+            let Some(r) = self.memmap.lookup(at) else {
+                return;
+            };
+            let n = (r.ipa.as_u64() + r.size - at.as_u64()).min(len - done);
+            stage2_hw::sync_guest_memory(r.pa_of(at), n);
+            done += n;
+        }
     }
 
     /// Copies `bytes` into guest RAM at `ipa` (which the layout placed inside RAM).
@@ -501,8 +568,19 @@ impl Drop for Vm {
         // SAFETY: `s2` is taken exactly once, here, and never used afterwards.
         let s2 = unsafe { ManuallyDrop::take(&mut self.s2) };
         free_vmid(s2.destroy(&PAGES));
-        // Scrub and free RAM (the guard does both).
-        drop(RamGuard(Some(core::mem::take(&mut self.ram_blocks))));
+        // Scrub what the guest could have written (the prepared blocks), then free it all.
+        let base = self.images.config.ram_base;
+        for (i, flag) in self.prepared.iter().enumerate() {
+            let at = base + i as u64 * SZ_2M;
+            if flag.load(Ordering::Acquire)
+                && let Some(r) = self.memmap.lookup(at)
+            {
+                stage2_hw::zero_phys(r.pa_of(at), SZ_2M);
+            }
+        }
+        for (pa, order) in core::mem::take(&mut self.ram_blocks) {
+            PAGES.free_frames(pa, order);
+        }
     }
 }
 
