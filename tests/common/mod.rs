@@ -249,11 +249,11 @@ impl Cpio {
         self.out.extend_from_slice(hdr.as_bytes());
         self.out.extend_from_slice(name.as_bytes());
         self.out.push(0);
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
         self.out.extend_from_slice(data);
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
     }
@@ -350,9 +350,7 @@ pub fn vm_pcpus(log: &str, vm: &str) -> Option<Vec<usize>> {
 /// A `0x...` number at the start of `s`.
 pub fn hex_prefix(s: &str) -> Option<u64> {
     let s = s.trim_start().strip_prefix("0x")?;
-    let end = s
-        .find(|c: char| !c.is_ascii_hexdigit())
-        .unwrap_or(s.len());
+    let end = s.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(s.len());
     u64::from_str_radix(&s[..end], 16).ok()
 }
 
