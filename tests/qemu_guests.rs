@@ -25,7 +25,14 @@ fn memtest(
     mkramdisk(&rd, &[&vm]);
     let r = run(
         name,
-        &["--cpus", "2", "--mem", "4G", "--ramdisk", rd.to_str().unwrap()],
+        &[
+            "--cpus",
+            "2",
+            "--mem",
+            "4G",
+            "--ramdisk",
+            rd.to_str().unwrap(),
+        ],
         150,
     );
     r.assert_status(0);
@@ -47,11 +54,7 @@ fn memtest(
     // What memtest says about its RAM must be what the VM was given.
     let ram = r.line_after("[memtest] MEMTEST: ram ").unwrap_or_default();
     let base = hex_prefix(&ram).unwrap_or(0);
-    assert_eq!(
-        format!("{base:#x}"),
-        ram_base,
-        "memtest's RAM base: {ram}"
-    );
+    assert_eq!(format!("{base:#x}"), ram_base, "memtest's RAM base: {ram}");
     Some((r, c))
 }
 

@@ -29,7 +29,11 @@ fn boot_linux(gic: &str, vcpus: usize, mem: &str) {
     std::fs::create_dir_all(repo().join("target/qemu-tests")).expect("mkdir");
     let rd = ramdisk(vcpus);
     let name = format!("linux-gic{gic}-{vcpus}cpu-{mem}");
-    let r = run(&name, &["--gic", gic, "--cpus", "4", "--mem", mem, "--ramdisk", &rd], 300);
+    let r = run(
+        &name,
+        &["--gic", gic, "--cpus", "4", "--mem", mem, "--ramdisk", &rd],
+        300,
+    );
     r.assert_status(0);
     r.assert_contains("[linux] GUEST: userland reached");
     r.assert_contains(&format!("[linux] GUEST: nproc={vcpus}"));
@@ -39,7 +43,10 @@ fn boot_linux(gic: &str, vcpus: usize, mem: &str) {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no memtotal line; log ends:\n{}", r.tail(30)));
     // 512 MiB configured: the kernel reports it minus its own image and reservations.
-    assert!(kb <= 512 * 1024 && kb >= 400 * 1024, "MemTotal {kb} kB does not fit 512 MiB");
+    assert!(
+        kb <= 512 * 1024 && kb >= 400 * 1024,
+        "MemTotal {kb} kB does not fit 512 MiB"
+    );
     r.assert_contains("kestrel: vm linux: powered off");
     r.assert_contains("page accounting back to its starting figure");
     r.assert_lacks("UNEXPECTED EXCEPTION");

@@ -370,20 +370,23 @@ pub fn reserved_range(log: &str, what: &str) -> Option<(u64, u64)> {
 /// A boot through `qemu/run.sh` left running in the background, for tests that talk to QEMU
 /// while the hypervisor runs (e.g. over a monitor socket).
 pub struct Started {
-    child: std::process::Child,
+    child: Option<std::process::Child>,
     pub log_path: PathBuf,
     start: Instant,
 }
 
 /// Starts `qemu/run.sh ARGS --timeout T --no-build --log ...` without waiting for it.
 pub fn start(name: &str, args: &[&str], timeout_s: u64) -> Started {
+    use std::os::unix::process::CommandExt;
     build_image();
     let dir = repo().join("target/qemu-tests");
     std::fs::create_dir_all(&dir).expect("create target/qemu-tests");
     let log_path = dir.join(format!("{name}.log"));
     let _ = std::fs::remove_file(&log_path);
     let t = timeout_s.to_string();
+    // Its own process group, so that `stop` can end run.sh, QEMU and tee together.
     let child = Command::new(repo().join("qemu/run.sh"))
+        .process_group(0)
         .args(["--timeout", &t, "--no-build", "--log"])
         .arg(&log_path)
         .args(args)
@@ -393,7 +396,7 @@ pub fn start(name: &str, args: &[&str], timeout_s: u64) -> Started {
         .spawn()
         .expect("start qemu/run.sh");
     Started {
-        child,
+        child: Some(child),
         log_path,
         start: Instant::now(),
     }
@@ -411,7 +414,7 @@ impl Started {
             if pred(&self.log()) {
                 return true;
             }
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
                 return pred(&self.log());
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -419,11 +422,27 @@ impl Started {
         false
     }
 
+    /// Ends the run now (SIGTERM to run.sh's process group: run.sh, QEMU, tee) and collects
+    /// the log; the status is then that of the killed run.sh.
+    pub fn stop(mut self) -> Run {
+        self.kill();
+        self.finish()
+    }
+
+    fn kill(&mut self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{}", c.id())])
+                .status();
+        }
+    }
+
     /// Waits for run.sh to end (its own timeout applies) and collects the log.
     pub fn finish(mut self) -> Run {
         let status = self
             .child
-            .wait()
+            .take()
+            .and_then(|mut c| c.wait().ok())
             .map(|s| s.code().unwrap_or(-1))
             .unwrap_or(-1);
         Run {
@@ -431,6 +450,18 @@ impl Started {
             log: self.log(),
             elapsed: self.start.elapsed(),
             log_path: self.log_path.clone(),
+        }
+    }
+}
+
+impl Drop for Started {
+    /// A test that panics while QEMU runs does not leave it running.
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.kill();
+            if let Some(mut c) = self.child.take() {
+                let _ = c.wait();
+            }
         }
     }
 }
