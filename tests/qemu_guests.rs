@@ -153,7 +153,7 @@ fn bench_under_icount_prints_parseable_figures() {
     );
     r.assert_status(0);
     r.assert_contains("[bench] BENCH: done");
-    let lines = vm_lines(&r.log, "bench", &["BENCH"]);
+    let lines = vm_lines(&r.log, "bench", &["BENCH: "]);
     for l in lines.iter().filter(|l| l.starts_with("BENCH:")) {
         eprintln!("{l}");
     }

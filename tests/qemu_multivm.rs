@@ -375,7 +375,7 @@ fn hostile_guest_cannot_touch_the_checksum_guest_or_the_hypervisor() {
         &c,
         &[(
             "bootargs",
-            "\"checksum.rounds=30 checksum.pause_ms=500 checksum.limit=0x10000\"",
+            "\"checksum.rounds=40 checksum.pause_ms=500 checksum.limit=0x10000\"",
         )],
     );
     let rd = dir.join("ramdisk.cpio");
@@ -439,7 +439,11 @@ fn hostile_guest_cannot_touch_the_checksum_guest_or_the_hypervisor() {
     }
 
     // The hostile guest: every action has an outcome and the count matches.
-    let lines = vm_lines(&r.log, "hostile", &["HOSTILE", "FLOOD"]);
+    let lines = vm_lines(
+        &r.log,
+        "hostile",
+        &["HOSTILE: ", "HOSTILE-INFO: ", "FLOOD "],
+    );
     let actions: Vec<(String, String)> = lines
         .iter()
         .filter_map(|l| l.strip_prefix("HOSTILE: "))
@@ -1024,4 +1028,35 @@ fn linux_reboot_with_on_reset_stop_ends_the_vm() {
     r.assert_contains("page accounting back to its starting figure");
     r.assert_contains("kestrel: power off");
     eprintln!("linux-reboot-stop: {:.1}s", r.elapsed.as_secs_f64());
+}
+
+/// The log helpers undo the console mux's splits (no QEMU needed): a line cut inside its token,
+/// a hypervisor line in the middle of a VM line, and an empty continuation.
+#[test]
+fn vm_lines_rebuilds_lines_split_by_the_console_mux() {
+    let log = "[hostile] HOSTILE: read64 a: ok\n\
+               [hostile] HOS\n\
+               [checksum] CHECKSUM: round 1 0x1\n\
+               [hostile] TILE: write64 b = 0x1: ab\n\
+               [    1.0] cpu1 WARN  kestrel: vm hostile: write ...\n\
+               [hostile] ort esr=0x96000050\n\
+               [hostile] FLOOD 000001 0123\n\
+               [checksum] CHECKSUM: stable 0x1\n\
+               [hostile] \n\
+               [hostile] HOSTILE: done 2 actions\n";
+    let lines = vm_lines(log, "hostile", &["HOSTILE: ", "HOSTILE-INFO: ", "FLOOD "]);
+    assert_eq!(
+        lines,
+        [
+            "HOSTILE: read64 a: ok",
+            "HOSTILE: write64 b = 0x1: abort esr=0x96000050",
+            "FLOOD 000001 0123",
+            "HOSTILE: done 2 actions"
+        ]
+    );
+    assert_eq!(
+        first_pos(log, "checksum", "CHECKSUM: stable"),
+        log.find("[checksum] CHECKSUM: stable")
+    );
+    assert!(vm_stream(log, "checksum").contains("CHECKSUM: round 1 0x1CHECKSUM: stable"));
 }

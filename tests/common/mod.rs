@@ -301,19 +301,26 @@ pub fn vm_stream(log: &str, vm: &str) -> String {
         .concat()
 }
 
-/// The lines VM `vm` printed, rebuilt: a fragment that does not start with one of `starts` is
-/// the continuation of the previous one (the mux split it). For guests whose every line starts
-/// with a known token (`HOSTILE`, `FLOOD`, `CHECKSUM`...).
+/// The lines VM `vm` printed, rebuilt from its stream (see [`vm_stream`]) by starting a new line
+/// at every occurrence of one of the tokens in `starts` (e.g. `"HOSTILE: "`, `"FLOOD "`). For
+/// guests whose every line starts with such a token and whose text never repeats one: exact
+/// even when the console mux split lines anywhere, including inside a token. Text before the
+/// first token is dropped.
 pub fn vm_lines(log: &str, vm: &str, starts: &[&str]) -> Vec<String> {
-    let prefix = format!("[{vm}] ");
-    let mut out: Vec<String> = Vec::new();
-    for frag in log.lines().filter_map(|l| l.strip_prefix(&prefix)) {
-        match out.last_mut() {
-            Some(last) if !starts.iter().any(|s| frag.starts_with(s)) => last.push_str(frag),
-            _ => out.push(frag.to_string()),
-        }
-    }
-    out
+    let s = vm_stream(log, vm);
+    let mut cuts: Vec<usize> = starts
+        .iter()
+        .flat_map(|t| s.match_indices(t).map(|(i, _)| i))
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts.iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let end = cuts.get(k + 1).copied().unwrap_or(s.len());
+            s[i..end].to_string()
+        })
+        .collect()
 }
 
 /// The counters the hypervisor prints when VM `vm` ends (`kestrel: vm <vm>: counters: ...`),
@@ -392,7 +399,11 @@ pub fn start(name: &str, args: &[&str], timeout_s: u64) -> Started {
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(
+            std::fs::File::create(log_path.with_extension("stderr"))
+                .map(std::process::Stdio::from)
+                .unwrap_or_else(|_| std::process::Stdio::null()),
+        )
         .spawn()
         .expect("start qemu/run.sh");
     Started {
