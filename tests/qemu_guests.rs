@@ -1,0 +1,189 @@
+//! The project's own bare-metal test guests (tests/guests, docs/test-guests.md) under the
+//! hypervisor on QEMU virt: memtest touches RAM across 4 KiB, 2 MiB and 1 GiB boundaries and the
+//! VM's stage-2 counters must show the block mappings the design promises; bench measures exit
+//! costs under `--icount` and its figures must parse (and agree with the exit counters).
+mod common;
+use common::*;
+
+/// Boots memtest alone with `memory` at `ram_base` on a 4 GiB, 2-CPU machine; returns the run
+/// and the VM's counters after checking the run itself.
+fn memtest(
+    name: &str,
+    memory: &str,
+    ram_base: &str,
+) -> Option<(Run, std::collections::BTreeMap<String, Vec<u64>>)> {
+    if !qemu_available() {
+        return None;
+    }
+    let dir = scratch(name);
+    let vm = copy_guest_vm("memtest", &dir, "memtest");
+    edit_vm_toml(
+        &vm,
+        &[("memory", &format!("\"{memory}\"")), ("ram_base", ram_base)],
+    );
+    let rd = dir.join("ramdisk.cpio");
+    mkramdisk(&rd, &[&vm]);
+    let r = run(
+        name,
+        &[
+            "--cpus",
+            "2",
+            "--mem",
+            "4G",
+            "--ramdisk",
+            rd.to_str().unwrap(),
+        ],
+        150,
+    );
+    r.assert_status(0);
+    r.assert_contains("[memtest] MEMTEST: ok ");
+    r.assert_lacks("MEMTEST: mismatch");
+    r.assert_lacks("MEMTEST: FAILED");
+    r.assert_lacks("injecting");
+    r.assert_contains("kestrel: vm memtest: powered off");
+    r.assert_contains("page accounting back to its starting figure");
+    let c = counters(&r.log, "memtest")
+        .unwrap_or_else(|| panic!("no counters line for memtest; log ends:\n{}", r.tail(30)));
+    let line = r
+        .line_after("kestrel: vm memtest: counters: ")
+        .unwrap_or_default();
+    eprintln!(
+        "{name}: {:.1}s; memtest counters: {line}",
+        r.elapsed.as_secs_f64()
+    );
+    // What memtest says about its RAM must be what the VM was given.
+    let ram = r.line_after("[memtest] MEMTEST: ram ").unwrap_or_default();
+    let base = hex_prefix(&ram).unwrap_or(0);
+    assert_eq!(format!("{base:#x}"), ram_base, "memtest's RAM base: {ram}");
+    Some((r, c))
+}
+
+fn get(c: &std::collections::BTreeMap<String, Vec<u64>>, k: &str) -> Vec<u64> {
+    c.get(k)
+        .cloned()
+        .unwrap_or_else(|| panic!("counter {k} missing from {c:?}"))
+}
+
+/// 1536 MiB at IPA 1 GiB on a 4 GiB host: the allocator covers the VM with a 1 GiB buddy block
+/// (1 GiB aligned in PA, and placed first at the 1 GiB-aligned IPA base) plus a 512 MiB block,
+/// so the first GiB of the guest must be mapped by one 1 GiB block and the rest by 2 MiB blocks;
+/// nothing needs 4 KiB pages.
+#[test]
+fn memtest_across_a_1gib_boundary_maps_1gib_and_2mib_blocks() {
+    let Some((_r, c)) = memtest("memtest-1536M-aligned", "1536M", "0x40000000") else {
+        return;
+    };
+    let faults = get(&c, "faults(T/AF/P)");
+    let installed = get(&c, "installed(4K/2M/1G)");
+    let mapped = get(&c, "mapped(4K/2M/1G)");
+    assert!(faults[0] >= 2, "translation faults handled: {faults:?}");
+    assert_eq!(
+        get(&c, "ram-fault")[0] + get(&c, "iabt")[0],
+        faults.iter().sum::<u64>(),
+        "every stage-2 fault was a RAM data or instruction abort"
+    );
+    assert!(
+        installed[2] >= 1,
+        "a 1 GiB block must be installed for the 1 GiB-aligned IPA and PA: {installed:?}"
+    );
+    assert!(
+        installed[1] >= 1,
+        "the 512 MiB above the 1 GiB boundary must be mapped with 2 MiB blocks: {installed:?}"
+    );
+    assert_eq!(installed[0], 0, "no 4 KiB pages needed: {installed:?}");
+    assert_eq!(mapped, installed, "nothing was unmapped while the VM ran");
+    assert_eq!(get(&c, "aborts-injected"), [0]);
+}
+
+/// The same VM with its RAM at IPA 1 GiB + 2 MiB: no 1 GiB-sized IPA window is aligned to the
+/// same offset as the PA, so the design allows 2 MiB blocks only.
+#[test]
+fn memtest_with_a_misaligned_ipa_base_gets_no_1gib_block() {
+    let Some((_r, c)) = memtest("memtest-1536M-misaligned", "1536M", "0x40200000") else {
+        return;
+    };
+    let installed = get(&c, "installed(4K/2M/1G)");
+    assert_eq!(
+        installed[2], 0,
+        "IPA 0x40200000 is not 1 GiB aligned: no 1 GiB block may be used: {installed:?}"
+    );
+    assert!(
+        installed[1] >= 3,
+        "memtest touches at least three 2 MiB regions (start, 1 GiB boundary, end): {installed:?}"
+    );
+    assert_eq!(installed[0], 0, "no 4 KiB pages needed: {installed:?}");
+}
+
+/// One `BENCH: <what> ticks_per_op=<x> ns_per_op=<y> n=<N> ...` line: (x, y, N).
+fn bench_line(stream: &[String], what: &str) -> Option<(f64, f64, u64)> {
+    let l = stream
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("BENCH: {what} ticks_per_op=")))?;
+    let mut it = l.split_whitespace();
+    let x: f64 = it.next()?.parse().ok()?;
+    let y: f64 = it.next()?.strip_prefix("ns_per_op=")?.parse().ok()?;
+    let n: u64 = it.next()?.strip_prefix("n=")?.parse().ok()?;
+    Some((x, y, n))
+}
+
+/// bench under `--icount` (one virtual ns per instruction): every figure line is printed and
+/// parses, each operation costs more than the baseline (each traps), and the VM's exit counters
+/// match the loop counts.
+#[test]
+fn bench_under_icount_prints_parseable_figures() {
+    if !qemu_available() {
+        return;
+    }
+    let dir = scratch("bench-icount");
+    let vm = copy_guest_vm("bench", &dir, "bench");
+    let rd = dir.join("ramdisk.cpio");
+    mkramdisk(&rd, &[&vm]);
+    let r = run(
+        "bench-icount",
+        &[
+            "--icount",
+            "--cpus",
+            "1",
+            "--mem",
+            "1G",
+            "--ramdisk",
+            rd.to_str().unwrap(),
+        ],
+        120,
+    );
+    r.assert_status(0);
+    r.assert_contains("[bench] BENCH: done");
+    let lines = vm_lines(&r.log, "bench", &["BENCH: "]);
+    for l in lines.iter().filter(|l| l.starts_with("BENCH:")) {
+        eprintln!("{l}");
+    }
+    let head = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("BENCH: cntfrq="))
+        .unwrap_or_else(|| panic!("no BENCH: cntfrq line; log ends:\n{}", r.tail(20)));
+    assert!(head.contains("gic=v3"), "bench saw {head}");
+    let (_, base_ns, n) = bench_line(&lines, "baseline").expect("baseline line");
+    assert_eq!(n, 10000);
+    for what in ["hvc", "gicd", "uart", "timer"] {
+        let (x, y, n) =
+            bench_line(&lines, what).unwrap_or_else(|| panic!("no parseable BENCH: {what} line"));
+        assert!(x > 0.0 && n > 0, "BENCH: {what}: {x} ticks, n={n}");
+        assert!(
+            y > base_ns * 10.0,
+            "BENCH: {what} costs {y} ns per op, not more than the {base_ns} ns baseline: \
+             did it trap?"
+        );
+    }
+    let c = counters(&r.log, "bench").expect("bench counters");
+    // 10000 PSCI_VERSION calls + SYSTEM_OFF; 10000 GICD and 10000 UART loads (plus set-up and
+    // printing); 1000 timer interrupts.
+    assert!(get(&c, "hvc")[0] > 10000, "hvc exits {:?}", c["hvc"]);
+    assert!(get(&c, "mmio")[0] >= 20000, "mmio exits {:?}", c["mmio"]);
+    assert!(get(&c, "irq")[0] >= 1000, "irq exits {:?}", c["irq"]);
+    eprintln!(
+        "bench-icount: {:.1}s; counters: {}",
+        r.elapsed.as_secs_f64(),
+        r.line_after("kestrel: vm bench: counters: ")
+            .unwrap_or_default()
+    );
+}
