@@ -33,6 +33,6 @@ if [ $quick -eq 1 ]; then
 fi
 
 step "host unit, property and QEMU integration tests"
-cargo test --quiet -- --test-threads=2
+cargo test --quiet --no-fail-fast -- --test-threads=2
 echo
 echo "all tests passed"

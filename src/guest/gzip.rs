@@ -75,6 +75,8 @@ pub enum GzipError {
     TruncatedTrailer { offset: usize },
     /// The output would exceed the caller's limit.
     OutputTooLarge { limit: usize },
+    /// No memory for the output buffer (`bytes` were asked for).
+    OutOfMemory { bytes: usize },
     /// The CRC-32 of the output does not match the trailer.
     CrcMismatch {
         offset: usize,
@@ -133,6 +135,9 @@ impl fmt::Display for GzipError {
             }
             GzipError::OutputTooLarge { limit } => {
                 write!(f, "gzip: output exceeds the limit of {limit} bytes")
+            }
+            GzipError::OutOfMemory { bytes } => {
+                write!(f, "gzip: no memory for {bytes} bytes of output")
             }
             GzipError::CrcMismatch {
                 offset,
@@ -322,6 +327,16 @@ fn parse_header_at(input: &[u8], base: usize) -> Result<GzipHeader<'_>, GzipErro
     })
 }
 
+/// Resizes `out` to `len` zeroed bytes, failing instead of aborting when memory runs out.
+fn grow(out: &mut Vec<u8>, len: usize) -> Result<(), GzipError> {
+    if len > out.len() {
+        out.try_reserve_exact(len - out.len())
+            .map_err(|_| GzipError::OutOfMemory { bytes: len })?;
+    }
+    out.resize(len, 0);
+    Ok(())
+}
+
 /// Inflates one member's DEFLATE data starting at `start`, appending to `out` (never past
 /// `limit` bytes in total). Returns the offset just after the DEFLATE data.
 fn inflate_member(
@@ -338,12 +353,15 @@ fn inflate_member(
     let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
     let mut in_pos = start;
     let mut out_pos = out.len();
-    // First guess of the output size: ISIZE of the last member if this is the only one.
+    // First guess of the output size: ISIZE of the last member if this is the only one. The
+    // trailer is untrusted (it may be garbage): the guess is capped at 8 times the input, and
+    // the buffer grows by doubling from there, each step checked against the allocator.
     let hint = le32(input, input.len().saturating_sub(4)).map_or(0, |v| v as usize);
+    let cap = input.len().saturating_mul(8).max(4096);
     let want = out_pos
-        .saturating_add(hint.max(input.len() - start).max(4096))
+        .saturating_add(hint.min(cap).max(input.len() - start).max(4096))
         .min(limit);
-    out.resize(want.max(out_pos), 0);
+    grow(out, want.max(out_pos))?;
     loop {
         let (status, consumed, produced) =
             inflate(&mut state, &input[in_pos..], out, out_pos, flags);
@@ -360,7 +378,10 @@ fn inflate_member(
                     return Err(GzipError::OutputTooLarge { limit });
                 }
                 let grown = out.len().saturating_mul(2).max(4096).min(limit);
-                out.resize(grown, 0);
+                if let Err(e) = grow(out, grown) {
+                    out.truncate(out_pos);
+                    return Err(e);
+                }
             }
             TINFLStatus::NeedsMoreInput | TINFLStatus::FailedCannotMakeProgress => {
                 out.truncate(out_pos);

@@ -66,19 +66,32 @@ fn stop_this_vm(v: &Vcpu, kind: StopKind) -> ! {
     vmm::park()
 }
 
+/// Exception classes of the hot exits (Arm ARM D19.2.46, ESR_EL2.EC), matched on the raw
+/// field before the full decode.
+const EC_HVC64: u64 = 0x16;
+const EC_SMC64: u64 = 0x17;
+const EC_DABT_LOWER: u64 = 0x24;
+
 fn sync(v: &mut Vcpu, frame: &mut GuestRegs) {
-    let esr = Esr(ESR_EL2.get());
-    match esr.class() {
-        ExceptionClass::Hvc64 => {
+    let raw = ESR_EL2.get();
+    let esr = Esr(raw);
+    match raw >> 26 {
+        EC_HVC64 => {
             ExitStats::bump(&v.vm.stats.hvc);
-            smccc(v, frame);
+            smccc(v, frame, raw);
         }
-        ExceptionClass::Smc64 => {
+        EC_SMC64 => {
             ExitStats::bump(&v.vm.stats.smc);
             frame.skip_instruction();
-            smccc(v, frame);
+            smccc(v, frame, raw);
         }
-        ExceptionClass::DataAbortLower => data_abort(v, frame, esr),
+        EC_DABT_LOWER => data_abort(v, frame, esr),
+        _ => sync_other(v, frame, esr),
+    }
+}
+
+fn sync_other(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
+    match esr.class() {
         ExceptionClass::InstructionAbortLower => instruction_abort(v, frame, esr),
         ExceptionClass::SysReg => sysreg(v, frame, esr),
         ExceptionClass::Hvc32 | ExceptionClass::Smc32 | ExceptionClass::Svc32 => {
@@ -88,8 +101,13 @@ fn sync(v: &mut Vcpu, frame: &mut GuestRegs) {
     }
 }
 
-/// An SMCCC call (HVC, or a trapped SMC whose PC has already been stepped over).
-fn smccc(v: &mut Vcpu, frame: &mut GuestRegs) {
+/// An SMCCC call (HVC, or a trapped SMC whose PC has already been stepped over). SMCCC calls
+/// use immediate 0 (DEN0028 §2.5); other immediates get NOT_SUPPORTED, as KVM answers them.
+fn smccc(v: &mut Vcpu, frame: &mut GuestRegs, esr: u64) {
+    if esr & 0xffff != 0 {
+        frame.x[0] = u64::MAX;
+        return;
+    }
     let vm = &v.vm;
     let args = [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
     let action = vm.psci.call(v.index, args, |entry| vm.is_ram(entry));

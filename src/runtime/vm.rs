@@ -392,7 +392,7 @@ impl Vm {
             if let Some(r) = self.memmap.lookup(at) {
                 let pa = r.pa_of(at);
                 stage2_hw::zero_phys(pa, SZ_2M);
-                crate::arch::aarch64::cache::clean_dcache_range(pa.as_u64(), SZ_2M);
+                crate::arch::aarch64::cache::clean_invalidate_dcache_range(pa.as_u64(), SZ_2M);
             }
             flag.store(true, Ordering::Release);
         }

@@ -231,6 +231,20 @@ fn create_and_start(
         vm.images.config.memory >> 20,
         vm.images.config.ram_base.as_u64()
     );
+    for r in vm.memmap.regions() {
+        info!(
+            "kestrel: vm {}: {} IPA {:#x}..{:#x} at PA {:#x}..{:#x}",
+            vm.name,
+            match r.kind {
+                crate::mm::stage2::RegionKind::Ram => "RAM",
+                crate::mm::stage2::RegionKind::Device => "device",
+            },
+            r.ipa.as_u64(),
+            r.ipa.as_u64() + r.size,
+            r.pa.as_u64(),
+            r.pa.as_u64() + r.size
+        );
+    }
     VMS.lock()[id] = Some(vm.clone());
     VMS_ALIVE.fetch_add(1, Ordering::SeqCst);
     let pcpu = vm.pcpus[0];

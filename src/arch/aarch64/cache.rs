@@ -12,9 +12,29 @@ macro_rules! dc_range {
     ($name:ident, $op:literal, $what:literal) => {
         #[doc = concat!("DC ", $what, " over `[start, start + len)`, then DSB SY.")]
         pub fn $name(start: u64, len: u64) {
-            let line = dcache_line_size();
+                        let line = dcache_line_size();
             let mut a = start & !(line - 1);
             let end = start.saturating_add(len);
+            // Whole groups of eight lines first (large ranges: guest memory), eight operations
+            // per loop iteration.
+            while a.is_multiple_of(8 * line) && end - a >= 8 * line {
+                // SAFETY: as below, for the eight lines from `a`.
+                unsafe {
+                    asm!(
+                        concat!("dc ", $op, ", {a}"), "add {t}, {a}, {l}",
+                        concat!("dc ", $op, ", {t}"), "add {t}, {t}, {l}",
+                        concat!("dc ", $op, ", {t}"), "add {t}, {t}, {l}",
+                        concat!("dc ", $op, ", {t}"), "add {t}, {t}, {l}",
+                        concat!("dc ", $op, ", {t}"), "add {t}, {t}, {l}",
+                        concat!("dc ", $op, ", {t}"), "add {t}, {t}, {l}",
+                        concat!("dc ", $op, ", {t}"), "add {t}, {t}, {l}",
+                        concat!("dc ", $op, ", {t}"),
+                        a = in(reg) a, l = in(reg) line, t = out(reg) _,
+                        options(nostack, preserves_flags)
+                    )
+                };
+                a += 8 * line;
+            }
             while a < end {
                 // SAFETY: cache maintenance by VA on an address the caller owns; it changes no
                 // memory contents visible to the program (clean) or discards lines the caller

@@ -89,7 +89,61 @@ pub fn reset_el1() {
         "cntv_ctl_el0",
         "cntv_cval_el0"
     );
+    reset_debug_and_pmu();
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// Clears what a previous guest on this CPU may have left in the debug breakpoint and
+/// watchpoint registers and the PMU (counters, enables, overflow flags), so nothing of it is
+/// visible to the next one.
+fn reset_debug_and_pmu() {
+    let dfr0: u64;
+    // SAFETY: reading ID_AA64DFR0_EL1 has no side effect.
+    unsafe { asm!("mrs {}, id_aa64dfr0_el1", out(reg) dfr0, options(nomem, nostack)) };
+    let brps = ((dfr0 >> 12) & 0xf) + 1;
+    let wrps = ((dfr0 >> 20) & 0xf) + 1;
+    macro_rules! zero_pairs {
+        ($n:expr, $($i:literal => $a:literal, $b:literal);*) => {
+            $( if $i < $n {
+                // SAFETY: debug registers of the guest's own EL1 state, being reset.
+                unsafe { asm!(concat!("msr ", $a, ", xzr"), concat!("msr ", $b, ", xzr"), options(nostack, nomem)) };
+            } )*
+        };
+    }
+    zero_pairs!(brps,
+        0 => "dbgbcr0_el1", "dbgbvr0_el1"; 1 => "dbgbcr1_el1", "dbgbvr1_el1";
+        2 => "dbgbcr2_el1", "dbgbvr2_el1"; 3 => "dbgbcr3_el1", "dbgbvr3_el1";
+        4 => "dbgbcr4_el1", "dbgbvr4_el1"; 5 => "dbgbcr5_el1", "dbgbvr5_el1";
+        6 => "dbgbcr6_el1", "dbgbvr6_el1"; 7 => "dbgbcr7_el1", "dbgbvr7_el1";
+        8 => "dbgbcr8_el1", "dbgbvr8_el1"; 9 => "dbgbcr9_el1", "dbgbvr9_el1";
+        10 => "dbgbcr10_el1", "dbgbvr10_el1"; 11 => "dbgbcr11_el1", "dbgbvr11_el1";
+        12 => "dbgbcr12_el1", "dbgbvr12_el1"; 13 => "dbgbcr13_el1", "dbgbvr13_el1";
+        14 => "dbgbcr14_el1", "dbgbvr14_el1"; 15 => "dbgbcr15_el1", "dbgbvr15_el1");
+    zero_pairs!(wrps,
+        0 => "dbgwcr0_el1", "dbgwvr0_el1"; 1 => "dbgwcr1_el1", "dbgwvr1_el1";
+        2 => "dbgwcr2_el1", "dbgwvr2_el1"; 3 => "dbgwcr3_el1", "dbgwvr3_el1";
+        4 => "dbgwcr4_el1", "dbgwvr4_el1"; 5 => "dbgwcr5_el1", "dbgwvr5_el1";
+        6 => "dbgwcr6_el1", "dbgwvr6_el1"; 7 => "dbgwcr7_el1", "dbgwvr7_el1";
+        8 => "dbgwcr8_el1", "dbgwvr8_el1"; 9 => "dbgwcr9_el1", "dbgwvr9_el1";
+        10 => "dbgwcr10_el1", "dbgwvr10_el1"; 11 => "dbgwcr11_el1", "dbgwvr11_el1";
+        12 => "dbgwcr12_el1", "dbgwvr12_el1"; 13 => "dbgwcr13_el1", "dbgwvr13_el1";
+        14 => "dbgwcr14_el1", "dbgwvr14_el1"; 15 => "dbgwcr15_el1", "dbgwvr15_el1");
+    // PMU: counters disabled and reset (PMCR_EL0.P and .C), enables, interrupt enables and
+    // overflow flags cleared, EL0 access off.
+    // SAFETY: PMU registers of the guest's EL1/EL0 state, being reset; no memory effect.
+    unsafe {
+        asm!(
+            "msr pmcntenclr_el0, {all}",
+            "msr pmintenclr_el1, {all}",
+            "msr pmovsclr_el0, {all}",
+            "msr pmuserenr_el0, xzr",
+            "msr pmselr_el0, xzr",
+            "msr pmcr_el0, {pc}",
+            all = in(reg) u64::MAX,
+            pc = in(reg) 0b110u64,
+            options(nostack, nomem)
+        )
+    };
 }
 
 /// The live EL1 registers of the vCPU running on this CPU.
