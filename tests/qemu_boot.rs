@@ -53,12 +53,13 @@ fn gic_version_is_read_from_the_dtb() {
 }
 
 #[test]
-fn more_cpus_than_stacks_are_refused_with_a_message() {
+fn more_cpus_than_stacks_stop_the_boot_cleanly_with_a_message() {
     let Some(r) = boot("cpus-17", &["--cpus", "17", "--mem", "512M"]) else {
         return;
     };
-    r.assert_contains("exceeds the 16 stacks; not started");
-    r.assert_contains("kestrel: cpus online: 16");
+    r.assert_contains("kestrel: cannot boot: 17 CPUs, more than the supported 16");
+    r.assert_contains("kestrel: power off");
+    r.assert_lacks("cpus online");
 }
 
 #[test]
