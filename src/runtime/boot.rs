@@ -24,6 +24,8 @@ const HEAP_INITIAL: u64 = 16 << 20;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+// SAFETY: these symbols are defined in boot/*.S (or the linker script) with exactly these
+// signatures; each call site states why its use is sound.
 unsafe extern "C" {
     static kestrel_vectors: u8;
 }

@@ -30,6 +30,8 @@ static mut STACKS: Stacks = Stacks([0; STACK_SIZE * MAX_CPUS]);
 #[unsafe(no_mangle)]
 static mut kestrel_secondary_boot: [u64; 5] = [0; 5];
 
+// SAFETY: these symbols are defined in boot/*.S (or the linker script) with exactly these
+// signatures; each call site states why its use is sound.
 unsafe extern "C" {
     static __image_start: u8;
     static __text_end: u8;

@@ -101,6 +101,8 @@ pub fn zero_phys(pa: PhysAddr, len: u64) {
     }
 }
 
+// SAFETY: these symbols are defined in boot/*.S (or the linker script) with exactly these
+// signatures; each call site states why its use is sound.
 unsafe extern "C" {
     fn kestrel_copy_bulk(dst: *mut u8, src: *const u8, len: usize);
 }

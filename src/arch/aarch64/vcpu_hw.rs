@@ -167,6 +167,8 @@ impl El1Access for LiveEl1 {
     }
 }
 
+// SAFETY: these symbols are defined in boot/*.S (or the linker script) with exactly these
+// signatures; each call site states why its use is sound.
 unsafe extern "C" {
     fn kestrel_guest_resume(frame: *mut GuestRegs) -> !;
 }
@@ -196,6 +198,8 @@ pub fn quiesce_guest() {
     super::gic::clear_active_private(super::gic::PPI_VTIMER);
 }
 
+// SAFETY: these symbols are defined in boot/*.S (or the linker script) with exactly these
+// signatures; each call site states why its use is sound.
 unsafe extern "C" {
     fn kestrel_idle_on_stack(sp: u64) -> !;
 }
