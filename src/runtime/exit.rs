@@ -35,7 +35,7 @@ pub fn handle(frame: &mut GuestRegs, kind: u64) {
     // Fold the list registers first, so that what the exit adds meets an up-to-date model.
     let k = v.vm.vgic.sync_from_lrs(&mut v.vgic, &mut v.lrs);
     vmm::kick(&v.vm, k, v.index);
-    release_vtimer(v);
+    release_timers(v);
     match kind {
         KIND_SYNC => sync(v, frame),
         KIND_IRQ | KIND_FIQ => {
@@ -391,14 +391,16 @@ fn irq(v: &mut Vcpu) {
         gic::priority_drop(a);
         let intid = a.intid;
         match intid {
-            gic::PPI_VTIMER => {
-                // GICv3: hardware-linked, the guest's deactivation of virtual 27 deactivates
-                // the physical one. GICv2: held active until the guest is done with it.
-                if let Ok(mask) = v.vm.vgic.inject_ppi(v.index, gic::PPI_VTIMER) {
+            gic::PPI_VTIMER | gic::PPI_PTIMER => {
+                // The guest's own EL1 timers. GICv3: hardware-linked, the guest's deactivation
+                // of the virtual interrupt deactivates the physical one. GICv2: held active
+                // until the guest is done with it (see `release_timers`).
+                if let Ok(mask) = v.vm.vgic.inject_ppi(v.index, intid) {
                     vmm::kick(&v.vm, mask, v.index);
                 }
+                let slot = usize::from(intid == gic::PPI_PTIMER);
                 if !vmm::vtimer_hw_linked()
-                    && let Some(old) = v.vtimer_held.replace(a)
+                    && let Some(old) = v.timer_held[slot].replace(a)
                 {
                     gic::deactivate(old);
                 }
@@ -425,16 +427,18 @@ fn irq(v: &mut Vcpu) {
         let k = v.vm.vgic.handle_maintenance(&mut v.vgic, &mut v.lrs);
         vmm::kick(&v.vm, k, v.index);
     }
-    release_vtimer(v);
+    release_timers(v);
 }
 
-/// GICv2: once the guest has acknowledged and completed its virtual timer interrupt, the
-/// physical one held active since it fired is deactivated, so it can fire again.
-fn release_vtimer(v: &mut Vcpu) {
-    if v.vtimer_held.is_some()
-        && !v.vm.vgic.in_flight(v.index, gic::PPI_VTIMER)
-        && let Some(a) = v.vtimer_held.take()
-    {
-        gic::deactivate(a);
+/// GICv2: once the guest has acknowledged and completed a timer interrupt, the physical one
+/// held active since it fired is deactivated, so it can fire again.
+pub fn release_timers(v: &mut Vcpu) {
+    for (slot, intid) in [gic::PPI_VTIMER, gic::PPI_PTIMER].into_iter().enumerate() {
+        if v.timer_held[slot].is_some()
+            && !v.vm.vgic.in_flight(v.index, intid)
+            && let Some(a) = v.timer_held[slot].take()
+        {
+            gic::deactivate(a);
+        }
     }
 }

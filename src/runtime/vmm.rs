@@ -34,10 +34,11 @@ pub struct Vcpu {
     pub memcache: MemCache,
     pub vgic: VgicCpu,
     pub lrs: HwListRegisters,
-    /// GICv2: the physical virtual-timer interrupt, kept active (not deactivated) while the
-    /// guest handles its virtual copy; deactivated once the guest is done with it. GICv3 links
-    /// the two with the list register's HW bit instead (see `exit::irq`).
-    pub vtimer_held: Option<gic::Acked>,
+    /// GICv2: the physical timer interrupts (virtual timer, EL1 physical timer), each kept
+    /// active (not deactivated) while the guest handles its virtual copy and deactivated once
+    /// the guest is done with it. GICv3 links them with the list register's HW bit instead
+    /// (see `exit::irq`).
+    pub timer_held: [Option<gic::Acked>; 2],
 }
 
 /// Whether the virtual timer is forwarded with the list registers' HW bit (GICv3), or held and
@@ -352,6 +353,7 @@ fn start_vcpu(req: StartRequest) {
     vm.vgic.reset_cpu(&mut vgic, &mut lrs);
     if vtimer_hw_linked() {
         let _ = vm.vgic.map_hw_ppi(idx, gic::PPI_VTIMER, gic::PPI_VTIMER);
+        let _ = vm.vgic.map_hw_ppi(idx, gic::PPI_PTIMER, gic::PPI_PTIMER);
     }
     vm.psci.vcpu_started(idx);
     let frame = vcpu_hw::this_cpu_frame();
@@ -368,7 +370,7 @@ fn start_vcpu(req: StartRequest) {
         memcache: MemCache::new(),
         vgic,
         lrs,
-        vtimer_held: None,
+        timer_held: [None, None],
     }));
     if let Some(v) = this_vcpu() {
         let kick_mask = vm2.vgic.flush_to_lrs(&mut v.vgic, &mut v.lrs);
@@ -389,7 +391,7 @@ pub fn park() -> ! {
     vcpu_hw::quiesce_guest();
     gic::disable_virtual_interface();
     if let Some(mut v) = cur {
-        if let Some(a) = v.vtimer_held.take() {
+        for a in v.timer_held.iter_mut().filter_map(Option::take) {
             gic::deactivate(a);
         }
         v.memcache

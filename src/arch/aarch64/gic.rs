@@ -21,6 +21,8 @@ pub const SGI_KICK: u32 = 1;
 /// PPIs: the GIC maintenance interrupt and the EL1 virtual timer.
 pub const PPI_MAINTENANCE: u32 = 25;
 pub const PPI_VTIMER: u32 = 27;
+/// The EL1 (non-secure) physical timer, which guests also program directly.
+pub const PPI_PTIMER: u32 = 30;
 pub const INTID_SPURIOUS: u32 = 1023;
 /// Priority the hypervisor gives every interrupt it enables.
 const PRIORITY: u8 = 0xa0;
@@ -228,7 +230,7 @@ pub fn init_cpu() -> Result<(), &'static str> {
             sysreg_write!("icc_igrpen1_el1", 1u64);
             wr32(
                 sgi + GICD_ISENABLER,
-                (1 << SGI_KICK) | (1 << PPI_MAINTENANCE) | (1 << PPI_VTIMER),
+                (1 << SGI_KICK) | (1 << PPI_MAINTENANCE) | (1 << PPI_VTIMER) | (1 << PPI_PTIMER),
             );
         }
         GicVersion::V2 => {
@@ -246,7 +248,7 @@ pub fn init_cpu() -> Result<(), &'static str> {
             wr32(gicc + GICC_CTLR, GICC_CTLR_ENABLE | GICC_CTLR_EOIMODE_NS);
             wr32(
                 gicd + GICD_ISENABLER,
-                (1 << SGI_KICK) | (1 << PPI_MAINTENANCE) | (1 << PPI_VTIMER),
+                (1 << SGI_KICK) | (1 << PPI_MAINTENANCE) | (1 << PPI_VTIMER) | (1 << PPI_PTIMER),
             );
         }
     }

@@ -35,9 +35,10 @@ pub fn configure_el2(vttbr: u64, vtcr: u64, vmpidr: u64) {
     VMPIDR_EL2.set(vmpidr | (1 << 31));
     // SAFETY: VPIDR_EL2 only changes what the guest reads from MIDR_EL1.
     unsafe { asm!("mrs {t}, midr_el1", "msr vpidr_el2, {t}", t = out(reg) _, options(nostack)) };
-    // The guest reads the physical counter freely, its virtual timer runs with no offset, and
-    // its EL1 physical timer registers trap (CNTHCTL_EL2.EL1PCEN = 0).
-    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET);
+    // The guest reads the physical counter and programs both EL1 timers (virtual and
+    // physical) directly: each physical CPU runs one vCPU, so the timers are its own; their
+    // interrupts are forwarded (exit::irq). The virtual timer runs with no offset.
+    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::SET);
     CNTVOFF_EL2.set(0);
     // No FP/SIMD, trace or CPACR traps (CPTR_EL2 RES1 bits only).
     CPTR_EL2.set(0x33ff);
@@ -87,7 +88,9 @@ pub fn reset_el1() {
         "csselr_el1",
         "mdscr_el1",
         "cntv_ctl_el0",
-        "cntv_cval_el0"
+        "cntv_cval_el0",
+        "cntp_ctl_el0",
+        "cntp_cval_el0"
     );
     reset_debug_and_pmu();
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
@@ -194,8 +197,10 @@ pub fn this_cpu_frame() -> &'static mut GuestRegs {
 /// the physical timer interrupt it may have left active (hardware-linked) is deactivated.
 pub fn quiesce_guest() {
     CNTV_CTL_EL0.set(0);
+    CNTP_CTL_EL0.set(0);
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
     super::gic::clear_active_private(super::gic::PPI_VTIMER);
+    super::gic::clear_active_private(super::gic::PPI_PTIMER);
 }
 
 // SAFETY: these symbols are defined in boot/*.S (or the linker script) with exactly these
