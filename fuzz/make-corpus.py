@@ -129,6 +129,9 @@ def seeds_cpio_gzip_ramdisk_image_config():
     put("gzip", "stored.gz", gzip_member(bytes(range(256)), level=0))
     put("gzip", "zero-padded.gz", gzip_n(b"padded\n") + bytes(16))
     put("gzip", "zeros-4k.gz", gzip_n(bytes(4096)))
+    # Output of exactly the harness's small limit (512 bytes), and one byte more.
+    put("gzip", "exactly-512.gz", gzip_n(bytes(range(256)) * 2))
+    put("gzip", "513.gz", gzip_n(bytes(range(256)) * 2 + b"!"))
 
     # image: real headers and every flag combination that matters.
     cloud = read(os.path.join(GUEST, "image-cloud-header.bin"))

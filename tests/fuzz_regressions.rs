@@ -11,8 +11,8 @@
 mod harness;
 
 use std::fs;
-use std::thread;
 use std::path::{Path, PathBuf};
+use std::thread;
 
 /// Every fuzz target and the harness it calls.
 const TARGETS: &[&str] = &[
@@ -91,6 +91,8 @@ const SEED_OUTCOMES: &[(&str, &str, &str)] = &[
     ("gzip", "two-members.gz", "Ok"),
     ("gzip", "zero-padded.gz", "Ok"),
     ("gzip", "fixture.cpio.gz", "Ok"),
+    ("gzip", "exactly-512.gz", "Ok"),
+    ("gzip", "513.gz", "Ok"),
     ("config", "linux.toml", "Ok"),
     ("config", "linux2.toml", "Ok"),
     ("config", "every-key.toml", "Ok"),

@@ -197,10 +197,12 @@ pub fn config(data: &[u8]) -> String {
     let r = config::parse(data, "fuzzvm");
     match &r {
         Ok(c) => {
-            assert!(c.memory >= config::MIN_MEMORY && c.memory % config::MEMORY_ALIGN == 0);
+            assert!(
+                c.memory >= config::MIN_MEMORY && c.memory.is_multiple_of(config::MEMORY_ALIGN)
+            );
             assert!((1..=config::MAX_VCPUS).contains(&c.cpus));
             assert!(c.ram_base.as_u64() + c.memory <= config::MAX_IPA);
-            assert!(c.spis >= 32 && c.spis <= config::MAX_SPIS && c.spis % 32 == 0);
+            assert!(c.spis >= 32 && c.spis <= config::MAX_SPIS && c.spis.is_multiple_of(32));
             for p in [Some(&c.kernel), c.initrd.as_ref(), c.dtb.as_ref()]
                 .into_iter()
                 .flatten()
@@ -338,7 +340,7 @@ pub fn image(data: &[u8]) -> String {
         Ok(info) => {
             assert_eq!(info.file_size, data.len() as u64);
             assert!(info.image_size >= info.file_size);
-            assert!(info.text_offset < 2 << 20 && info.text_offset % 4096 == 0);
+            assert!(info.text_offset < 2 << 20 && info.text_offset.is_multiple_of(4096));
         }
         Err(e) => {
             let _ = e.to_string();
@@ -368,11 +370,18 @@ pub fn platform(data: &[u8]) -> String {
             assert!(!p.memory.is_empty());
             assert!(!p.cpus.is_empty() && p.cpus.len() <= PLATFORM_PARAMS.max_cpus);
             for w in p.memory.windows(2) {
-                assert!(w[0].end().as_u64() <= w[1].start.as_u64(), "memory unsorted");
+                assert!(
+                    w[0].end().as_u64() <= w[1].start.as_u64(),
+                    "memory unsorted"
+                );
             }
             let free = p.free_ram();
             for (i, f) in free.iter().enumerate() {
-                assert!(f.size > 0 && f.start.as_u64() % 4096 == 0 && f.size % 4096 == 0);
+                assert!(
+                    f.size > 0
+                        && f.start.as_u64().is_multiple_of(4096)
+                        && f.size.is_multiple_of(4096)
+                );
                 assert!(
                     p.memory.iter().any(|m| m.start.as_u64() <= f.start.as_u64()
                         && f.end().as_u64() <= m.end().as_u64()),
@@ -452,7 +461,10 @@ pub fn esr(data: &[u8]) -> String {
                         assert!(v <= u64::from(u32::MAX));
                     }
                     if !a.sign_extend {
-                        assert_eq!(v, rt & a.width.mask() & if a.sixty_four { !0 } else { 0xffff_ffff });
+                        assert_eq!(
+                            v,
+                            rt & a.width.mask() & if a.sixty_four { !0 } else { 0xffff_ffff }
+                        );
                     }
                 }
             }
@@ -536,7 +548,11 @@ pub fn pl011(data: &[u8]) -> String {
             }
         }
         check_effects(&fx, INTID, &mut line);
-        assert_eq!(uart.irq_level(), line, "irq_level differs from the reported line");
+        assert_eq!(
+            uart.irq_level(),
+            line,
+            "irq_level differs from the reported line"
+        );
     }
     format!("ok {ok} refused {refused}")
 }
@@ -654,7 +670,10 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
         let mpidrs: Vec<u64> = (0..n as u64).map(|i| ((i / 4) << 8) | (i % 4)).collect();
         (Vgic::new_v3(&mpidrs, nr_spis), LrFormat::V3)
     } else {
-        (Vgic::new_v2(usize::from(cfg % 8) + 1, nr_spis), LrFormat::V2)
+        (
+            Vgic::new_v2(usize::from(cfg % 8) + 1, nr_spis),
+            LrFormat::V2,
+        )
     };
     let vgic = match vgic {
         Ok(v) => Arc::new(v),
@@ -686,7 +705,8 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
         ops += 1;
         let op = b.u8();
         let v = usize::from(b.u8()) % n;
-        let kick = match op % 13 {
+        let kind = op % 13;
+        let kick = match kind {
             // MMIO from vCPU v: only while it is in the hypervisor (take the exit first).
             0 | 1 => {
                 if vcpus[v].in_guest {
@@ -701,7 +721,7 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
                 let width = b.width();
                 let ctx = AccessCtx { vcpu: v };
                 let mut fx = Effects::new();
-                if op % 13 == 0 {
+                if kind == 0 {
                     if let Ok(x) = dev.read(ctx, offset, width, &mut fx) {
                         assert!(x <= width.mask(), "read {x:#x} wider than {width:?}");
                     }
@@ -722,7 +742,9 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
                 vgic.set_spi_level(u32::from(b.u16()) % (nr_irqs + 8), level)
                     .unwrap_or(0)
             }
-            4 => vgic.raise_edge(u32::from(b.u16()) % (nr_irqs + 8)).unwrap_or(0),
+            4 => vgic
+                .raise_edge(u32::from(b.u16()) % (nr_irqs + 8))
+                .unwrap_or(0),
             5 => {
                 let reg = match b.u8() % 3 {
                     0 => SgiRegister::Sgi0r,
@@ -760,7 +782,7 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
                     vgic.flush_to_lrs(&mut s.cpu, &mut s.lrs);
                     s.in_guest = true;
                 }
-                if op % 13 == 9 {
+                if kind == 9 {
                     s.lrs.ack();
                 } else {
                     s.lrs.eoi(usize::from(b.u8()));
@@ -783,7 +805,11 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
                 0
             }
         };
-        assert_eq!(kick & !all, 0, "kick {kick:#x} names a vCPU that does not exist");
+        assert_eq!(
+            kick & !all,
+            0,
+            "kick {kick:#x} names a vCPU that does not exist"
+        );
         check_lrs(&vcpus, nr_irqs, v3);
     }
     let st = vgic.stats();
@@ -807,7 +833,11 @@ fn check_lrs(vcpus: &[VcpuSim], nr_irqs: u32, v3: bool) {
             if lr.state == LrState::Invalid {
                 continue;
             }
-            assert!(lr.intid < nr_irqs, "vCPU {n} LR {i} holds INTID {}", lr.intid);
+            assert!(
+                lr.intid < nr_irqs,
+                "vCPU {n} LR {i} holds INTID {}",
+                lr.intid
+            );
             let source = if v3 { 0 } else { lr.source_cpu };
             assert!(
                 seen.insert((lr.intid, source)),
@@ -817,7 +847,11 @@ fn check_lrs(vcpus: &[VcpuSim], nr_irqs: u32, v3: bool) {
             if lr.intid >= 32
                 && let Some(other) = spi_owner.insert(lr.intid, n)
             {
-                assert_eq!(other, n, "SPI {} in the LRs of vCPUs {other} and {n}", lr.intid);
+                assert_eq!(
+                    other, n,
+                    "SPI {} in the LRs of vCPUs {other} and {n}",
+                    lr.intid
+                );
             }
         }
     }
