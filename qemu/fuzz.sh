@@ -67,10 +67,12 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install --locked --quiet cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 fi
 # libFuzzer's C++ part is compiled by libfuzzer-sys's build script.
-command -v c++ >/dev/null 2>&1 || {
-    log "a C++ compiler is needed (apt-get install g++)"
-    exit 1
-}
+if ! command -v c++ >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    log "installing g++ (libFuzzer is C++)"
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq g++ >/dev/null
+fi
 
 export RUSTC_BOOTSTRAP=1
 log "building ${targets[*]} ($(rustc --version))"
