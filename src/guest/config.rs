@@ -17,6 +17,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use serde::Deserialize;
+use toml_parser::lexer::TokenKind;
 
 use super::layout::guest_map::EMULATED_DEVICE_WINDOW as EMULATED;
 use crate::addr::{Ipa, PAGE_SIZE, PhysAddr, SZ_2M};
@@ -48,6 +49,11 @@ pub const MAX_SPIS: u32 = 960;
 pub const MAX_NAME_LEN: usize = 32;
 /// Highest physical CPU index `physical_cpus` may name (the machine check is in [`admit`]).
 const MAX_PHYSICAL_CPU: i64 = 1023;
+/// Deepest nesting of brackets (arrays, inline tables, table headers) [`parse`] accepts. The
+/// `toml` crate allows 80 levels, but it builds its document recursively: in an optimized
+/// build 79 nested arrays overflowed a 64 KiB stack (the hypervisor's boot stack size) on
+/// x86_64, 32 did not (docs/fuzzing.md). A vm.toml needs 3 (`devices = [{ interrupts = [1] }]`).
+pub const MAX_NESTING: usize = 8;
 
 /// What to do when the guest asks for a reset (PSCI SYSTEM_RESET).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -568,6 +574,36 @@ fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
     }
 }
 
+/// The offset of the first bracket nested deeper than [`MAX_NESTING`], if any. Counts over
+/// the tokens of the lexer `toml` itself uses, so brackets inside strings and comments do not
+/// count, and pops only on a matching closer: it never counts less nesting than the parser
+/// builds, whatever error recovery the parser does.
+fn too_deep(text: &str) -> Option<usize> {
+    // open[i]: whether the i-th open bracket is a `[` (else a `{`).
+    let mut open = [false; MAX_NESTING];
+    let mut depth = 0;
+    for token in toml_parser::Source::new(text).lex() {
+        let kind = token.kind();
+        match kind {
+            TokenKind::LeftSquareBracket | TokenKind::LeftCurlyBracket => {
+                let Some(slot) = open.get_mut(depth) else {
+                    return Some(token.span().start());
+                };
+                *slot = kind == TokenKind::LeftSquareBracket;
+                depth += 1;
+            }
+            TokenKind::RightSquareBracket | TokenKind::RightCurlyBracket => {
+                let square = kind == TokenKind::RightSquareBracket;
+                if depth > 0 && open[depth - 1] == square {
+                    depth -= 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0 < b.0.saturating_add(b.1) && b.0 < a.0.saturating_add(a.1)
 }
@@ -576,6 +612,15 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
 /// default `name`.
 pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
     let text = core::str::from_utf8(text).map_err(|_| ConfigError::NotUtf8)?;
+    if let Some(at) = too_deep(text) {
+        let (line, column) = line_col(text, at);
+        return Err(ConfigError::Toml {
+            key: key_on_line(text, at),
+            line,
+            column,
+            message: alloc::format!("nested deeper than {MAX_NESTING} levels"),
+        });
+    }
     let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
 
     let name = raw.name.unwrap_or_else(|| folder.to_owned());
