@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: set-up (idempotent), formatting and lints for the host and the bare-metal
-# target, host unit and property tests, and the QEMU integration tests in tests/.
+# target, host unit and property tests, the QEMU integration tests in tests/, and every fuzzer
+# for a minute.
 #   qemu/test.sh [--quick]    (--quick: host tests only, no QEMU boots)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,5 +35,18 @@ fi
 
 step "host unit, property and QEMU integration tests"
 cargo test --quiet --no-fail-fast -- --test-threads=2
+
+# Every fuzzer for 60 s (FUZZ_SECONDS overrides), in two parallel halves on this 2-core budget.
+step "fuzzers (qemu/fuzz.sh, ${FUZZ_SECONDS:-60} s each)"
+mapfile -t targets < <(qemu/fuzz.sh --list)
+half=$(( (${#targets[@]} + 1) / 2 ))
+qemu/fuzz.sh --time "${FUZZ_SECONDS:-60}" "${targets[@]:0:$half}" &
+first=$!
+qemu/fuzz.sh --time "${FUZZ_SECONDS:-60}" "${targets[@]:$half}" &
+second=$!
+fuzz_ok=1
+wait $first || fuzz_ok=0
+wait $second || fuzz_ok=0
+[ $fuzz_ok -eq 1 ] || { echo "a fuzzer failed (see above)"; exit 1; }
 echo
 echo "all tests passed"
