@@ -44,6 +44,9 @@ pub struct MachineView {
     pub gicv: Option<PhysAddr>,
     pub pa_range: PaRange,
     pub vmid16: bool,
+    /// FEAT_S2FWB: stage 2 can force write-back cacheability (HCR_EL2.FWB), so guest memory
+    /// needs no cache cleaning when it is handed over.
+    pub fwb: bool,
 }
 
 /// The images a VM starts from (kept for resets).
@@ -134,6 +137,8 @@ pub struct Vm {
     pub mpidrs: Vec<u64>,
     pub vttbr: u64,
     pub vtcr: u64,
+    /// HCR_EL2.FWB is set while this VM runs (its stage-2 descriptors use the FWB encodings).
+    pub fwb: bool,
     s2: ManuallyDrop<S2>,
     pub memmap: GuestMemoryMap,
     ram_blocks: Vec<(PhysAddr, u32)>,
@@ -221,7 +226,7 @@ impl Vm {
         };
         let vtcr = geo.vtcr(vmid_bits).value();
         let geometry = geo;
-        let table = match Stage2Table::new(geo, vmid, false, HypTableMemory, HwTlb, &PAGES) {
+        let table = match Stage2Table::new(geo, vmid, m.fwb, HypTableMemory, HwTlb, &PAGES) {
             Ok(t) => t,
             Err(e) => {
                 free_vmid(vmid);
@@ -296,6 +301,7 @@ impl Vm {
             mpidrs,
             vttbr,
             vtcr,
+            fwb: m.fwb,
             s2: ManuallyDrop::new(s2),
             memmap,
             ram_blocks: guard.0.take().unwrap_or_default(),
@@ -392,7 +398,11 @@ impl Vm {
             if let Some(r) = self.memmap.lookup(at) {
                 let pa = r.pa_of(at);
                 stage2_hw::zero_phys(pa, SZ_2M);
-                crate::arch::aarch64::cache::clean_invalidate_dcache_range(pa.as_u64(), SZ_2M);
+                // With FEAT_S2FWB stage 2 forces the guest's view of its RAM to write-back
+                // cacheable, so no non-cacheable guest access can miss the zeroes in the cache.
+                if !self.fwb {
+                    crate::arch::aarch64::cache::clean_invalidate_dcache_range(pa.as_u64(), SZ_2M);
+                }
             }
             flag.store(true, Ordering::Release);
         }

@@ -111,7 +111,12 @@ pub fn run(platform: &'static Platform) -> ! {
         use aarch64_cpu::registers::{ID_AA64MMFR1_EL1, Readable};
         ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::VMIDBits) == 2
     };
+    let fwb = {
+        use aarch64_cpu::registers::{ID_AA64MMFR2_EL1, Readable};
+        ID_AA64MMFR2_EL1.read(ID_AA64MMFR2_EL1::FWB) == 1
+    };
     MACHINE.call_once(|| MachineView {
+        fwb,
         gic_v3: platform.gic.version == crate::platform::GicVersion::V3,
         gicv: platform.gic.gicv.map(|r| r.start),
         pa_range,
@@ -340,7 +345,7 @@ fn start_vcpu(req: StartRequest) {
     let idx = req.vcpu;
     let mpidr = vm.mpidrs.get(idx).copied().unwrap_or(0);
     vcpu_hw::reset_el1();
-    vcpu_hw::configure_el2(vm.vttbr, vm.vtcr, mpidr);
+    vcpu_hw::configure_el2(vm.vttbr, vm.vtcr, mpidr, vm.fwb);
     // A VMID may have been used before: drop whatever this CPU's TLB holds for it.
     // SAFETY: TLB invalidation for the VMID just loaded; no memory effect.
     unsafe { core::arch::asm!("tlbi vmalls12e1", "dsb nsh", "isb", options(nostack)) };

@@ -29,7 +29,7 @@ pub fn guest_hcr() -> u64 {
 }
 
 /// Programs the EL2 controls for running a guest vCPU on this CPU.
-pub fn configure_el2(vttbr: u64, vtcr: u64, vmpidr: u64) {
+pub fn configure_el2(vttbr: u64, vtcr: u64, vmpidr: u64, fwb: bool) {
     VTCR_EL2.set(vtcr);
     VTTBR_EL2.set(vttbr);
     VMPIDR_EL2.set(vmpidr | (1 << 31));
@@ -40,14 +40,26 @@ pub fn configure_el2(vttbr: u64, vtcr: u64, vmpidr: u64) {
     // interrupts are forwarded (exit::irq). The virtual timer runs with no offset.
     CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::SET);
     CNTVOFF_EL2.set(0);
-    // No FP/SIMD, trace or CPACR traps (CPTR_EL2 RES1 bits only).
-    CPTR_EL2.set(0x33ff);
+    // CPTR_EL2 (E2H = 0): FP/SIMD (TFP, bit 10) and SVE (TZ, bit 8) are the guest's own,
+    // untrapped: the hypervisor never touches those registers (soft-float target) and each
+    // physical CPU runs one vCPU. SME (TSM, bit 12) stays trapped: its state (ZA, SMCR) is not
+    // managed. Bits 13, 9 and 7:0 are RES1.
+    CPTR_EL2.set(0x22ff | (1 << 12));
+    let pfr0: u64;
+    // SAFETY: reading ID_AA64PFR0_EL1 has no side effect.
+    unsafe { asm!("mrs {}, id_aa64pfr0_el1", out(reg) pfr0, options(nomem, nostack)) };
+    if (pfr0 >> 32) & 0xf != 0 {
+        // SVE: let the guest use the largest vector length the hardware has.
+        // SAFETY: ZCR_EL2 only bounds EL1/EL0 SVE vector lengths.
+        unsafe { asm!("msr s3_4_c1_c2_0, {}", in(reg) 0x1ffu64, options(nomem, nostack)) };
+    }
     // PMU counters all belong to EL1; debug registers not trapped.
     let pmcr: u64;
     // SAFETY: reading PMCR_EL0 at EL2 has no side effect.
     unsafe { asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nostack, nomem)) };
     MDCR_EL2.set((pmcr >> 11) & 0x1f);
-    HCR_EL2.set(guest_hcr());
+    let fwb = if fwb { HCR_EL2::FWB::SET.value } else { 0 };
+    HCR_EL2.set(guest_hcr() | fwb);
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
