@@ -1057,3 +1057,63 @@ fn vm_lines_rebuilds_lines_split_by_the_console_mux() {
     );
     assert!(vm_stream(log, "checksum").contains("CHECKSUM: round 1 0x1CHECKSUM: stable"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// A crashing VM beside a working one.
+
+/// Prints "C" and jumps to IPA 0x1000, where there is no memory: the instruction abort is
+/// injected, but the guest never set VBAR_EL1, so the abort's own vector (0x200) faults again.
+const CRASH_GUEST: &[u32] = &[
+    0xd2a1_2001, // mov  x1, #0x09000000
+    0x5280_0862, // mov  w2, #'C'
+    0xb900_0022, // str  w2, [x1]
+    0x5280_0142, // mov  w2, #'\n'
+    0xb900_0022, // str  w2, [x1]
+    0xd282_0000, // mov  x0, #0x1000
+    0xd61f_0000, // br   x0
+];
+
+/// One VM crashes (its exceptions loop on a vector that faults) while a checksum VM works: the
+/// crashed VM is stopped with a message, the checksum VM's result comes out unchanged, it
+/// powers off normally, and the machine powers off with every page returned.
+#[test]
+fn a_crashing_vm_is_stopped_and_the_other_vm_is_undisturbed() {
+    if !qemu_available() {
+        return;
+    }
+    let img = std::fs::read(test_guests().join("checksum.img")).expect("checksum.img");
+    let cpio = Cpio::new()
+        .dir("crasher")
+        .file("crasher/vm.toml", b"kernel = \"Image\"\nmemory = \"32M\"\n")
+        .file("crasher/Image", &tiny_image(CRASH_GUEST))
+        .dir("worker")
+        .file(
+            "worker/vm.toml",
+            b"kernel = \"checksum.img\"\nmemory = \"64M\"\nbootargs = \"checksum.rounds=6\"\n",
+        )
+        .file("worker/checksum.img", &img)
+        .finish();
+    let rd = scratch("crash-isolation").join("ramdisk.cpio");
+    std::fs::write(&rd, cpio).expect("write ramdisk");
+    let r = run(
+        "crash-isolation",
+        &[
+            "--cpus",
+            "2",
+            "--mem",
+            "1G",
+            "--ramdisk",
+            rd.to_str().unwrap(),
+        ],
+        120,
+    );
+    r.assert_status(0);
+    r.assert_contains("[crasher] C");
+    r.assert_contains("kestrel: vm crasher: stopped after a crash");
+    r.assert_contains("no working vector table");
+    r.assert_contains("CHECKSUM: stable");
+    r.assert_lacks("CHECKSUM: CHANGED");
+    r.assert_contains("kestrel: vm worker: powered off");
+    r.assert_contains("page accounting back to its starting figure");
+    r.assert_lacks("PANIC");
+}
