@@ -70,8 +70,17 @@ if [ ${#need[@]} -gt 0 ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# The Rust target comes from rust-toolchain.toml; asking rustup for the active toolchain installs it.
-(cd "$repo" && rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install)
+# The toolchain, targets and components named in rust-toolchain.toml. rustup installs a missing
+# toolchain with them, but does not add components to a toolchain that is already there, so
+# ask for each explicitly (quick when present).
+(
+    cd "$repo"
+    rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
+    rustup target add aarch64-unknown-none-softfloat aarch64-unknown-none >/dev/null 2>&1 ||
+        rustup target add aarch64-unknown-none-softfloat aarch64-unknown-none
+    rustup component add rustfmt clippy llvm-tools >/dev/null 2>&1 ||
+        rustup component add rustfmt clippy llvm-tools
+)
 
 if [ $want_guest -eq 1 ]; then
     "$here/guest-material.sh"
