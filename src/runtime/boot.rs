@@ -296,11 +296,6 @@ fn init_gic(platform: &Platform) {
     }
 }
 
-/// Index of each CPU of the platform (0 = the boot CPU, then the DTB's order).
-pub fn cpu_mpidr(index: usize) -> Option<u64> {
-    cpu::percpu(index).map(|p| p.mpidr.load(Ordering::Relaxed))
-}
-
 fn start_secondaries(platform: &Platform) {
     let me = cpu::mpidr_affinity();
     CPUS_ONLINE.store(1, Ordering::SeqCst);

@@ -65,9 +65,3 @@ pub fn enable_growth() {
 pub fn grown_pages() -> u64 {
     GROWN_PAGES.load(Ordering::Relaxed)
 }
-
-/// Bytes allocated and total bytes in the heap.
-pub fn usage() -> (usize, usize) {
-    let h = HEAP.lock();
-    (h.stats_alloc_actual(), h.stats_total_bytes())
-}
