@@ -339,7 +339,7 @@ fn start_secondaries(platform: &Platform) {
         }
     }
     let t0 = cpu::counter();
-    let limit = cpu::counter_freq().max(1) * 2;
+    let limit = cpu::counter_freq().max(1) * 10;
     while CPUS_ONLINE.load(Ordering::SeqCst) < expected {
         if cpu::counter() - t0 > limit {
             error!(
