@@ -6,8 +6,9 @@
 //!
 //! Input: keyboard bytes go to one VM at a time (the focus). The escape character Ctrl-A
 //! followed by `1`..`9` moves the focus to VM 1..9, `n` to the next VM, and a second Ctrl-A sends
-//! a literal Ctrl-A to the focused VM, `d` asks the hypervisor to dump its state and `h` prints
-//! this help; anything else after Ctrl-A is dropped.
+//! a literal Ctrl-A to the focused VM, `d` asks the hypervisor to dump its state, `l` starts or
+//! stops dirty logging of the focused VM and `h` prints this help; anything else after Ctrl-A
+//! is dropped.
 #![forbid(unsafe_code)]
 
 use alloc::string::String;
@@ -29,7 +30,8 @@ pub enum Input {
     ToVm(usize, u8),
     /// The focus moved to VM n.
     Focus(usize),
-    /// A command for the hypervisor itself: Ctrl-A `d` (dump state) or `h` (help).
+    /// A command for the hypervisor itself: Ctrl-A `d` (dump state), `l` (dirty logging on/off
+    /// for the focused VM) or `h` (help).
     Command(u8),
     /// Swallowed (part of an escape sequence, or no VM to send it to).
     None,
@@ -112,7 +114,7 @@ impl ConsoleMux {
     /// Interprets one keyboard byte.
     pub fn input(&mut self, b: u8) -> Input {
         let n = self.names.len();
-        if self.escape && matches!(b, b'd' | b'h') {
+        if self.escape && matches!(b, b'd' | b'h' | b'l') {
             self.escape = false;
             return Input::Command(b);
         }

@@ -41,3 +41,8 @@ pub fn before_hypervisor_line() {
 pub fn input(b: u8) -> Input {
     MUX.lock().input(b)
 }
+
+/// The VM console the keyboard goes to.
+pub fn focus() -> usize {
+    MUX.lock().focus()
+}

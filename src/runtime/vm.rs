@@ -8,8 +8,8 @@ use crate::guest::fdt::{GicSpec, GuestDtbSpec};
 use crate::guest::layout::{GuestLayout, IpaRange, guest_map};
 use crate::mm::frame::FrameAllocator;
 use crate::mm::stage2::{
-    GuestMemoryMap, LockedStage2, MemRegion, PaRange, Stage2Error, Stage2Geometry, Stage2Stats,
-    Stage2Table, Vmid, VmidAllocator, VmidBits,
+    DirtyLog, GuestMemoryMap, LockedStage2, MemCache, MemRegion, PaRange, Stage2Error,
+    Stage2Geometry, Stage2Stats, Stage2Table, Vmid, VmidAllocator, VmidBits,
 };
 use crate::psci::{Psci, SmcccConfig};
 use crate::runtime::boot::PAGES;
@@ -111,6 +111,13 @@ impl ExitStats {
 pub struct DeviceSlot {
     pub range: Range<Ipa>,
     pub dev: Arc<dyn MmioDevice>,
+}
+
+/// What [`Vm::toggle_dirty_log`] did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DirtyLogChange {
+    Started,
+    Stopped { dirty_pages: usize },
 }
 
 /// How a VM's run ends.
@@ -504,6 +511,30 @@ impl Vm {
 
     pub fn stopping(&self) -> Option<StopKind> {
         self.run.lock().stopping
+    }
+
+    /// Starts dirty logging over all of the VM's RAM (write-protects what is mapped; from now
+    /// on a write fault marks its 4 KiB page dirty and makes it writable), or stops it
+    /// (restores write permission, merges pages back into blocks) and reports how many pages
+    /// were written meanwhile. Runs on any CPU while the VM's vCPUs keep running: the
+    /// stage-2 lock serializes it with their faults.
+    pub fn toggle_dirty_log(&self) -> Result<DirtyLogChange, Stage2Error> {
+        let mut cache = MemCache::new();
+        let base = self.images.config.ram_base;
+        let size = self.images.config.memory;
+        let r = self.s2.with_retry(&mut cache, &PAGES, 0, |t, c| {
+            if t.dirty_log().is_some() {
+                let log = t.stop_dirty_log(c)?;
+                Ok(DirtyLogChange::Stopped {
+                    dirty_pages: log.dirty_count(),
+                })
+            } else {
+                t.start_dirty_log(DirtyLog::new(base, size)?)?;
+                Ok(DirtyLogChange::Started)
+            }
+        });
+        cache.drain(&PAGES, &HypTableMemory);
+        r
     }
 
     /// The exit path's check: has anyone asked this VM to stop? (One atomic load, no lock.)

@@ -484,9 +484,11 @@ pub fn console_input() {
                 info!("kestrel: console input now goes to VM console {}", i + 1);
             }
             crate::console_mux::Input::Command(b'd') => request_dump(),
+            crate::console_mux::Input::Command(b'l') => toggle_dirty_log(),
             crate::console_mux::Input::Command(_) => info!(
                 "kestrel: console keys: Ctrl-A 1..9 focus VM n, Ctrl-A n next VM, Ctrl-A Ctrl-A \
-                 literal Ctrl-A, Ctrl-A d dump hypervisor state, Ctrl-A h this help"
+                 literal Ctrl-A, Ctrl-A d dump hypervisor state, Ctrl-A l start/stop dirty logging of the focused \
+                 VM, Ctrl-A h this help"
             ),
             crate::console_mux::Input::None => {}
         }
@@ -609,4 +611,32 @@ pub fn release_passthrough(vm: &Vm) {
 pub fn passthrough_owner(intid: u32) -> Option<usize> {
     let v = PASSTHROUGH.get(intid as usize)?.load(Ordering::Relaxed);
     v.checked_sub(1)
+}
+
+/// Ctrl-A l: starts or stops dirty logging of the VM the keyboard goes to.
+fn toggle_dirty_log() {
+    let focus = crate::runtime::console::focus();
+    let vm = VMS
+        .lock()
+        .iter()
+        .flatten()
+        .find(|v| v.console == focus)
+        .cloned();
+    let Some(vm) = vm else {
+        info!("kestrel: no VM to log");
+        return;
+    };
+    match vm.toggle_dirty_log() {
+        Ok(crate::runtime::vm::DirtyLogChange::Started) => {
+            info!("kestrel: vm {}: dirty logging started", vm.name);
+        }
+        Ok(crate::runtime::vm::DirtyLogChange::Stopped { dirty_pages }) => {
+            info!(
+                "kestrel: vm {}: dirty logging stopped: {dirty_pages} pages dirty; stage2 {}",
+                vm.name,
+                vm.s2_stats()
+            );
+        }
+        Err(e) => error!("kestrel: vm {}: dirty logging: {e:?}", vm.name),
+    }
 }

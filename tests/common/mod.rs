@@ -380,6 +380,8 @@ pub struct Started {
     child: Option<std::process::Child>,
     pub log_path: PathBuf,
     start: Instant,
+    /// The serial console's input (only for runs started with [`start_interactive`]).
+    input: Option<std::process::ChildStdin>,
 }
 
 /// Starts `qemu/run.sh ARGS --timeout T --no-build --log ...` without waiting for it.
@@ -410,10 +412,53 @@ pub fn start(name: &str, args: &[&str], timeout_s: u64) -> Started {
         child: Some(child),
         log_path,
         start: Instant::now(),
+        input: None,
+    }
+}
+
+/// As [`start`], with the serial console's input connected to [`Started::type_slowly`].
+pub fn start_interactive(name: &str, args: &[&str], timeout_s: u64) -> Started {
+    use std::os::unix::process::CommandExt;
+    build_image();
+    let dir = repo().join("target/qemu-tests");
+    std::fs::create_dir_all(&dir).expect("create target/qemu-tests");
+    let log_path = dir.join(format!("{name}.log"));
+    let _ = std::fs::remove_file(&log_path);
+    let t = timeout_s.to_string();
+    let mut child = Command::new(repo().join("qemu/run.sh"))
+        .process_group(0)
+        .args(["--timeout", &t, "--no-build", "--log"])
+        .arg(&log_path)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start qemu/run.sh");
+    let input = child.stdin.take();
+    Started {
+        child: Some(child),
+        log_path,
+        start: Instant::now(),
+        input,
     }
 }
 
 impl Started {
+    /// Types `text` on the console, one byte every 50 ms (as a person would: busybox's line
+    /// editor asks the terminal for the cursor position after each prompt and would otherwise
+    /// eat keys meant for the command line).
+    pub fn type_slowly(&mut self, text: &[u8]) {
+        use std::io::Write;
+        if let Some(i) = self.input.as_mut() {
+            for &b in text {
+                let _ = i.write_all(&[b]);
+                let _ = i.flush();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
