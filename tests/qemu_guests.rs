@@ -114,6 +114,48 @@ fn memtest_with_a_misaligned_ipa_base_gets_no_1gib_block() {
     assert_eq!(installed[0], 0, "no 4 KiB pages needed: {installed:?}");
 }
 
+/// 1536 MiB + 4 KiB at IPA 1 GiB: a whole number of pages but not of 2 MiB. The last page is a
+/// buddy block (a memory region) of its own, so it can only be mapped with a 4 KiB page, while
+/// the rest keeps its 1 GiB and 2 MiB blocks; memtest writes the last word of RAM.
+#[test]
+fn memtest_with_an_odd_size_maps_its_last_page_with_a_4kib_page() {
+    let Some((_r, c)) = memtest("memtest-odd-size", "1572868K", "0x40000000") else {
+        return;
+    };
+    let installed = get(&c, "installed(4K/2M/1G)");
+    assert!(
+        installed[2] >= 1,
+        "the first GiB is one block: {installed:?}"
+    );
+    assert!(installed[1] >= 1, "2 MiB blocks above it: {installed:?}");
+    assert!(
+        installed[0] >= 1,
+        "the odd last page must be a 4 KiB mapping: {installed:?}"
+    );
+    assert_eq!(get(&c, "aborts-injected"), [0]);
+}
+
+/// 64 MiB + 12 KiB at IPA 1 GiB + 4 KiB: the buddy blocks are size-aligned in PA, the IPA base
+/// is not even 2 MiB aligned, so no IPA/PA pair shares a 2 MiB offset and every mapping must be
+/// a 4 KiB page.
+#[test]
+fn memtest_at_a_page_aligned_base_maps_4kib_pages_only() {
+    let Some((_r, c)) = memtest("memtest-odd-base", "65548K", "0x40001000") else {
+        return;
+    };
+    let installed = get(&c, "installed(4K/2M/1G)");
+    assert_eq!(
+        installed[1..],
+        [0, 0],
+        "no block can be aligned: {installed:?}"
+    );
+    assert!(
+        installed[0] >= 10,
+        "memtest touches pages across the whole RAM: {installed:?}"
+    );
+    assert_eq!(get(&c, "aborts-injected"), [0]);
+}
+
 /// One `BENCH: <what> ticks_per_op=<x> ns_per_op=<y> n=<N> ...` line: (x, y, N).
 fn bench_line(stream: &[String], what: &str) -> Option<(f64, f64, u64)> {
     let l = stream

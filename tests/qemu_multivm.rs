@@ -592,9 +592,9 @@ fn bad_vms_are_refused_with_a_reason_and_the_good_one_runs() {
         ),
         (
             "odd-memory",
-            good.replace("\"64M\"", "\"63M\""),
+            good.replace("\"64M\"", "67108865"),
             vec![("checksum.img", img.clone())],
-            vec!["`memory`", "not a multiple of 0x200000"],
+            vec!["`memory`", "not a multiple of 0x1000"],
         ),
         (
             "zz-same-name",

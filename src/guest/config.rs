@@ -20,13 +20,15 @@ use serde::Deserialize;
 use toml_parser::lexer::TokenKind;
 
 use super::layout::guest_map::EMULATED_DEVICE_WINDOW as EMULATED;
-use crate::addr::{Ipa, PAGE_SIZE, PhysAddr, SZ_2M};
+use crate::addr::{Ipa, PAGE_SIZE, PhysAddr};
 
 /// How errors name the emulated devices' window (`layout::guest_map`).
 pub const EMULATED_DEVICES: &str = "emulated devices (0x8000000..0xa000000)";
 
-/// Guest RAM granularity: a multiple of 2 MiB, so stage 2 can map it with 2 MiB blocks.
-pub const MEMORY_ALIGN: u64 = SZ_2M;
+/// Granularity of guest RAM size and base: one 4 KiB page, as for KVM. Stage 2 still maps
+/// with 1 GiB and 2 MiB blocks wherever the IPA and PA alignment and the region's bounds allow,
+/// and with 4 KiB pages at unaligned edges.
+pub const MEMORY_ALIGN: u64 = PAGE_SIZE;
 /// Smallest guest RAM accepted.
 pub const MIN_MEMORY: u64 = 32 << 20;
 /// Guest RAM when `memory` is not given.

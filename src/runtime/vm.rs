@@ -386,7 +386,7 @@ impl Vm {
         Ok(())
     }
 
-    /// Scrubs and cleans every not yet prepared 2 MiB block of guest RAM that overlaps
+    /// Scrubs and cleans every not yet prepared 2 MiB chunk of guest RAM that overlaps
     /// `[ipa, ipa + size)`. IPAs outside RAM are ignored.
     pub fn prepare(&self, ipa: Ipa, size: u64) {
         let base = self.images.config.ram_base.as_u64();
@@ -401,17 +401,41 @@ impl Vm {
             if flag.load(Ordering::Acquire) {
                 continue;
             }
-            let at = Ipa::new(base + i * SZ_2M);
-            if let Some(r) = self.memmap.lookup(at) {
-                let pa = r.pa_of(at);
-                stage2_hw::zero_phys(pa, SZ_2M);
+            self.for_each_ram_piece(self.chunk(i as usize), SZ_2M, |pa, n| {
+                stage2_hw::zero_phys(pa, n);
                 // With FEAT_S2FWB stage 2 forces the guest's view of its RAM to write-back
                 // cacheable, so no non-cacheable guest access can miss the zeroes in the cache.
                 if !self.fwb {
-                    crate::arch::aarch64::cache::clean_invalidate_dcache_range(pa.as_u64(), SZ_2M);
+                    crate::arch::aarch64::cache::clean_invalidate_dcache_range(pa.as_u64(), n);
                 }
-            }
+            });
             flag.store(true, Ordering::Release);
+        }
+    }
+
+    /// The first IPA of 2 MiB chunk `i` of guest RAM (the last chunk may be shorter).
+    fn chunk(&self, i: usize) -> Ipa {
+        self.images.config.ram_base + i as u64 * SZ_2M
+    }
+
+    /// Calls `f(pa, len)` for each physically contiguous piece of guest RAM in
+    /// `[ipa, ipa + len)`, in IPA order; stops at the first IPA that is not RAM. Guest RAM is
+    /// a run of buddy blocks of any order (the VM's size need only be a whole number of
+    /// pages), so a range may span several blocks.
+    fn for_each_ram_piece(&self, ipa: Ipa, len: u64, mut f: impl FnMut(PhysAddr, u64)) {
+        let mut done = 0;
+        while done < len {
+            let at = ipa + done;
+            let Some(r) = self
+                .memmap
+                .lookup(at)
+                .filter(|r| r.kind == crate::mm::stage2::RegionKind::Ram)
+            else {
+                return;
+            };
+            let n = (r.ipa.as_u64() + r.size - at.as_u64()).min(len - done);
+            f(r.pa_of(at), n);
+            done += n;
         }
     }
 
@@ -427,31 +451,16 @@ impl Vm {
     }
 
     fn sync_range(&self, ipa: Ipa, len: u64) {
-        let mut done = 0;
-        while done < len {
-            let at = ipa + done;
-            let Some(r) = self.memmap.lookup(at) else {
-                return;
-            };
-            let n = (r.ipa.as_u64() + r.size - at.as_u64()).min(len - done);
-            stage2_hw::sync_guest_memory(r.pa_of(at), n);
-            done += n;
-        }
+        self.for_each_ram_piece(ipa, len, |pa, n| stage2_hw::sync_guest_memory(pa, n));
     }
 
     /// Copies `bytes` into guest RAM at `ipa` (which the layout placed inside RAM).
     fn write(&self, ipa: Ipa, bytes: &[u8]) {
         let mut done = 0usize;
-        while done < bytes.len() {
-            let at = ipa + done as u64;
-            let Some(r) = self.memmap.lookup(at) else {
-                return;
-            };
-            let room = (r.ipa.as_u64() + r.size - at.as_u64()) as usize;
-            let n = room.min(bytes.len() - done);
-            stage2_hw::copy_to_phys(r.pa_of(at), &bytes[done..done + n]);
-            done += n;
-        }
+        self.for_each_ram_piece(ipa, bytes.len() as u64, |pa, n| {
+            stage2_hw::copy_to_phys(pa, &bytes[done..done + n as usize]);
+            done += n as usize;
+        });
     }
 
     /// Queues keyboard input for the VM's console and moves what fits into its UART.
@@ -610,13 +619,9 @@ impl Drop for Vm {
         let s2 = unsafe { ManuallyDrop::take(&mut self.s2) };
         free_vmid(s2.destroy(&PAGES));
         // Scrub what the guest could have written (the prepared blocks), then free it all.
-        let base = self.images.config.ram_base;
         for (i, flag) in self.prepared.iter().enumerate() {
-            let at = base + i as u64 * SZ_2M;
-            if flag.load(Ordering::Acquire)
-                && let Some(r) = self.memmap.lookup(at)
-            {
-                stage2_hw::zero_phys(r.pa_of(at), SZ_2M);
+            if flag.load(Ordering::Acquire) {
+                self.for_each_ram_piece(self.chunk(i), SZ_2M, stage2_hw::zero_phys);
             }
         }
         for (pa, order) in core::mem::take(&mut self.ram_blocks) {

@@ -145,8 +145,14 @@ fn rejects_bad_memory_sizes_naming_the_problem() {
     assert_eq!(problem("\"99999999999999999999\""), SizeProblem::Overflow);
     assert_eq!(problem("\"99999999999T\""), SizeProblem::Overflow);
     assert_eq!(problem("\"30M\""), SizeProblem::TooSmall(32 * M));
-    assert_eq!(problem("\"33M\""), SizeProblem::NotMultiple(2 * M));
-    assert_eq!(problem("33554433"), SizeProblem::NotMultiple(2 * M));
+    assert_eq!(problem("33554433"), SizeProblem::NotMultiple(4096));
+    assert_eq!(problem("\"40000001\""), SizeProblem::NotMultiple(4096));
+    // Any whole number of pages is accepted, as for KVM.
+    assert_eq!(with("memory = \"33M\"").unwrap().memory, 33 * M);
+    assert_eq!(
+        with("memory = 34607104").unwrap().memory,
+        32 * M + 4096 * 257
+    );
     assert!(matches!(
         err("memory = true"),
         ConfigError::Toml { key: Some(k), line: 2, .. } if k == "memory"
@@ -344,12 +350,16 @@ fn checks_cpus_and_physical_cpus() {
 #[test]
 fn checks_ram_base_alignment_and_range() {
     assert_eq!(
-        err("ram_base = 0x4010_0000"),
+        err("ram_base = 0x4010_0800"),
         ConfigError::Unaligned {
             key: "ram_base".to_string(),
-            value: 0x4010_0000,
-            align: 2 * M
+            value: 0x4010_0800,
+            align: 4096
         }
+    );
+    assert_eq!(
+        with("ram_base = 0x4010_1000").unwrap().ram_base,
+        Ipa::new(0x4010_1000)
     );
     assert!(matches!(
         err("ram_base = -2097152"),
@@ -522,7 +532,7 @@ fn validates_passthrough_devices() {
 fn error_messages_name_the_key() {
     let msg = err("cpus = 0").to_string();
     assert!(msg.contains("`cpus`") && msg.contains("1..=64"), "{msg}");
-    let msg = err("memory = \"33M\"").to_string();
+    let msg = err("memory = 33554433").to_string();
     assert!(
         msg.contains("`memory`") && msg.contains("multiple"),
         "{msg}"
