@@ -1,24 +1,36 @@
 //! The physical page allocator: every free page of RAM, handed out as size-aligned blocks of
-//! `2^order` pages by a buddy allocator (`buddy_system_allocator::FrameAllocator`, working on
-//! page frame numbers, so its block alignment is physical alignment). Size-aligned blocks are
-//! what the stage-2 PGD needs (up to 16 contiguous pages aligned to 64 KiB) and what lets guest
-//! RAM be mapped with 2 MiB and 1 GiB blocks.
+//! `2^order` pages by a buddy allocator. Size-aligned blocks are what the stage-2 PGD needs (up
+//! to 16 contiguous pages aligned to 64 KiB) and what lets guest RAM be mapped with 2 MiB and
+//! 1 GiB blocks.
+//!
+//! The buddy allocator is `buddy_system_allocator::Heap`, whose free lists are intrusive (each
+//! free block holds the link to the next one), rather than the crate's `FrameAllocator`, whose
+//! free lists are `BTreeSet`s on the global heap: the global heap itself grows from this
+//! allocator while it holds its own lock (`arch::aarch64::heap`), so an allocator that needed
+//! the heap would deadlock there (seen: a 36 MiB gzip ramdisk hung the boot when a page
+//! allocation split a block and the `BTreeSet` wanted a new node), and would invert the lock
+//! order against any CPU in the heap's rescue path. This allocator takes no lock but its own
+//! and allocates nothing. The price: it writes into the free pages themselves, so the RAM
+//! handed to it must be mapped and writable (see [`PageAllocator::add_range`]).
 //!
 //! Accounting is kept here (pages in use, by order) so that "back to the starting figure" can be
 //! checked after a VM ends.
-#![forbid(unsafe_code)]
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
 
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PhysAddr};
 use crate::mm::frame::FrameAllocator;
-use buddy_system_allocator::FrameAllocator as Buddy;
+use buddy_system_allocator::Heap;
 use spin::Mutex;
 
 /// Largest block: 2^30 pages (4 TiB), far above any RAM we run on.
-const ORDERS: usize = 31;
-pub const MAX_ORDER: u32 = ORDERS as u32 - 1;
+pub const MAX_ORDER: u32 = 30;
+/// The buddy heap's size classes are byte sizes: 2^0 .. 2^(PAGE_SHIFT + MAX_ORDER) bytes.
+const CLASSES: usize = PAGE_SHIFT as usize + MAX_ORDER as usize + 1;
 
 struct Inner {
-    buddy: Buddy<ORDERS>,
+    buddy: Heap<CLASSES>,
     total_pages: u64,
     used_pages: u64,
 }
@@ -40,11 +52,17 @@ impl PageStats {
     }
 }
 
+/// The layout of a block of `2^order` pages: its size is also its alignment.
+fn block_layout(order: u32) -> Option<Layout> {
+    let bytes = (PAGE_SIZE as usize).checked_shl(order)?;
+    Layout::from_size_align(bytes, bytes).ok()
+}
+
 impl PageAllocator {
     pub const fn new() -> Self {
         Self {
             inner: Mutex::new(Inner {
-                buddy: Buddy::new(),
+                buddy: Heap::new(),
                 total_pages: 0,
                 used_pages: 0,
             }),
@@ -52,7 +70,12 @@ impl PageAllocator {
     }
 
     /// Adds the pages wholly inside `[start, end)` to the allocator.
-    pub fn add_range(&self, start: PhysAddr, end: PhysAddr) {
+    ///
+    /// # Safety
+    /// The range must be RAM that is mapped writable at its physical address (the identity map
+    /// at EL2, host memory in tests), that nothing else uses from now on, and that does not
+    /// overlap a range already added.
+    pub unsafe fn add_range(&self, start: PhysAddr, end: PhysAddr) {
         let Some(s) = start.checked_align_up(PAGE_SIZE) else {
             return;
         };
@@ -60,13 +83,14 @@ impl PageAllocator {
         if s >= e {
             return;
         }
-        let (fs, fe) = (
-            (s.as_u64() >> PAGE_SHIFT) as usize,
-            (e.as_u64() >> PAGE_SHIFT) as usize,
-        );
         let mut g = self.inner.lock();
-        g.buddy.add_frame(fs, fe);
-        g.total_pages += (fe - fs) as u64;
+        // SAFETY: the caller hands the range over (see above); both ends are page aligned, so
+        // every block the buddy heap makes of it is a size-aligned run of whole pages.
+        unsafe {
+            g.buddy
+                .add_to_heap(s.as_u64() as usize, e.as_u64() as usize)
+        };
+        g.total_pages += (e.as_u64() - s.as_u64()) >> PAGE_SHIFT;
     }
 
     pub fn stats(&self) -> PageStats {
@@ -127,20 +151,30 @@ impl FrameAllocator for PageAllocator {
         if order > MAX_ORDER {
             return None;
         }
+        let layout = block_layout(order)?;
         let mut g = self.inner.lock();
-        let frame = g.buddy.alloc(1usize << order)?;
+        let block = g.buddy.alloc(layout).ok()?;
         g.used_pages += 1u64 << order;
-        Some(PhysAddr::new((frame as u64) << PAGE_SHIFT))
+        Some(PhysAddr::new(block.as_ptr() as u64))
     }
 
     fn free_frames(&self, pa: PhysAddr, order: u32) {
-        debug_assert!(
+        let (Some(layout), Some(ptr)) = (
+            block_layout(order),
+            NonNull::new(pa.as_u64() as usize as *mut u8),
+        ) else {
+            return;
+        };
+        assert!(
             pa.is_aligned(PAGE_SIZE << order),
-            "free of a misaligned block"
+            "free of a misaligned block {pa:?} of order {order}"
         );
         let mut g = self.inner.lock();
-        g.buddy
-            .dealloc((pa.as_u64() >> PAGE_SHIFT) as usize, 1usize << order);
+        // SAFETY: `FrameAllocator` callers return exactly the blocks `alloc_frames` gave them,
+        // with the same order (every caller pairs them: stage-2 tables through one path, guest
+        // RAM through `Vm`, the heap never frees), so `ptr` and `layout` match an allocation
+        // of this heap that is still live.
+        unsafe { g.buddy.dealloc(ptr, layout) };
         g.used_pages -= 1u64 << order;
     }
 }
@@ -150,17 +184,56 @@ mod tests {
     use super::*;
     use alloc::vec::Vec;
 
-    const BASE: u64 = 0x4000_0000;
+    /// Host memory standing in for RAM: the allocator writes its free lists into the pages, so
+    /// they must be real. 4 MiB aligned, so block addresses are predictable.
+    struct Ram {
+        base: u64,
+        layout: std::alloc::Layout,
+    }
 
-    fn allocator(pages: u64) -> PageAllocator {
+    const ARENA_ALIGN: usize = 4 << 20;
+
+    impl Ram {
+        fn new(pages: u64) -> Self {
+            let bytes = (pages * PAGE_SIZE) as usize;
+            let layout = std::alloc::Layout::from_size_align(bytes, ARENA_ALIGN).unwrap();
+            // SAFETY: the layout has a non-zero size.
+            let p = unsafe { std::alloc::alloc_zeroed(layout) };
+            assert!(!p.is_null());
+            Ram {
+                base: p as u64,
+                layout,
+            }
+        }
+        fn at(&self, page: u64) -> PhysAddr {
+            PhysAddr::new(self.base + page * PAGE_SIZE)
+        }
+    }
+
+    impl Drop for Ram {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `new` with this layout.
+            unsafe { std::alloc::dealloc(self.base as *mut u8, self.layout) };
+        }
+    }
+
+    /// An allocator over `[first, end)` pages of `ram`.
+    fn over(ram: &Ram, first: u64, end: u64) -> PageAllocator {
         let a = PageAllocator::new();
-        a.add_range(PhysAddr::new(BASE), PhysAddr::new(BASE + pages * PAGE_SIZE));
+        // SAFETY: the pages are `ram`'s, used by this allocator alone, and outlive it in
+        // every test (declared first, dropped last).
+        unsafe { a.add_range(ram.at(first), ram.at(end)) };
         a
+    }
+
+    fn allocator(ram: &Ram) -> PageAllocator {
+        over(ram, 0, (ram.layout.size() as u64) / PAGE_SIZE)
     }
 
     #[test]
     fn blocks_are_aligned_to_their_size_for_every_order() {
-        let a = allocator(4096);
+        let ram = Ram::new(4096);
+        let a = allocator(&ram);
         for order in 0..=10 {
             let pa = a.alloc_frames(order).expect("block");
             assert!(pa.is_aligned(PAGE_SIZE << order), "order {order} at {pa:?}");
@@ -169,30 +242,30 @@ mod tests {
 
     #[test]
     fn unaligned_range_start_still_gives_aligned_blocks() {
-        let a = PageAllocator::new();
+        let ram = Ram::new(64);
         // Starts 3 pages into a 64 KiB block: a 16-page block must come from further up.
-        a.add_range(
-            PhysAddr::new(BASE + 3 * PAGE_SIZE),
-            PhysAddr::new(BASE + 64 * PAGE_SIZE),
-        );
+        let a = over(&ram, 3, 64);
         let pa = a.alloc_frames(4).expect("16-page block");
         assert_eq!(pa.as_u64() % (16 * PAGE_SIZE), 0);
-        assert!(pa.as_u64() >= BASE + 3 * PAGE_SIZE);
+        assert!(pa >= ram.at(3));
+        assert_eq!(a.stats().total_pages, 61);
     }
 
     #[test]
     fn partial_pages_at_range_edges_are_not_added() {
+        let ram = Ram::new(4);
         let a = PageAllocator::new();
-        a.add_range(
-            PhysAddr::new(BASE + 1),
-            PhysAddr::new(BASE + 3 * PAGE_SIZE - 1),
-        );
+        // SAFETY: as in `over`.
+        unsafe { a.add_range(ram.at(0) + 1, ram.at(3) - 1) };
         assert_eq!(a.stats().total_pages, 1);
+        assert_eq!(a.alloc_frames(0), Some(ram.at(1)));
+        assert_eq!(a.alloc_frames(0), None);
     }
 
     #[test]
     fn exhaustion_returns_none_and_accounting_is_exact() {
-        let a = allocator(16);
+        let ram = Ram::new(16);
+        let a = allocator(&ram);
         let blocks: Vec<_> = (0..4).map(|_| a.alloc_frames(2).expect("block")).collect();
         assert_eq!(a.alloc_frames(0), None);
         assert_eq!(
@@ -206,11 +279,13 @@ mod tests {
             a.free_frames(pa, 2);
         }
         assert_eq!(a.stats().used_pages, 0);
+        assert_eq!(a.alloc_frames(4), Some(ram.at(0)), "coalesced again");
     }
 
     #[test]
     fn fragmentation_then_freeing_coalesces_back_into_the_largest_block() {
-        let a = allocator(64);
+        let ram = Ram::new(64);
+        let a = allocator(&ram);
         let singles: Vec<_> = (0..64).map(|_| a.alloc_frames(0).expect("page")).collect();
         assert_eq!(a.alloc_frames(6), None);
         // Free every other page: 32 free pages, but no 2-page block.
@@ -222,19 +297,21 @@ mod tests {
             a.free_frames(*pa, 0);
         }
         let big = a.alloc_frames(6).expect("coalesced 64-page block");
-        assert_eq!(big, PhysAddr::new(BASE));
+        assert_eq!(big, ram.at(0));
     }
 
     #[test]
     fn oversized_order_is_refused() {
-        let a = allocator(16);
+        let ram = Ram::new(16);
+        let a = allocator(&ram);
         assert_eq!(a.alloc_frames(MAX_ORDER + 1), None);
         assert_eq!(a.alloc_frames(5), None);
     }
 
     #[test]
     fn alloc_cover_uses_large_blocks_and_is_all_or_nothing() {
-        let a = allocator(1024 + 512);
+        let ram = Ram::new(1024 + 512);
+        let a = allocator(&ram);
         let mut out = Vec::new();
         assert!(a.alloc_cover(1536 * PAGE_SIZE, 30, &mut out));
         let orders: Vec<u32> = out.iter().map(|&(_, o)| o).collect();
@@ -250,5 +327,63 @@ mod tests {
             0,
             "failed cover must return what it took"
         );
+    }
+
+    /// Nothing in the allocator may use the global heap, which grows from it while holding its
+    /// own lock: a type that owns heap memory (the `BTreeSet` free lists of the crate's
+    /// `FrameAllocator`) has drop glue, this one must not.
+    #[test]
+    fn the_allocator_owns_no_heap_memory() {
+        fn no_drop_glue<T>() -> bool {
+            !core::mem::needs_drop::<T>()
+        }
+        assert!(
+            no_drop_glue::<PageAllocator>(),
+            "a PageAllocator must not own heap memory (BTreeSet free lists deadlock the heap's \
+             rescue path)"
+        );
+    }
+
+    /// Random allocations and frees of mixed orders against a model: blocks never overlap, are
+    /// size-aligned, the free-page count is exact, and freeing everything coalesces the arena
+    /// back into its largest block.
+    #[test]
+    fn random_alloc_free_never_overlaps_and_coalesces() {
+        use proptest::prelude::*;
+        let mut runner = proptest::test_runner::TestRunner::default();
+        runner
+            .run(
+                &proptest::collection::vec((0u32..6, any::<bool>(), any::<u16>()), 1..200),
+                |ops| {
+                    let ram = Ram::new(256);
+                    let a = allocator(&ram);
+                    let mut live: Vec<(PhysAddr, u32)> = Vec::new();
+                    for (order, free, pick) in ops {
+                        if free && !live.is_empty() {
+                            let (pa, o) = live.swap_remove(pick as usize % live.len());
+                            a.free_frames(pa, o);
+                        } else if let Some(pa) = a.alloc_frames(order) {
+                            prop_assert!(pa.is_aligned(PAGE_SIZE << order));
+                            prop_assert!(
+                                pa >= ram.at(0) && pa + (PAGE_SIZE << order) <= ram.at(256)
+                            );
+                            for &(q, o) in &live {
+                                let (a0, a1) = (pa.as_u64(), pa.as_u64() + (PAGE_SIZE << order));
+                                let (b0, b1) = (q.as_u64(), q.as_u64() + (PAGE_SIZE << o));
+                                prop_assert!(a1 <= b0 || b1 <= a0, "overlap");
+                            }
+                            live.push((pa, order));
+                        }
+                        let used: u64 = live.iter().map(|&(_, o)| 1u64 << o).sum();
+                        prop_assert_eq!(a.stats().used_pages, used);
+                    }
+                    for (pa, o) in live.drain(..) {
+                        a.free_frames(pa, o);
+                    }
+                    prop_assert_eq!(a.alloc_frames(8), Some(ram.at(0)));
+                    Ok(())
+                },
+            )
+            .unwrap();
     }
 }

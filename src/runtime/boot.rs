@@ -185,7 +185,10 @@ fn primary_main(dtb: u64, el_info: u64) -> ! {
 
     build_final_map(platform, &img);
     for r in platform.free_ram() {
-        PAGES.add_range(r.start, r.end());
+        // SAFETY: `free_ram` is RAM that build_final_map just mapped read-write at its physical
+        // address, outside the image, the DTB, the initrd and every reservation; each range is
+        // handed over once.
+        unsafe { PAGES.add_range(r.start, r.end()) };
     }
     grow_heap();
     init_gic(platform);

@@ -451,7 +451,7 @@ impl Vm {
     }
 
     fn sync_range(&self, ipa: Ipa, len: u64) {
-        self.for_each_ram_piece(ipa, len, |pa, n| stage2_hw::sync_guest_memory(pa, n));
+        self.for_each_ram_piece(ipa, len, stage2_hw::sync_guest_memory);
     }
 
     /// Copies `bytes` into guest RAM at `ipa` (which the layout placed inside RAM).
