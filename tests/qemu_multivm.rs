@@ -597,6 +597,20 @@ fn bad_vms_are_refused_with_a_reason_and_the_good_one_runs() {
             vec!["`memory`", "not a multiple of 0x1000"],
         ),
         (
+            "gic-passthrough",
+            with(
+                "[[devices]]\nname = \"gicd\"\nbase = 0x08000000\nsize = \"4K\"\nipa = 0x0c000000",
+            ),
+            vec![("checksum.img", img.clone())],
+            vec!["device gicd", "GIC distributor"],
+        ),
+        (
+            "ram-passthrough",
+            with("[[devices]]\nname = \"ram\"\nbase = 0x40000000\nsize = \"2M\"\nipa = 0x0c000000"),
+            vec![("checksum.img", img.clone())],
+            vec!["device ram", "RAM"],
+        ),
+        (
             "zz-same-name",
             with("name = \"good\""),
             vec![("checksum.img", img.clone())],

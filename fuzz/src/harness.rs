@@ -217,9 +217,28 @@ pub fn config(data: &[u8]) -> String {
                 assert!(d.size > 0 && d.ipa.as_u64() + d.size <= config::MAX_IPA);
                 assert!(d.interrupts.iter().all(|&i| i < c.spis));
             }
+            // QEMU virt's RAM, GIC distributor and console.
+            let host_owned = [
+                config::HostOwned {
+                    base: 0x4000_0000,
+                    size: 4 << 30,
+                    what: "RAM",
+                },
+                config::HostOwned {
+                    base: 0x0800_0000,
+                    size: 0x1_0000,
+                    what: "GIC distributor",
+                },
+                config::HostOwned {
+                    base: 0x0900_0000,
+                    size: 0x1000,
+                    what: "console UART",
+                },
+            ];
             let machine = MachineResources {
                 cpus: 4,
                 free_memory: 4 << 30,
+                host_owned: &host_owned,
             };
             let other = c.clone();
             let verdicts = config::admit(&[c, &other], &machine);
@@ -228,6 +247,15 @@ pub fn config(data: &[u8]) -> String {
                 match v {
                     Admission::Accept { physical_cpus } => {
                         assert_eq!(physical_cpus.len(), c.cpus);
+                        // Nothing the hypervisor owns is ever given to a VM.
+                        for d in &c.devices {
+                            let (b, e) = (d.base.as_u64(), d.base.as_u64().saturating_add(d.size));
+                            assert!(
+                                host_owned
+                                    .iter()
+                                    .all(|h| e <= h.base || h.base.saturating_add(h.size) <= b)
+                            );
+                        }
                         assert!(physical_cpus.iter().all(|&p| p < machine.cpus));
                     }
                     Admission::Refuse(why) => {

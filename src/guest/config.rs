@@ -841,11 +841,24 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
 
 /// The machine's resources left for VMs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct MachineResources {
+pub struct MachineResources<'a> {
     /// Physical CPUs that may run vCPUs are `0..cpus`.
     pub cpus: usize,
     /// Bytes of RAM free for guest memory.
     pub free_memory: u64,
+    /// Physical ranges no VM may be given as a passthrough device.
+    pub host_owned: &'a [HostOwned],
+}
+
+/// A physical range the hypervisor keeps for itself: all RAM (its own memory and every VM's),
+/// the interrupt controller (always emulated for guests), its console UART. A `[[devices]]`
+/// entry overlapping one would break isolation, so the VM is refused.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct HostOwned {
+    pub base: u64,
+    pub size: u64,
+    /// What it is, for the refusal message ("RAM", "GIC distributor", ...).
+    pub what: &'static str,
 }
 
 /// Why a VM is refused by [`admit`].
@@ -877,6 +890,11 @@ pub enum Refusal {
         device: String,
         by: String,
     },
+    /// A passthrough device's host range overlaps what the hypervisor keeps for itself.
+    DeviceHostOwned {
+        device: String,
+        what: &'static str,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -899,6 +917,10 @@ impl fmt::Display for Refusal {
             Refusal::DeviceTaken { device, by } => {
                 write!(f, "device {device} is already given to VM {by}")
             }
+            Refusal::DeviceHostOwned { device, what } => write!(
+                f,
+                "device {device} overlaps the hypervisor's {what}, which no VM may be given"
+            ),
         }
     }
 }
@@ -939,6 +961,17 @@ pub fn admit(vms: &[&VmConfig], machine: &MachineResources) -> Vec<Admission> {
             });
         }
         for d in &vm.devices {
+            let range = (d.base.as_u64(), d.size);
+            if let Some(h) = machine
+                .host_owned
+                .iter()
+                .find(|h| overlaps(range, (h.base, h.size)))
+            {
+                return Err(Refusal::DeviceHostOwned {
+                    device: d.name.clone(),
+                    what: h.what,
+                });
+            }
             for (j, other) in vms.iter().enumerate() {
                 let accepted = matches!(verdicts[j], Some(Admission::Accept { .. }));
                 if accepted

@@ -9,7 +9,7 @@
 use crate::arch::aarch64::boot::MAX_CPUS;
 use crate::arch::aarch64::gic::{self, HwListRegisters};
 use crate::arch::aarch64::{cpu, vcpu_hw};
-use crate::guest::config::{MachineResources, OnReset, admit};
+use crate::guest::config::{HostOwned, MachineResources, OnReset, admit};
 use crate::guest::ramdisk;
 use crate::mm::stage2::{MemCache, PaRange};
 use crate::platform::Platform;
@@ -163,11 +163,13 @@ pub fn run(platform: &'static Platform) -> ! {
     }
     let cfgs: Vec<&crate::guest::config::VmConfig> = specs.iter().map(|s| &s.config).collect();
     let free = PAGES.stats().free_pages() * crate::addr::PAGE_SIZE;
+    let host_owned = host_owned_ranges(platform);
     let verdicts = admit(
         &cfgs,
         &MachineResources {
             cpus: boot::cpus_online(),
             free_memory: free,
+            host_owned: &host_owned,
         },
     );
     PAGES_AT_REST.store(PAGES.stats().used_pages as usize, Ordering::Relaxed);
@@ -568,6 +570,47 @@ pub fn dump_if_asked(frame: Option<&GuestRegs>) {
 
 /// Owner (VM id + 1) of each physical interrupt forwarded to a VM; 0 when none.
 static PASSTHROUGH: [AtomicUsize; 1024] = [const { AtomicUsize::new(0) }; 1024];
+
+/// What no VM may be given as a passthrough device: all RAM, every GIC frame, the console.
+fn host_owned_ranges(platform: &Platform) -> Vec<HostOwned> {
+    let mut out: Vec<HostOwned> = platform
+        .memory
+        .iter()
+        .map(|r| HostOwned {
+            base: r.start.as_u64(),
+            size: r.size,
+            what: "RAM",
+        })
+        .collect();
+    let g = &platform.gic;
+    let mut frame = |r: &crate::addr::Range<crate::addr::PhysAddr>, what| {
+        out.push(HostOwned {
+            base: r.start.as_u64(),
+            size: r.size,
+            what,
+        })
+    };
+    frame(&g.gicd, "GIC distributor");
+    for r in &g.gicr {
+        frame(r, "GIC redistributors");
+    }
+    let optional = [
+        (g.gicc, "GIC CPU interface"),
+        (g.gich, "GIC virtual interface control"),
+        (g.gicv, "GIC virtual CPU interface"),
+        (g.its, "GIC ITS"),
+    ];
+    for (r, what) in optional {
+        if let Some(r) = r {
+            frame(&r, what);
+        }
+    }
+    frame(
+        &crate::addr::Range::new(platform.console.base.align_down(0x1000), 0x1000),
+        "console UART",
+    );
+    out
+}
 
 /// Takes the VM's passthrough interrupts and routes them to its first vCPU's physical CPU.
 fn claim_passthrough(vm: &Vm) -> Result<(), crate::runtime::vm::VmBuildError> {

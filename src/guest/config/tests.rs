@@ -555,6 +555,7 @@ fn vm(name: &str, cpus: usize, memory_mb: u64, pinned: Option<Vec<usize>>) -> Vm
 const MACHINE: MachineResources = MachineResources {
     cpus: 4,
     free_memory: 2048 * M,
+    host_owned: &[],
 };
 
 fn accept(cpus: &[usize]) -> Admission {
@@ -668,6 +669,77 @@ fn refuses_duplicate_names_and_devices_given_twice() {
     );
 }
 
+/// RAM (the hypervisor's and every VM's), the GIC and the console are never passed through:
+/// a device overlapping one, even by a page, refuses the VM; the next VM is unaffected.
+#[test]
+fn devices_overlapping_what_the_hypervisor_owns_are_refused() {
+    const HOST: &[HostOwned] = &[
+        HostOwned {
+            base: 0x4000_0000,
+            size: 0x8000_0000,
+            what: "RAM",
+        },
+        HostOwned {
+            base: 0x0800_0000,
+            size: 0x1_0000,
+            what: "GIC distributor",
+        },
+        HostOwned {
+            base: 0x0900_0000,
+            size: 0x1000,
+            what: "console UART",
+        },
+    ];
+    let machine = MachineResources {
+        host_owned: HOST,
+        ..MACHINE
+    };
+    let with_dev = |name: &str, base: u64, size: u64| {
+        let mut c = vm(name, 1, 64, None);
+        c.devices.push(DeviceConfig {
+            name: alloc::format!("{name}-dev"),
+            base: PhysAddr::new(base),
+            size,
+            ipa: Ipa::new(0x0c00_0000),
+            compatible: Vec::new(),
+            interrupts: vec![],
+        });
+        c
+    };
+    let ram = with_dev("ram", 0x4020_0000, 0x1000);
+    let ram_edge = with_dev("ram-edge", 0x3fff_f000, 0x2000);
+    let gicd = with_dev("gicd", 0x0800_0000, 0x1000);
+    let uart = with_dev("uart", 0x0900_0000, 0x1000);
+    let rtc = with_dev("rtc", 0x0901_0000, 0x1000);
+    let below_ram = with_dev("below", 0x3fff_f000, 0x1000);
+    let refused = |device: &str, what: &'static str| {
+        Admission::Refuse(Refusal::DeviceHostOwned {
+            device: device.to_string(),
+            what,
+        })
+    };
+    assert_eq!(
+        admit(&[&ram, &ram_edge, &gicd, &uart, &rtc, &below_ram], &machine),
+        [
+            refused("ram-dev", "RAM"),
+            refused("ram-edge-dev", "RAM"),
+            refused("gicd-dev", "GIC distributor"),
+            refused("uart-dev", "console UART"),
+            accept(&[0]),
+            accept(&[1]),
+        ]
+    );
+    let msg = Refusal::DeviceHostOwned {
+        device: "gicd-dev".to_string(),
+        what: "GIC distributor",
+    }
+    .to_string();
+    assert!(
+        msg.contains("gicd-dev") && msg.contains("GIC distributor"),
+        "{msg}"
+    );
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;
@@ -722,7 +794,7 @@ mod props {
                 })
                 .collect();
             let refs: Vec<&VmConfig> = configs.iter().collect();
-            let machine = MachineResources { cpus, free_memory: free_mb * M };
+            let machine = MachineResources { cpus, free_memory: free_mb * M, host_owned: &[] };
             let verdicts = admit(&refs, &machine);
             prop_assert_eq!(verdicts.len(), configs.len());
             let mut used = Vec::new();
