@@ -38,12 +38,16 @@ pub unsafe fn add_region(start: usize, size: usize) {
 }
 
 /// Called by the heap when an allocation does not fit: takes enough pages from the page
-/// allocator for it (at least 2 MiB) and adds them.
+/// allocator for it (at least 2 MiB) and adds them. The buddy heap serves a request from a
+/// free block of its size class (the size rounded up to a power of two, at least the
+/// alignment); a page block of exactly that size is aligned to its size, so it is one such
+/// block and the retried allocation succeeds without taking more.
 fn rescue(heap: &mut Heap<32>, layout: &Layout) {
     if !GROW_ENABLED.load(Ordering::Relaxed) {
         return;
     }
-    let need = (layout.size().max(layout.align()) as u64 * 2).max(2 << 20);
+    let class = layout.size().next_power_of_two().max(layout.align()) as u64;
+    let need = class.max(2 << 20);
     let order = (need.div_ceil(PAGE_SIZE))
         .next_power_of_two()
         .trailing_zeros();
