@@ -79,6 +79,10 @@ impl PageAllocator {
         let Some(s) = start.checked_align_up(PAGE_SIZE) else {
             return;
         };
+        // Page 0 is never handed out: the free lists end at a null link, so a free block at
+        // physical address 0 would cut them short (RAM starts at 0 on the Raspberry Pi 4,
+        // where the firmware's spin table lies in that page anyway).
+        let s = s.max(PhysAddr::new(PAGE_SIZE));
         let e = end.align_down(PAGE_SIZE);
         if s >= e {
             return;
@@ -298,6 +302,18 @@ mod tests {
         }
         let big = a.alloc_frames(6).expect("coalesced 64-page block");
         assert_eq!(big, ram.at(0));
+    }
+
+    /// A range from physical address 0 (the Pi 4's RAM) leaves page 0 out: a block at 0 would
+    /// be a null link in the free lists. Checked on the range's arithmetic only: no page is
+    /// touched when the range is empty after the cut.
+    #[test]
+    fn page_zero_is_never_added() {
+        let a = PageAllocator::new();
+        // SAFETY: [0, 4 KiB) holds no whole page once page 0 is cut, so nothing is written.
+        unsafe { a.add_range(PhysAddr::new(0), PhysAddr::new(PAGE_SIZE)) };
+        assert_eq!(a.stats().total_pages, 0);
+        assert_eq!(a.alloc_frames(0), None);
     }
 
     #[test]
