@@ -106,7 +106,12 @@ pub struct VmConfig {
     pub cpus: usize,
     /// Physical CPU of vCPU i, if pinned explicitly (length = `cpus`, no duplicates).
     pub physical_cpus: Option<Vec<usize>>,
+    /// Guest-physical base of RAM. With `identity_ram` it is only a placeholder (the default)
+    /// until the VM is built and its RAM placed.
     pub ram_base: Ipa,
+    /// Guest RAM mapped at IPA = PA (one contiguous range wherever the allocator finds it), so
+    /// a passed-through DMA-capable device sees the addresses the guest programs.
+    pub identity_ram: bool,
     pub devices: Vec<DeviceConfig>,
     pub console: Console,
     pub autostart: bool,
@@ -213,6 +218,10 @@ pub enum ConfigError {
     OutsideIpaSpace {
         key: String,
     },
+    /// Two keys that cannot be given together.
+    Exclusive {
+        keys: [&'static str; 2],
+    },
     /// Two guest-physical ranges overlap (a device and RAM, or two devices).
     Overlap {
         key: String,
@@ -318,6 +327,9 @@ impl fmt::Display for ConfigError {
             ConfigError::SpisNotMultipleOf32 { spis } => {
                 write!(f, "vm.toml: `spis` = {spis} is not a multiple of 32")
             }
+            ConfigError::Exclusive { keys: [a, b] } => {
+                write!(f, "vm.toml: `{a}` and `{b}` cannot be given together")
+            }
             ConfigError::OutsideIpaSpace { key } => {
                 write!(
                     f,
@@ -376,6 +388,7 @@ struct RawConfig {
     cpus: Option<i64>,
     physical_cpus: Option<Vec<i64>>,
     ram_base: Option<i64>,
+    identity_ram: Option<bool>,
     devices: Option<Vec<RawDevice>>,
     console: Option<String>,
     autostart: Option<bool>,
@@ -679,6 +692,12 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
         }
     };
 
+    let identity_ram = raw.identity_ram.unwrap_or(false);
+    if identity_ram && raw.ram_base.is_some() {
+        return Err(ConfigError::Exclusive {
+            keys: ["ram_base", "identity_ram"],
+        });
+    }
     let ram_base = raw.ram_base.unwrap_or(DEFAULT_RAM_BASE as i64);
     let ram_base = in_range("ram_base", ram_base, 0, MAX_IPA as i64)? as u64;
     if !ram_base.is_multiple_of(MEMORY_ALIGN) {
@@ -779,7 +798,9 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
                 with: EMULATED_DEVICES.to_owned(),
             });
         }
-        if overlaps((ipa, size), (ram_base, memory)) {
+        // With identity RAM the guest's RAM lies wherever its pages are; the VM is built only
+        // where that does not meet a device's IPA range (runtime::vm).
+        if !identity_ram && overlaps((ipa, size), (ram_base, memory)) {
             return Err(ConfigError::Overlap {
                 key: key("ipa"),
                 with: "memory".to_owned(),
@@ -831,6 +852,7 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
         cpus,
         physical_cpus,
         ram_base: Ipa::new(ram_base),
+        identity_ram,
         devices,
         console,
         autostart: raw.autostart.unwrap_or(true),

@@ -150,6 +150,41 @@ impl Default for PageAllocator {
     }
 }
 
+impl PageAllocator {
+    /// Allocates one physically contiguous run of `bytes` (rounded up to pages), for guest RAM
+    /// that must be mapped IPA = PA. Takes the smallest size-aligned block that holds it and
+    /// gives the tail back at once, so the cost is only transient. On success returns the base
+    /// and appends the run, as size-aligned `(pa, order)` pieces that `free_frames` takes back
+    /// one by one, to `out`.
+    pub fn alloc_contiguous(
+        &self,
+        bytes: u64,
+        out: &mut alloc::vec::Vec<(PhysAddr, u32)>,
+    ) -> Option<PhysAddr> {
+        let pages = bytes.div_ceil(PAGE_SIZE).max(1);
+        let order = pages.next_power_of_two().trailing_zeros();
+        let base = self.alloc_frames(order)?;
+        let block = 1u64 << order;
+        let mut at = 0u64;
+        while at < block {
+            // The largest piece that is aligned at `at` and stays on one side of `pages`.
+            let limit = if at < pages { pages - at } else { block - at };
+            let mut o = at.trailing_zeros().min(order);
+            while (1u64 << o) > limit {
+                o -= 1;
+            }
+            let pa = base + at * PAGE_SIZE;
+            if at < pages {
+                out.push((pa, o));
+            } else {
+                self.free_frames(pa, o);
+            }
+            at += 1 << o;
+        }
+        Some(base)
+    }
+}
+
 impl FrameAllocator for PageAllocator {
     fn alloc_frames(&self, order: u32) -> Option<PhysAddr> {
         if order > MAX_ORDER {
@@ -302,6 +337,34 @@ mod tests {
         }
         let big = a.alloc_frames(6).expect("coalesced 64-page block");
         assert_eq!(big, ram.at(0));
+    }
+
+    #[test]
+    fn alloc_contiguous_keeps_exactly_the_run_and_frees_the_tail() {
+        let ram = Ram::new(1024);
+        let a = allocator(&ram);
+        let mut out = Vec::new();
+        // 300 pages: a 512-page block, pieces 256 + 32 + 8 + 4 kept, the rest freed.
+        let base = a.alloc_contiguous(300 * PAGE_SIZE, &mut out).expect("run");
+        assert!(base.is_aligned(512 * PAGE_SIZE));
+        let orders: Vec<u32> = out.iter().map(|&(_, o)| o).collect();
+        assert_eq!(orders, [8, 5, 3, 2]);
+        let mut next = base;
+        for &(pa, o) in &out {
+            assert_eq!(pa, next, "pieces are contiguous");
+            assert!(pa.is_aligned(PAGE_SIZE << o));
+            next = pa + (PAGE_SIZE << o);
+        }
+        assert_eq!(next, base + 300 * PAGE_SIZE);
+        assert_eq!(a.stats().used_pages, 300);
+        // The freed tail is usable again, and freeing the pieces restores the whole arena.
+        assert!(a.alloc_frames(7).is_some());
+        for (pa, o) in out.drain(..) {
+            a.free_frames(pa, o);
+        }
+        assert_eq!(a.stats().used_pages, 128);
+        assert!(a.alloc_contiguous(2000 * PAGE_SIZE, &mut out).is_none());
+        assert!(out.is_empty());
     }
 
     /// A range from physical address 0 (the Pi 4's RAM) leaves page 0 out: a block at 0 would

@@ -55,7 +55,9 @@ pub struct VmImages {
     pub kernel: Cow<'static, [u8]>,
     pub initrd: Option<&'static [u8]>,
     pub dtb: Option<&'static [u8]>,
+    /// The layout at `config.ram_base`; a VM with identity RAM plans its own (`Vm::layout`).
     pub layout: GuestLayout,
+    pub kernel_info: crate::guest::image::ImageInfo,
 }
 
 /// Why a VM could not be built.
@@ -71,6 +73,11 @@ pub enum VmBuildError {
     Dtb(crate::guest::fdt::FdtError),
     DtbTooLarge,
     VmidsExhausted,
+    /// Identity RAM: no free contiguous run of this size outside the guest's device ranges.
+    NoIdentityRam {
+        bytes: u64,
+    },
+    Layout(crate::guest::layout::LayoutError),
 }
 
 impl fmt::Display for VmBuildError {
@@ -83,6 +90,13 @@ impl fmt::Display for VmBuildError {
             Self::Dtb(e) => write!(f, "guest DTB: {e:?}"),
             Self::DtbTooLarge => write!(f, "guest DTB larger than its 2 MiB slot"),
             Self::VmidsExhausted => write!(f, "no free VMID"),
+            Self::NoIdentityRam { bytes } => write!(
+                f,
+                "identity_ram: no free contiguous {} MiB (in one naturally aligned block of the \
+                 next power of two) clear of the guest's device addresses",
+                bytes >> 20
+            ),
+            Self::Layout(e) => write!(f, "{e}"),
         }
     }
 }
@@ -148,6 +162,10 @@ pub struct Vm {
     pub fwb: bool,
     s2: ManuallyDrop<S2>,
     pub memmap: GuestMemoryMap,
+    /// Guest-physical base of RAM (the configured one, or the PA of identity RAM).
+    pub ram_base: Ipa,
+    /// Where kernel, DTB and initrd go in this VM's RAM.
+    pub layout: GuestLayout,
     ram_blocks: Vec<(PhysAddr, u32)>,
     pub devices: Vec<DeviceSlot>,
     pub vgic: Arc<Vgic>,
@@ -190,16 +208,33 @@ impl Vm {
             .map(crate::guest::fdt::default_vcpu_mpidr)
             .collect();
 
-        // Guest RAM: the largest size-aligned blocks that cover it, scrubbed.
+        // Guest RAM: the largest size-aligned blocks that cover it (scrubbed before use), or
+        // for identity RAM one contiguous run whose IPA is its PA.
         let mut blocks = Vec::new();
-        if !PAGES.alloc_cover(cfg.memory, RAM_MAX_ORDER, &mut blocks) {
-            return Err(VmBuildError::NoMemory { bytes: cfg.memory });
-        }
-        // Largest first, so the big (1 GiB-capable) blocks sit at the aligned start of RAM.
-        blocks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let identity = if cfg.identity_ram {
+            Some(alloc_identity_ram(cfg, &mut blocks)?)
+        } else {
+            if !PAGES.alloc_cover(cfg.memory, RAM_MAX_ORDER, &mut blocks) {
+                return Err(VmBuildError::NoMemory { bytes: cfg.memory });
+            }
+            // Largest first, so the big (1 GiB-capable) blocks sit at the aligned start of RAM.
+            blocks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            None
+        };
         let mut guard = RamGuard(Some(blocks));
+        let (ram_base, layout) = match identity {
+            Some(base) => {
+                let base = Ipa::new(base.as_u64());
+                let initrd = images.initrd.map_or(0, |i| i.len() as u64);
+                let layout =
+                    crate::guest::layout::plan(base, cfg.memory, &images.kernel_info, initrd)
+                        .map_err(VmBuildError::Layout)?;
+                (base, layout)
+            }
+            None => (cfg.ram_base, images.layout),
+        };
         let mut memmap = GuestMemoryMap::new();
-        let mut ipa = cfg.ram_base;
+        let mut ipa = ram_base;
         for &(pa, order) in guard.blocks() {
             let size = PAGE_SIZE << order;
             memmap
@@ -218,7 +253,7 @@ impl Vm {
         }
 
         // Stage 2.
-        let ipa_top = cfg.ram_base.as_u64() + cfg.memory;
+        let ipa_top = ram_base.as_u64() + cfg.memory;
         let bits = (64 - (ipa_top.max(1 << 32) - 1).leading_zeros()).max(40) as u8;
         let geo = Stage2Geometry::new(bits, m.pa_range).map_err(VmBuildError::Stage2)?;
         let vmid_bits = if m.vmid16 {
@@ -311,6 +346,8 @@ impl Vm {
             fwb: m.fwb,
             s2: ManuallyDrop::new(s2),
             memmap,
+            ram_base,
+            layout,
             ram_blocks: guard.0.take().unwrap_or_default(),
             devices,
             vgic,
@@ -335,7 +372,7 @@ impl Vm {
     /// Writes kernel, initrd and the guest DTB into the (scrubbed) RAM.
     fn load(&self) -> Result<(), VmBuildError> {
         let im = &self.images;
-        let l = &im.layout;
+        let l = &self.layout;
         self.prepare(l.kernel_base, l.kernel_end - l.kernel_base);
         self.prepare(l.dtb, crate::guest::layout::DTB_SLOT_SIZE);
         if let Some(rd) = l.initrd {
@@ -389,7 +426,7 @@ impl Vm {
     /// Scrubs and cleans every not yet prepared 2 MiB chunk of guest RAM that overlaps
     /// `[ipa, ipa + size)`. IPAs outside RAM are ignored.
     pub fn prepare(&self, ipa: Ipa, size: u64) {
-        let base = self.images.config.ram_base.as_u64();
+        let base = self.ram_base.as_u64();
         let start = ipa.as_u64().saturating_sub(base) / SZ_2M;
         let end = (ipa.as_u64() + size).saturating_sub(base).div_ceil(SZ_2M);
         for i in start..end.min(self.prepared.len() as u64) {
@@ -415,7 +452,7 @@ impl Vm {
 
     /// The first IPA of 2 MiB chunk `i` of guest RAM (the last chunk may be shorter).
     fn chunk(&self, i: usize) -> Ipa {
-        self.images.config.ram_base + i as u64 * SZ_2M
+        self.ram_base + i as u64 * SZ_2M
     }
 
     /// Calls `f(pa, len)` for each physically contiguous piece of guest RAM in
@@ -529,7 +566,7 @@ impl Vm {
     /// stage-2 lock serializes it with their faults.
     pub fn toggle_dirty_log(&self) -> Result<DirtyLogChange, Stage2Error> {
         let mut cache = MemCache::new();
-        let base = self.images.config.ram_base;
+        let base = self.ram_base;
         let size = self.images.config.memory;
         let r = self.s2.with_retry(&mut cache, &PAGES, 0, |t, c| {
             if t.dirty_log().is_some() {
@@ -586,6 +623,46 @@ impl Vm {
             v.maintenance_irqs,
         )
     }
+}
+
+/// Places identity RAM: a contiguous run of `cfg.memory` bytes whose addresses, used as IPAs,
+/// meet neither the emulated devices nor the VM's passthrough devices and fit the IPA space.
+/// Runs that do not qualify are held while the next is tried (so it is a different one), and
+/// all given back at the end.
+fn alloc_identity_ram(
+    cfg: &VmConfig,
+    out: &mut Vec<(PhysAddr, u32)>,
+) -> Result<PhysAddr, VmBuildError> {
+    const TRIES: usize = 8;
+    let clash = |base: u64| {
+        let end = base + cfg.memory;
+        let meets = |s: u64, n: u64| base < s.saturating_add(n) && s < end;
+        let window = guest_map::EMULATED_DEVICE_WINDOW;
+        end > crate::guest::config::MAX_IPA
+            || meets(window.start.as_u64(), window.size)
+            || cfg.devices.iter().any(|d| meets(d.ipa.as_u64(), d.size))
+    };
+    let mut held: Vec<Vec<(PhysAddr, u32)>> = Vec::new();
+    let mut found = None;
+    for _ in 0..TRIES {
+        let mut run = Vec::new();
+        let Some(base) = PAGES.alloc_contiguous(cfg.memory, &mut run) else {
+            break;
+        };
+        if clash(base.as_u64()) {
+            held.push(run);
+        } else {
+            out.extend(run);
+            found = Some(base);
+            break;
+        }
+    }
+    for run in held {
+        for (pa, order) in run {
+            PAGES.free_frames(pa, order);
+        }
+    }
+    found.ok_or(VmBuildError::NoIdentityRam { bytes: cfg.memory })
 }
 
 fn free_vmid(vmid: Vmid) {

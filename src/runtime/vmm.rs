@@ -187,6 +187,7 @@ pub fn run(platform: &'static Platform) -> ! {
                     initrd: spec.initrd,
                     dtb: spec.dtb,
                     layout: spec.layout,
+                    kernel_info: spec.kernel_info,
                 });
                 let console = crate::runtime::console::add_vm(&name);
                 if let Err(e) = create_and_start(images, physical_cpus, console) {
@@ -227,9 +228,9 @@ fn create_and_start(
             }
         }
     };
-    let entry = images.layout.kernel_entry.as_u64();
-    let dtb = images.layout.dtb.as_u64();
     let vm = Arc::new(Vm::build(id, images, pcpus, console, m)?);
+    let entry = vm.layout.kernel_entry.as_u64();
+    let dtb = vm.layout.dtb.as_u64();
     claim_passthrough(&vm)?;
     info!(
         "kestrel: vm {} (id {id}): {} vCPUs on pCPUs {:?}, {} MiB at {:#x}, entry {entry:#x}",
@@ -237,7 +238,7 @@ fn create_and_start(
         vm.mpidrs.len(),
         vm.pcpus,
         vm.images.config.memory >> 20,
-        vm.images.config.ram_base.as_u64()
+        vm.ram_base.as_u64()
     );
     for r in vm.memmap.regions() {
         info!(

@@ -95,7 +95,7 @@ impl Run {
     }
 }
 
-/// Boots `qemu/run.sh ARGS --timeout T --no-build` and collects the serial log.
+/// Boots `qemu/run.sh ARGS --timeout T --no-build [-- QEMU ARGS]` and collects the serial log.
 pub fn run(name: &str, args: &[&str], timeout_s: u64) -> Run {
     build_image();
     let dir = repo().join("target/qemu-tests");
@@ -103,10 +103,14 @@ pub fn run(name: &str, args: &[&str], timeout_s: u64) -> Run {
     let log_path = dir.join(format!("{name}.log"));
     let t = timeout_s.to_string();
     let start = Instant::now();
+    // run.sh's own options go before a `--` (after it come QEMU's).
+    let split = args.iter().position(|&a| a == "--").unwrap_or(args.len());
+    let (ours, qemu) = args.split_at(split);
     let out = Command::new(repo().join("qemu/run.sh"))
-        .args(args)
+        .args(ours)
         .args(["--timeout", &t, "--no-build", "--log"])
         .arg(&log_path)
+        .args(qemu)
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run qemu/run.sh");

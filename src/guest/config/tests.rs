@@ -32,6 +32,7 @@ fn applies_every_default_to_a_minimal_config() {
             cpus: 1,
             physical_cpus: None,
             ram_base: Ipa::new(0x4000_0000),
+            identity_ram: false,
             devices: vec![],
             console: Console::Pl011,
             autostart: true,
@@ -39,6 +40,23 @@ fn applies_every_default_to_a_minimal_config() {
             spis: 64,
         }
     );
+}
+
+#[test]
+fn identity_ram_excludes_ram_base_and_lifts_the_device_ram_overlap_check() {
+    assert_eq!(
+        err("identity_ram = true\nram_base = 0x8000_0000"),
+        ConfigError::Exclusive {
+            keys: ["ram_base", "identity_ram"]
+        }
+    );
+    // A device at the default RAM base would overlap RAM there; with identity RAM the RAM's
+    // place is decided when the VM is built.
+    let dev = "[[devices]]\nname = \"d\"\nbase = 0x0a003000\nsize = \"4K\"\nipa = 0x40000000";
+    assert!(matches!(err(dev), ConfigError::Overlap { .. }));
+    let c = with(&format!("identity_ram = true\n{dev}")).unwrap();
+    assert!(c.identity_ram);
+    assert!(err("identity_ram = 1").to_string().contains("identity_ram"));
 }
 
 #[test]
