@@ -1,8 +1,12 @@
 //! Sharing one physical console between the hypervisor and several VMs.
 //!
-//! Output: each VM's console bytes go out as they come, but every line a VM starts is prefixed
-//! with its name (`[linux] `), and when another source interrupts a half-written line, the line
-//! is ended first, so output from different VMs never runs together on one line.
+//! Output: every line a VM writes is prefixed with its name (`[linux] `). The VM that has the
+//! keyboard (the focus) is shown byte by byte as it writes, so prompts and echo appear at once;
+//! the other VMs are shown a whole line at a time (kept back until their newline, or until
+//! [`PENDING_MAX`] bytes, or until the focus moves to them), so two guests printing at once do
+//! not shred each other's lines (a guest's UART output arrives one byte per trap). When a
+//! source interrupts a half-written line, the line is ended first, so output from different
+//! sources never runs together on one line.
 //!
 //! Input: keyboard bytes go to one VM at a time (the focus). The escape character Ctrl-A
 //! followed by `1`..`9` moves the focus to VM 1..9, `n` to the next VM, and a second Ctrl-A sends
@@ -15,6 +19,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 pub const ESCAPE: u8 = 0x01;
+
+/// Most bytes of an unfinished line kept back for a VM without the focus.
+pub const PENDING_MAX: usize = 256;
 
 /// Who is writing: the hypervisor's own log, or VM `n` (an index into the mux's VM list).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -39,6 +46,8 @@ pub enum Input {
 
 pub struct ConsoleMux {
     names: Vec<String>,
+    /// Per VM: the unfinished line kept back while it does not have the focus.
+    pending: Vec<Vec<u8>>,
     /// Source that wrote the last byte, and whether it left a line open.
     owner: Option<Source>,
     mid_line: bool,
@@ -50,6 +59,7 @@ impl ConsoleMux {
     pub const fn new() -> Self {
         Self {
             names: Vec::new(),
+            pending: Vec::new(),
             owner: None,
             mid_line: false,
             focus: 0,
@@ -60,6 +70,7 @@ impl ConsoleMux {
     /// Registers a VM by name; returns its index.
     pub fn add_vm(&mut self, name: &str) -> usize {
         self.names.push(String::from(name));
+        self.pending.push(Vec::new());
         self.names.len() - 1
     }
 
@@ -73,6 +84,39 @@ impl ConsoleMux {
 
     /// Output from `src`: calls `out` with the bytes to send to the physical console.
     pub fn write(&mut self, src: Source, bytes: &[u8], out: &mut dyn FnMut(&[u8])) {
+        match src {
+            Source::Vm(i) if i != self.focus && i < self.pending.len() => {
+                for &b in bytes {
+                    if b == b'\r' {
+                        continue;
+                    }
+                    self.pending[i].push(b);
+                    if b == b'\n' || self.pending[i].len() >= PENDING_MAX {
+                        self.flush_vm(i, out);
+                    }
+                }
+            }
+            _ => self.stream(src, bytes, out),
+        }
+    }
+
+    /// Shows what VM `i` has kept back (an unfinished line), e.g. when it gets the focus or
+    /// ends.
+    pub fn flush_vm(&mut self, i: usize, out: &mut dyn FnMut(&[u8])) {
+        if let Some(p) = self.pending.get_mut(i) {
+            let bytes = core::mem::take(p);
+            self.stream(Source::Vm(i), &bytes, out);
+            if let Some(p) = self.pending.get_mut(i) {
+                // Keep the allocation for the next line.
+                *p = bytes;
+                p.clear();
+            }
+        }
+    }
+
+    /// Writes `bytes` of `src` out now, prefixing each new line and ending another source's
+    /// open line first.
+    fn stream(&mut self, src: Source, bytes: &[u8], out: &mut dyn FnMut(&[u8])) {
         for &b in bytes {
             if b == b'\r' {
                 continue;
@@ -205,6 +249,43 @@ mod tests {
         m.interrupt(&mut |b| s.extend_from_slice(b));
         m.write(Source::Vm(0), b"ls\n", &mut |b| s.extend_from_slice(b));
         assert_eq!(String::from_utf8(s).unwrap(), "[a] ~ # \nlog\n[a] ls\n");
+    }
+
+    /// Two guests printing at once, one byte per trap: the focused one streams, the other's
+    /// line comes out whole at its newline, never shredded.
+    #[test]
+    fn a_background_vm_is_shown_a_whole_line_at_a_time() {
+        let mut m = two_vms();
+        let mut s = Vec::new();
+        for (x, y) in "abc\n".bytes().zip("xyz\n".bytes()) {
+            m.write(Source::Vm(0), &[x], &mut |b| s.extend_from_slice(b));
+            m.write(Source::Vm(1), &[y], &mut |b| s.extend_from_slice(b));
+        }
+        assert_eq!(String::from_utf8(s).unwrap(), "[a] abc\n[b] xyz\n");
+    }
+
+    /// A background prompt (no newline) waits until the focus moves to its VM; a line longer
+    /// than the limit comes out in pieces of `PENDING_MAX` bytes.
+    #[test]
+    fn a_background_unfinished_line_shows_when_focused_or_too_long() {
+        let mut m = two_vms();
+        let mut s = Vec::new();
+        m.write(Source::Vm(1), b"login: ", &mut |b| s.extend_from_slice(b));
+        assert!(s.is_empty(), "kept back");
+        assert_eq!(m.input(ESCAPE), Input::None);
+        assert_eq!(m.input(b'2'), Input::Focus(1));
+        m.flush_vm(1, &mut |b| s.extend_from_slice(b));
+        m.write(Source::Vm(1), b"r", &mut |b| s.extend_from_slice(b));
+        assert_eq!(String::from_utf8(s.clone()).unwrap(), "[b] login: r");
+        s.clear();
+        let long = [b'q'; PENDING_MAX + 10];
+        m.write(Source::Vm(0), &long, &mut |b| s.extend_from_slice(b));
+        let text = String::from_utf8(s).unwrap();
+        assert!(
+            text.starts_with(&alloc::format!("\n[a] {}", "q".repeat(PENDING_MAX))),
+            "{text:?}"
+        );
+        assert_eq!(m.pending[0].len(), 10);
     }
 
     #[test]

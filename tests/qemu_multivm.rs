@@ -223,7 +223,7 @@ fn first_pos(log: &str, vm: &str, needle: &str) -> Option<usize> {
     let mut off = 0;
     for l in log.split_inclusive('\n') {
         if let Some(f) = l.strip_prefix(&prefix) {
-            stream.push_str(f.trim_end_matches('\n'));
+            stream.push_str(f.trim_end_matches(['\n', '\r']));
             if stream.contains(needle) {
                 return Some(off);
             }

@@ -30,16 +30,37 @@ pub fn vm_output(vm: usize, bytes: &[u8]) {
     console::write_bytes(&buf[..n]);
 }
 
-/// Ends a guest's half-written line before the hypervisor logs (called by the log backend).
-pub fn before_hypervisor_line() {
-    if let Some(mut m) = MUX.try_lock() {
-        m.interrupt(&mut |b| console::write_bytes(b));
+/// Writes one hypervisor log line (`write_line`) with the multiplexer held: a guest's
+/// half-written line is ended first and no guest byte can land inside the line (another CPU's
+/// `vm_output` waits). Called by the log backend for every line. If the multiplexer cannot be
+/// had within about a millisecond (a log call made while this CPU holds it, or a stuck CPU),
+/// the line is written anyway: losing tidiness beats losing the line or deadlocking.
+pub fn hypervisor_line(write_line: &mut dyn FnMut()) {
+    const SPINS: usize = 1 << 20;
+    for _ in 0..SPINS {
+        if let Some(mut m) = MUX.try_lock() {
+            m.interrupt(&mut |b| console::write_bytes(b));
+            write_line();
+            return;
+        }
+        core::hint::spin_loop();
     }
+    write_line();
 }
 
-/// One keyboard byte: where it goes.
+/// One keyboard byte: where it goes. A VM that gets the focus shows what it kept back.
 pub fn input(b: u8) -> Input {
-    MUX.lock().input(b)
+    let mut m = MUX.lock();
+    let r = m.input(b);
+    if let Input::Focus(n) = r {
+        m.flush_vm(n, &mut |b| console::write_bytes(b));
+    }
+    r
+}
+
+/// A VM's console will not be written again (the VM ended): show what it kept back.
+pub fn vm_ended(vm: usize) {
+    MUX.lock().flush_vm(vm, &mut |b| console::write_bytes(b));
 }
 
 /// The VM console the keyboard goes to.

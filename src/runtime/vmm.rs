@@ -101,7 +101,7 @@ fn set_this_vcpu(v: Option<Vcpu>) {
 
 /// Boot CPU, after platform set-up: builds the VMs of the ramdisk and starts them.
 pub fn run(platform: &'static Platform) -> ! {
-    crate::arch::aarch64::console::set_line_hook(crate::runtime::console::before_hypervisor_line);
+    crate::arch::aarch64::console::set_line_hook(crate::runtime::console::hypervisor_line);
     let pa_range = {
         use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, Readable};
         PaRange::from_id_field(ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange))
@@ -430,6 +430,7 @@ fn end_vm(vm: Arc<Vm>) {
     let images = vm.images.clone();
     let pcpus = vm.pcpus.clone();
     let console = vm.console;
+    crate::runtime::console::vm_ended(console);
     info!("kestrel: vm {name}: counters: {}", vm.counters_line());
     let id = vm.id;
     VMS.lock()[id] = None;

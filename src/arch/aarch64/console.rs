@@ -147,10 +147,13 @@ pub fn write_prefix(w: &mut dyn Write) -> fmt::Result {
 struct Logger;
 
 /// Called before each log line (the runtime ends a guest's half-written line there).
-static LINE_HOOK: spin::Once<fn()> = spin::Once::new();
+/// Runs the writing of one log line (its argument) the way the console multiplexer needs it.
+pub type LineHook = fn(&mut dyn FnMut());
 
-/// Installs the hook run before each log line.
-pub fn set_line_hook(f: fn()) {
+static LINE_HOOK: spin::Once<LineHook> = spin::Once::new();
+
+/// Installs the hook that wraps each log line.
+pub fn set_line_hook(f: LineHook) {
     LINE_HOOK.call_once(|| f);
 }
 
@@ -165,20 +168,23 @@ impl log::Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        if let Some(hook) = LINE_HOOK.get() {
-            hook();
+        let mut line = || {
+            with_console(|w| {
+                let _ = write_prefix(w);
+                let lvl = match record.level() {
+                    log::Level::Error => "ERROR ",
+                    log::Level::Warn => "WARN  ",
+                    log::Level::Info => "",
+                    log::Level::Debug => "debug ",
+                    log::Level::Trace => "trace ",
+                };
+                let _ = writeln!(w, "{lvl}{}", record.args());
+            })
+        };
+        match LINE_HOOK.get() {
+            Some(hook) => hook(&mut line),
+            None => line(),
         }
-        with_console(|w| {
-            let _ = write_prefix(w);
-            let lvl = match record.level() {
-                log::Level::Error => "ERROR ",
-                log::Level::Warn => "WARN  ",
-                log::Level::Info => "",
-                log::Level::Debug => "debug ",
-                log::Level::Trace => "trace ",
-            };
-            let _ = writeln!(w, "{lvl}{}", record.args());
-        });
     }
 
     fn flush(&self) {}
