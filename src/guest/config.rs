@@ -619,7 +619,8 @@ fn too_deep(text: &str) -> Option<usize> {
     None
 }
 
-fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+/// Whether the ranges `(start, size)` `a` and `b` share a byte.
+pub fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0 < b.0.saturating_add(b.1) && b.0 < a.0.saturating_add(a.1)
 }
 

@@ -162,9 +162,8 @@ pub struct Vm {
     pub fwb: bool,
     s2: ManuallyDrop<S2>,
     pub memmap: GuestMemoryMap,
-    /// Guest-physical base of RAM (the configured one, or the PA of identity RAM).
-    pub ram_base: Ipa,
-    /// Where kernel, DTB and initrd go in this VM's RAM.
+    /// Where RAM (`layout.ram`: the configured base, or the PA of identity RAM), kernel, DTB
+    /// and initrd are in this VM.
     pub layout: GuestLayout,
     ram_blocks: Vec<(PhysAddr, u32)>,
     pub devices: Vec<DeviceSlot>,
@@ -346,7 +345,6 @@ impl Vm {
             fwb: m.fwb,
             s2: ManuallyDrop::new(s2),
             memmap,
-            ram_base,
             layout,
             ram_blocks: guard.0.take().unwrap_or_default(),
             devices,
@@ -426,7 +424,7 @@ impl Vm {
     /// Scrubs and cleans every not yet prepared 2 MiB chunk of guest RAM that overlaps
     /// `[ipa, ipa + size)`. IPAs outside RAM are ignored.
     pub fn prepare(&self, ipa: Ipa, size: u64) {
-        let base = self.ram_base.as_u64();
+        let base = self.layout.ram.start.as_u64();
         let start = ipa.as_u64().saturating_sub(base) / SZ_2M;
         let end = (ipa.as_u64() + size).saturating_sub(base).div_ceil(SZ_2M);
         for i in start..end.min(self.prepared.len() as u64) {
@@ -452,7 +450,7 @@ impl Vm {
 
     /// The first IPA of 2 MiB chunk `i` of guest RAM (the last chunk may be shorter).
     fn chunk(&self, i: usize) -> Ipa {
-        self.ram_base + i as u64 * SZ_2M
+        self.layout.ram.start + i as u64 * SZ_2M
     }
 
     /// Calls `f(pa, len)` for each physically contiguous piece of guest RAM in
@@ -566,7 +564,7 @@ impl Vm {
     /// stage-2 lock serializes it with their faults.
     pub fn toggle_dirty_log(&self) -> Result<DirtyLogChange, Stage2Error> {
         let mut cache = MemCache::new();
-        let base = self.ram_base;
+        let base = self.layout.ram.start;
         let size = self.images.config.memory;
         let r = self.s2.with_retry(&mut cache, &PAGES, 0, |t, c| {
             if t.dirty_log().is_some() {
@@ -634,13 +632,16 @@ fn alloc_identity_ram(
     out: &mut Vec<(PhysAddr, u32)>,
 ) -> Result<PhysAddr, VmBuildError> {
     const TRIES: usize = 8;
+    use crate::guest::config::{MAX_IPA, overlaps};
     let clash = |base: u64| {
-        let end = base + cfg.memory;
-        let meets = |s: u64, n: u64| base < s.saturating_add(n) && s < end;
+        let ram = (base, cfg.memory);
         let window = guest_map::EMULATED_DEVICE_WINDOW;
-        end > crate::guest::config::MAX_IPA
-            || meets(window.start.as_u64(), window.size)
-            || cfg.devices.iter().any(|d| meets(d.ipa.as_u64(), d.size))
+        base + cfg.memory > MAX_IPA
+            || overlaps(ram, (window.start.as_u64(), window.size))
+            || cfg
+                .devices
+                .iter()
+                .any(|d| overlaps(ram, (d.ipa.as_u64(), d.size)))
     };
     let mut held: Vec<Vec<(PhysAddr, u32)>> = Vec::new();
     let mut found = None;

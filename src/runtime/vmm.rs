@@ -238,7 +238,7 @@ fn create_and_start(
         vm.mpidrs.len(),
         vm.pcpus,
         vm.images.config.memory >> 20,
-        vm.ram_base.as_u64()
+        vm.layout.ram.start.as_u64()
     );
     for r in vm.memmap.regions() {
         info!(
