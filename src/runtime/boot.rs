@@ -2,8 +2,8 @@
 //! CPU online, the page allocator and the final EL2 map in place; then the VMs.
 use crate::addr::{PhysAddr, Range};
 use crate::arch::aarch64::{boot as stub, console, cpu, exception, gic, heap, mmu, psci_fw};
+use crate::mm::PAGES;
 use crate::mm::frame::FrameAllocator;
-use crate::mm::page_alloc::PageAllocator;
 use crate::platform::{
     BootParams, Conduit, EnableMethod, GicVersion, Platform, PlatformError, ReservedKind,
 };
@@ -12,8 +12,6 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use log::{error, info, warn};
 use spin::Once;
 
-/// Every free page of RAM.
-pub static PAGES: PageAllocator = PageAllocator::new();
 /// What the DTB says about the machine.
 pub static PLATFORM: Once<Platform> = Once::new();
 static CPUS_ONLINE: AtomicUsize = AtomicUsize::new(0);

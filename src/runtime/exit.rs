@@ -7,9 +7,9 @@
 use crate::arch::aarch64::gic;
 use crate::arch::aarch64::vcpu_hw::LiveEl1;
 use crate::arch::aarch64::{cpu, exception};
+use crate::mm::PAGES;
 use crate::mm::stage2::{AccessKind, FaultKind, FaultOutcome, Stage2Error, Stage2Fault};
 use crate::psci::PsciAction;
-use crate::runtime::boot::PAGES;
 use crate::runtime::vm::{ExitStats, StopKind, Vm};
 use crate::runtime::vmm::{self, Vcpu};
 use crate::trap::esr::{self, Esr, ExceptionClass, FaultStatus, InjectedAbort, SysReg};

@@ -6,13 +6,13 @@ use crate::arch::aarch64::stage2_hw::{self, HwTlb, HypTableMemory};
 use crate::guest::config::{Console, VmConfig};
 use crate::guest::fdt::{GicSpec, GuestDtbSpec};
 use crate::guest::layout::{GuestLayout, IpaRange, guest_map};
+use crate::mm::PAGES;
 use crate::mm::frame::FrameAllocator;
 use crate::mm::stage2::{
     DirtyLog, GuestMemoryMap, LockedStage2, MemCache, MemRegion, PaRange, Stage2Error,
     Stage2Geometry, Stage2Stats, Stage2Table, Vmid, VmidAllocator, VmidBits,
 };
 use crate::psci::{Psci, SmcccConfig};
-use crate::runtime::boot::PAGES;
 use crate::vdev::MmioDevice;
 use crate::vdev::gicv2_dist::Gicv2Distributor;
 use crate::vdev::gicv3_dist::Gicv3Distributor;

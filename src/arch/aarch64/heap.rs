@@ -51,7 +51,7 @@ fn rescue(heap: &mut Heap<32>, layout: &Layout) {
     let order = (need.div_ceil(PAGE_SIZE))
         .next_power_of_two()
         .trailing_zeros();
-    if let Some(pa) = crate::runtime::boot::PAGES.alloc_frames(order) {
+    if let Some(pa) = crate::mm::PAGES.alloc_frames(order) {
         GROWN_PAGES.fetch_add(1 << order, Ordering::Relaxed);
         let start = pa.as_u64() as usize;
         let size = (PAGE_SIZE as usize) << order;
