@@ -150,6 +150,10 @@ while IFS='|' read -r name image cpus mem tgic bootargs needs; do
         SKIP) skip=$((skip + 1)); failed+=("$name (unexpected skip)") ;;
         FAIL) fail=$((fail + 1)); failed+=("$name") ;;
     esac
+    if [ $verdict != PASS ]; then
+        echo "      last lines of $log:"
+        tail -n 15 "$log" | tr -d '\r' | sed 's/^/      | /'
+    fi
 done < <(tr '\t' '|' <"$kut/tests.tsv")
 
 echo "$pass passed, $fail failed, $skip skipped (GICv$gic$([ $plain -eq 1 ] && echo ', plain QEMU'))"
