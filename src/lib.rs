@@ -33,6 +33,7 @@ pub mod trap;
 pub mod vcpu;
 pub mod vdev;
 pub mod vgic;
+pub mod virtio;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod arch;

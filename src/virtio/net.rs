@@ -1,0 +1,258 @@
+//! virtio-net (VIRTIO 1.2 §5.1): one receive and one transmit queue, a port of a
+//! [`Switch`].
+//!
+//! Features offered: `MAC`, `STATUS` (link always up), `MRG_RXBUF`, `GUEST_CSUM`,
+//! `GUEST_TSO4/6`, `MTU` when `vm.toml` gives one, the transmit offloads `CSUM` and
+//! `HOST_TSO4/6` when the switch's other ports accept them ([`Switch::tx_offload_offer`]),
+//! and the ring features `INDIRECT_DESC` and `EVENT_IDX`. No control queue, one queue pair.
+//!
+//! The transmit path runs on the sending vCPU's exit (QueueNotify of queue 1): each frame is
+//! checked, learned from and copied into the receivers' buffers by [`Switch::forward`];
+//! their interrupts are raised once the locks are dropped. The receive queue needs no
+//! notification: the device takes RX buffers when a frame arrives, and asks the driver not
+//! to notify it of new ones ([`Queue::suppress_notifications`]).
+#![forbid(unsafe_code)]
+
+use alloc::sync::Arc;
+
+use spin::Mutex;
+
+use super::mem::GuestMemory;
+use super::queue::{Buffers, Queue, QueueError, QueueLayout};
+use super::switch::{Port, RX_OFFLOADS, Switch};
+use super::{
+    BadInput, device_id, DeviceError, DeviceSignals, INT_USED_BUFFER, QueueLayouts,
+    VirtioDevice, features as f,
+};
+
+/// Queue indexes (§5.1.2).
+pub const RX_QUEUE: u16 = 0;
+pub const TX_QUEUE: u16 = 1;
+/// Queue size offered (QueueNumMax).
+pub const QUEUE_SIZE: u16 = 256;
+/// `VIRTIO_NET_S_LINK_UP`.
+const S_LINK_UP: u16 = virtio_spec::net::S::LINK_UP.bits().to_ne();
+/// Bytes of `virtio_net_config` exposed: mac, status, max_virtqueue_pairs, mtu.
+const CONFIG_LEN: usize = 12;
+
+struct TxSide {
+    queue: Option<Queue>,
+    features: u64,
+    readable: Buffers,
+    writable: Buffers,
+}
+
+/// A virtio-net device: one port of a switch, in the VM whose RAM is `M`.
+pub struct NetDevice<M> {
+    mem: M,
+    switch: Arc<Switch<M>>,
+    port: Arc<Port<M>>,
+    signals: Arc<DeviceSignals>,
+    tx: Mutex<TxSide>,
+    mtu: Option<u16>,
+}
+
+impl<M: GuestMemory + Clone> NetDevice<M> {
+    /// A device on `port` of `switch` (from [`Switch::attach`], with the same `signals`).
+    pub fn new(
+        mem: M,
+        switch: Arc<Switch<M>>,
+        port: Arc<Port<M>>,
+        signals: Arc<DeviceSignals>,
+        mtu: Option<u16>,
+    ) -> Self {
+        Self {
+            mem,
+            switch,
+            port,
+            signals,
+            tx: Mutex::new(TxSide {
+                queue: None,
+                features: 0,
+                readable: Buffers::new(),
+                writable: Buffers::new(),
+            }),
+            mtu,
+        }
+    }
+
+    pub fn port(&self) -> &Arc<Port<M>> {
+        &self.port
+    }
+    pub fn switch(&self) -> &Arc<Switch<M>> {
+        &self.switch
+    }
+
+    /// Leaves the switch (VM teardown): see [`Switch::detach`].
+    pub fn detach(&self) {
+        self.reset();
+        self.switch.detach(&self.port);
+    }
+
+    /// Sends what the driver queued, at most `budget` frames. True when frames are left.
+    fn transmit(&self, budget: usize) -> Result<bool, QueueError> {
+        let mut guard = self.tx.lock();
+        let tx = &mut *guard;
+        let Some(q) = tx.queue.as_mut() else {
+            return Ok(false);
+        };
+        let mtu = if tx.features & f::NET_MTU != 0 {
+            self.mtu
+        } else {
+            None
+        };
+        let mut raise = 0u64;
+        let mut sent = 0usize;
+        let result = (|| {
+            loop {
+                while let Some(chain) = q.pop(&self.mem)? {
+                    match chain.split(&self.mem, &mut tx.readable, &mut tx.writable) {
+                        Ok(()) if tx.writable.is_empty() => {
+                            raise |= self.switch.forward(
+                                &self.port,
+                                &self.mem,
+                                &tx.readable,
+                                tx.features,
+                                mtu,
+                            );
+                        }
+                        Ok(()) => {
+                            self.signals.bad.record(BadInput::BadRequest);
+                            crate::virtio::switch::count_tx_drop(&self.port);
+                        }
+                        Err(_) => {
+                            self.signals.bad.record(BadInput::BadChain);
+                            crate::virtio::switch::count_tx_drop(&self.port);
+                        }
+                    }
+                    // Nothing is written into a transmit chain (§5.1.6.2).
+                    q.add_used(&self.mem, chain.head, 0)?;
+                    sent += 1;
+                    if sent >= budget {
+                        return Ok(q.pending(&self.mem)? != 0);
+                    }
+                }
+                if !q.arm_notification(&self.mem)? {
+                    return Ok(false);
+                }
+            }
+        })();
+        let own = match &result {
+            Ok(_) => q.needs_interrupt(&self.mem).unwrap_or(false),
+            Err(_) => false,
+        };
+        drop(guard);
+        // Interrupts after the locks: the receivers', then our own for the finished chains.
+        self.switch.raise(raise);
+        if own {
+            self.signals.irq.raise(INT_USED_BUFFER);
+        }
+        result
+    }
+}
+
+impl<M: GuestMemory + Clone> VirtioDevice for NetDevice<M> {
+    fn device_id(&self) -> u32 {
+        device_id(virtio_spec::Id::Net)
+    }
+    fn offered_features(&self) -> u64 {
+        let mtu = if self.mtu.is_some() { f::NET_MTU } else { 0 };
+        f::VERSION_1
+            | f::INDIRECT_DESC
+            | f::EVENT_IDX
+            | f::NET_MAC
+            | f::NET_STATUS
+            | f::NET_MRG_RXBUF
+            | RX_OFFLOADS
+            | mtu
+            | self.switch.tx_offload_offer(self.port.id())
+    }
+    /// The feature dependencies of §5.1.3.1.
+    fn accept_features(&self, x: u64) -> bool {
+        let has = |b: u64| x & b != 0;
+        let guest_tso = has(f::NET_GUEST_TSO4) || has(f::NET_GUEST_TSO6);
+        let host_tso = has(f::NET_HOST_TSO4) || has(f::NET_HOST_TSO6);
+        !(guest_tso && !has(f::NET_GUEST_CSUM)
+            || has(f::NET_GUEST_ECN) && !guest_tso
+            || has(f::NET_GUEST_UFO) && !has(f::NET_GUEST_CSUM)
+            || host_tso && !has(f::NET_CSUM)
+            || has(f::NET_HOST_ECN) && !host_tso
+            || has(f::NET_HOST_UFO) && !has(f::NET_CSUM))
+    }
+    fn num_queues(&self) -> u16 {
+        2
+    }
+    fn queue_max_size(&self) -> u16 {
+        QUEUE_SIZE
+    }
+    fn validate_queue(&self, layout: &QueueLayout) -> Result<(), QueueError> {
+        Queue::validate(layout, QUEUE_SIZE, &self.mem)
+    }
+    fn config_len(&self) -> usize {
+        CONFIG_LEN
+    }
+    fn read_config(&self, offset: usize, out: &mut [u8]) {
+        let mut c = [0u8; CONFIG_LEN];
+        c[0..6].copy_from_slice(&self.port.mac());
+        c[6..8].copy_from_slice(&S_LINK_UP.to_le_bytes());
+        c[8..10].copy_from_slice(&1u16.to_le_bytes());
+        c[10..12].copy_from_slice(&self.mtu.unwrap_or(0).to_le_bytes());
+        if let Some(src) = c.get(offset..offset + out.len()) {
+            out.copy_from_slice(src);
+        }
+    }
+    fn activate(&self, features: u64, queues: &QueueLayouts) -> Result<(), DeviceError> {
+        let event_idx = features & f::EVENT_IDX != 0;
+        let indirect = features & f::INDIRECT_DESC != 0;
+        let make = |q: u16| -> Result<Option<Queue>, QueueError> {
+            match queues.get(usize::from(q)).copied().flatten() {
+                Some(l) => Queue::new(l, QUEUE_SIZE, event_idx, indirect, &self.mem).map(Some),
+                None => Ok(None),
+            }
+        };
+        let mut rxq = make(RX_QUEUE)?;
+        let txq = make(TX_QUEUE)?;
+        if let Some(q) = rxq.as_mut() {
+            q.suppress_notifications(&self.mem)?;
+        }
+        {
+            let mut tx = self.tx.lock();
+            tx.queue = txq;
+            tx.features = features;
+        }
+        {
+            let mut rx = self.port.rx.lock();
+            if rx.mem.is_some() {
+                rx.queue = rxq;
+                rx.features = features;
+            }
+        }
+        self.port
+            .rx_offloads
+            .store(features & RX_OFFLOADS, core::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+    fn reset(&self) {
+        {
+            let mut tx = self.tx.lock();
+            tx.queue = None;
+            tx.features = 0;
+        }
+        {
+            let mut rx = self.port.rx.lock();
+            rx.queue = None;
+            rx.features = 0;
+        }
+        // Until the next driver negotiates, count the port as accepting every offload.
+        self.port
+            .rx_offloads
+            .store(RX_OFFLOADS, core::sync::atomic::Ordering::Relaxed);
+    }
+    fn notify(&self, queue: u16) -> Result<bool, DeviceError> {
+        match queue {
+            TX_QUEUE => Ok(self.transmit(2 * usize::from(QUEUE_SIZE))?),
+            // New receive buffers: they are taken when a frame arrives.
+            _ => Ok(false),
+        }
+    }
+}
