@@ -29,8 +29,8 @@ use spin::Mutex;
 use super::mem::GuestMemory;
 use super::queue::{Buffers, Queue, QueueError, QueueLayout};
 use super::{
-    BadInput, device_id, DeviceError, DeviceSignals, INT_USED_BUFFER, QueueLayouts,
-    VirtioDevice, features as f,
+    BadInput, DeviceError, DeviceSignals, INT_USED_BUFFER, QueueLayouts, VirtioDevice, device_id,
+    features as f,
 };
 
 /// The unit of `sector` and `capacity` (§5.2.4), whatever `blk_size` says.
@@ -275,7 +275,13 @@ impl<M: GuestMemory, S: BlockStore> BlkDevice<M, S> {
         (done.data_written + 1) as u32
     }
 
-    fn execute(&self, store: &mut S, readable: &Buffers, writable: &Buffers, status_at: u64) -> Done {
+    fn execute(
+        &self,
+        store: &mut S,
+        readable: &Buffers,
+        writable: &Buffers,
+        status_at: u64,
+    ) -> Done {
         let mut hdr = [0u8; 16];
         if !readable.read(&self.mem, 0, &mut hdr).unwrap_or(false) {
             self.signals.bad.record(BadInput::BadRequest);

@@ -260,7 +260,9 @@ impl BadInput {
             BadInput::QueueInvalid => "queue enabled with a bad size or rings (device needs reset)",
             BadInput::NotifyIgnored => "notification for a queue that is not running",
             BadInput::ConfigWrite => "write to the read-only device configuration",
-            BadInput::QueueBroken => "virtqueue broken: avail.idx jump or bad head (device needs reset)",
+            BadInput::QueueBroken => {
+                "virtqueue broken: avail.idx jump or bad head (device needs reset)"
+            }
             BadInput::BadChain => "malformed descriptor chain (request dropped)",
             BadInput::BadRequest => "malformed request or frame (refused)",
         }

@@ -21,8 +21,8 @@ use super::mem::GuestMemory;
 use super::queue::{Buffers, Queue, QueueError, QueueLayout};
 use super::switch::{Port, RX_OFFLOADS, Switch};
 use super::{
-    BadInput, device_id, DeviceError, DeviceSignals, INT_USED_BUFFER, QueueLayouts,
-    VirtioDevice, features as f,
+    BadInput, DeviceError, DeviceSignals, INT_USED_BUFFER, QueueLayouts, VirtioDevice, device_id,
+    features as f,
 };
 
 /// Queue indexes (§5.1.2).
@@ -227,9 +227,10 @@ impl<M: GuestMemory + Clone> VirtioDevice for NetDevice<M> {
                 rx.features = features;
             }
         }
-        self.port
-            .rx_offloads
-            .store(features & RX_OFFLOADS, core::sync::atomic::Ordering::Relaxed);
+        self.port.rx_offloads.store(
+            features & RX_OFFLOADS,
+            core::sync::atomic::Ordering::Relaxed,
+        );
         Ok(())
     }
     fn reset(&self) {

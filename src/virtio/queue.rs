@@ -70,21 +70,38 @@ pub enum RingPart {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum QueueError {
     /// Zero, above the device's maximum, or not a power of two.
-    BadSize { size: u16, max: u16 },
-    Misaligned { part: RingPart, ipa: Ipa },
+    BadSize {
+        size: u16,
+        max: u16,
+    },
+    Misaligned {
+        part: RingPart,
+        ipa: Ipa,
+    },
     /// A ring is not wholly in the VM's RAM.
-    NotRam { part: RingPart, err: MemError },
+    NotRam {
+        part: RingPart,
+        err: MemError,
+    },
     /// `avail.idx` is more than the queue size ahead of what the device has taken.
-    AvailIdxJump { next_avail: u16, avail_idx: u16 },
+    AvailIdxJump {
+        next_avail: u16,
+        avail_idx: u16,
+    },
     /// The available ring names a descriptor past the end of the table.
-    HeadOutOfRange { head: u16, size: u16 },
+    HeadOutOfRange {
+        head: u16,
+        size: u16,
+    },
 }
 
 /// One descriptor chain is malformed; the request is dropped.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ChainError {
     /// A `next` index past the end of its table.
-    IndexOutOfRange { index: u32 },
+    IndexOutOfRange {
+        index: u32,
+    },
     /// More descriptors than the table holds: a loop, or a chain longer than the queue.
     TooLong,
     ZeroLength,
@@ -101,7 +118,9 @@ pub enum ChainError {
     IndirectWithNext,
     /// An indirect table of zero length, a length not a multiple of 16, or more than
     /// [`MAX_INDIRECT`] entries.
-    BadIndirectLength { len: u32 },
+    BadIndirectLength {
+        len: u32,
+    },
     /// A device-readable buffer after a device-writable one (§2.7.4.2).
     ReadableAfterWritable,
     /// The request does not have the shape the device needs (too short, wrong direction).
@@ -438,7 +457,13 @@ impl Queue {
         }
         let n = u64::from(size);
         let parts = [
-            (RingPart::Descriptors, layout.desc, DESC_ALIGN, DESC_SIZE * n, false),
+            (
+                RingPart::Descriptors,
+                layout.desc,
+                DESC_ALIGN,
+                DESC_SIZE * n,
+                false,
+            ),
             (RingPart::Avail, layout.avail, AVAIL_ALIGN, 6 + 2 * n, false),
             (RingPart::Used, layout.used, USED_ALIGN, 6 + 8 * n, true),
         ];
@@ -590,7 +615,10 @@ impl Queue {
     /// notification for them (§2.7.10). With `VIRTIO_F_EVENT_IDX`, only when `used_event` lies
     /// among the entries added since the last decision (`vring_need_event`); without it,
     /// unless the driver set `VIRTQ_AVAIL_F_NO_INTERRUPT`. False when nothing was added.
-    pub fn needs_interrupt<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
+    pub fn needs_interrupt<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+    ) -> Result<bool, QueueError> {
         let (old, new) = (self.signalled_used, self.next_used);
         if old == new {
             return Ok(false);
@@ -617,7 +645,12 @@ impl Queue {
         mem: &M,
     ) -> Result<bool, QueueError> {
         if self.event_idx {
-            self.ring_write_u16(mem, self.avail_event_addr(), self.next_avail, RingPart::Used)?;
+            self.ring_write_u16(
+                mem,
+                self.avail_event_addr(),
+                self.next_avail,
+                RingPart::Used,
+            )?;
         }
         fence(Ordering::SeqCst);
         Ok(self.pending(mem)? != 0)

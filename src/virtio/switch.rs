@@ -464,12 +464,10 @@ impl<M: GuestMemory> Switch<M> {
                     }
                 }
                 None => {
-                    for (slot, p) in targets.iter_mut().zip(
-                        ports
-                            .iter()
-                            .flatten()
-                            .filter(|p| p.id != from.id),
-                    ) {
+                    for (slot, p) in targets
+                        .iter_mut()
+                        .zip(ports.iter().flatten().filter(|p| p.id != from.id))
+                    {
                         *slot = Some(p.clone());
                     }
                 }
@@ -578,10 +576,17 @@ impl<M: GuestMemory> Port<M> {
         }
 
         out.num_buffers = rx.chains.len() as u16;
-        let copied = rx
-            .bufs
-            .write(mem, 0, &out.to_bytes())
-            .and_then(|_| copy_streams(mem, &rx.bufs, NET_HDR_LEN, src_mem, frame, NET_HDR_LEN, frame_len));
+        let copied = rx.bufs.write(mem, 0, &out.to_bytes()).and_then(|_| {
+            copy_streams(
+                mem,
+                &rx.bufs,
+                NET_HDR_LEN,
+                src_mem,
+                frame,
+                NET_HDR_LEN,
+                frame_len,
+            )
+        });
         let mut ok = copied == Ok(frame_len);
         if ok && soft_csum {
             ok = Self::complete_csum(mem, &rx.bufs, src_mem, frame, hdr, frame_len);

@@ -152,14 +152,27 @@ impl<'m, M: GuestMemory> FakeDriverQueue<'m, M> {
     /// Zeroes the three rings at `layout` (which must be RAM).
     pub fn new(mem: &'m M, layout: QueueLayout) -> Self {
         let n = usize::from(layout.size);
-        mem.write(layout.desc, &vec![0u8; 16 * n]).expect("desc ram");
+        mem.write(layout.desc, &vec![0u8; 16 * n])
+            .expect("desc ram");
         mem.write(layout.avail, &vec![0u8; 6 + 2 * n])
             .expect("avail ram");
-        mem.write(layout.used, &vec![0u8; 6 + 8 * n]).expect("used ram");
+        mem.write(layout.used, &vec![0u8; 6 + 8 * n])
+            .expect("used ram");
         Self {
             mem,
             layout,
             avail_idx: 0,
+            used_seen: 0,
+        }
+    }
+    /// A view of a queue that is already set up (rings not cleared): the available index
+    /// is read back, and [`Self::take_used`] starts from used index 0.
+    pub fn new_running(mem: &'m M, layout: QueueLayout) -> Self {
+        let avail_idx = mem.read_u16(layout.avail + 2).expect("avail idx");
+        Self {
+            mem,
+            layout,
+            avail_idx,
             used_seen: 0,
         }
     }
