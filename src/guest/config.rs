@@ -92,6 +92,60 @@ pub struct DeviceConfig {
     pub compatible: Vec<String>,
 }
 
+/// A virtio-net device (`[[net]]`): a port of the switch called `switch`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct NetConfig {
+    /// The switch (L2 segment) name: VMs with the same name share it.
+    pub switch: String,
+    /// The port's MAC address: as given, or derived from the VM name and the port's index
+    /// ([`default_mac`]).
+    pub mac: [u8; 6],
+    /// The MTU offered to the guest (VIRTIO_NET_F_MTU), if given.
+    pub mtu: Option<u16>,
+}
+
+/// A virtio-blk device (`[[disks]]`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DiskConfig {
+    /// The disk image, relative to the VM folder (normalized).
+    pub file: String,
+    pub readonly: bool,
+}
+
+/// Most virtio devices (`[[net]]` plus `[[disks]]`) of one VM: QEMU virt's virtio-mmio slots.
+pub const MAX_VIRTIO_DEVICES: usize = crate::virtio::MMIO_SLOTS;
+/// The MTU range `[[net]].mtu` accepts (Linux's minimum for IPv4, the largest a 16-bit field
+/// and an IP packet allow).
+pub const MIN_MTU: i64 = 68;
+pub const MAX_MTU: i64 = 65535;
+
+/// The MAC of port `index` of VM `name` when `mac` is not given: locally administered
+/// unicast `02:6b:` + 24 bits of the FNV-1a hash of the name + the index. Distinct for the
+/// ports of one VM; two VMs whose names hash alike would clash, which the switch refuses
+/// (give one of them a `mac`).
+pub fn default_mac(name: &str, index: usize) -> [u8; 6] {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let [_, a, b, c] = h.to_be_bytes();
+    [0x02, 0x6b, a, b, c, index as u8]
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (or with `-`): six hexadecimal bytes.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = text.split([':', '-']);
+    for b in out.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
 /// A validated VM configuration.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct VmConfig {
@@ -117,6 +171,10 @@ pub struct VmConfig {
     pub autostart: bool,
     pub on_reset: OnReset,
     pub spis: u32,
+    /// virtio-net devices, in order (virtio-mmio slots after the disks').
+    pub net: Vec<NetConfig>,
+    /// virtio-blk devices, in order (virtio-mmio slots from 0).
+    pub disks: Vec<DiskConfig>,
 }
 
 /// What is wrong with a path key.
@@ -176,7 +234,7 @@ pub enum ConfigError {
         value: String,
     },
     BadPath {
-        key: &'static str,
+        key: String,
         path: String,
         problem: PathProblem,
     },
@@ -230,6 +288,21 @@ pub enum ConfigError {
     /// A `compatible` string that is empty or holds a NUL.
     BadCompatible {
         key: String,
+    },
+    /// A string key whose value does not have the required form.
+    BadValue {
+        key: String,
+        value: String,
+        expected: &'static str,
+    },
+    /// More `[[net]]` and `[[disks]]` entries than virtio-mmio slots.
+    TooManyVirtioDevices {
+        count: usize,
+    },
+    /// `spis` is too small for the SPI of the last virtio-mmio slot in use.
+    SpisTooFewForVirtio {
+        spis: u32,
+        needed: u32,
     },
 }
 
@@ -342,6 +415,21 @@ impl fmt::Display for ConfigError {
             ConfigError::BadCompatible { key } => {
                 write!(f, "vm.toml: `{key}` holds an empty string or a NUL")
             }
+            ConfigError::BadValue {
+                key,
+                value,
+                expected,
+            } => write!(f, "vm.toml: `{key}` = \"{value}\" is not {expected}"),
+            ConfigError::TooManyVirtioDevices { count } => write!(
+                f,
+                "vm.toml: {count} `[[net]]` and `[[disks]]` entries, at most \
+                 {MAX_VIRTIO_DEVICES} (virtio-mmio slots)"
+            ),
+            ConfigError::SpisTooFewForVirtio { spis, needed } => write!(
+                f,
+                "vm.toml: `spis` = {spis} is too few for the virtio devices (their last SPI \
+                 needs at least {needed})"
+            ),
         }
     }
 }
@@ -394,6 +482,23 @@ struct RawConfig {
     autostart: Option<bool>,
     on_reset: Option<String>,
     spis: Option<i64>,
+    net: Option<Vec<RawNet>>,
+    disks: Option<Vec<RawDisk>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNet {
+    switch: String,
+    mac: Option<String>,
+    mtu: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    file: String,
+    readonly: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -464,9 +569,9 @@ fn valid_name(name: &str) -> bool {
 
 /// Normalizes a path relative to the VM folder: drops "." components; rejects absolute
 /// paths, "..", empty components and NUL bytes.
-pub fn normalize_path(key: &'static str, path: &str) -> Result<String, ConfigError> {
+pub fn normalize_path(key: &str, path: &str) -> Result<String, ConfigError> {
     let err = |problem| ConfigError::BadPath {
-        key,
+        key: key.to_owned(),
         path: path.to_owned(),
         problem,
     };
@@ -843,6 +948,8 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
         });
     }
 
+    let (net, disks) = parse_virtio(&name, raw.net, raw.disks, spis, &devices)?;
+
     Ok(VmConfig {
         name,
         kernel,
@@ -859,7 +966,99 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
         autostart: raw.autostart.unwrap_or(true),
         on_reset,
         spis,
+        net,
+        disks,
     })
+}
+
+/// Validates `[[net]]` and `[[disks]]`, and their virtio-mmio slots (`virtio::assign_slots`)
+/// against `spis` and the passthrough devices' interrupts and IPAs.
+fn parse_virtio(
+    name: &str,
+    raw_net: Option<Vec<RawNet>>,
+    raw_disks: Option<Vec<RawDisk>>,
+    spis: u32,
+    devices: &[DeviceConfig],
+) -> Result<(Vec<NetConfig>, Vec<DiskConfig>), ConfigError> {
+    let mut disks = Vec::new();
+    for (i, d) in raw_disks.unwrap_or_default().into_iter().enumerate() {
+        disks.push(DiskConfig {
+            file: normalize_path(&alloc::format!("disks[{i}].file"), &d.file)?,
+            readonly: d.readonly.unwrap_or(false),
+        });
+    }
+    let mut net = Vec::new();
+    for (i, n) in raw_net.unwrap_or_default().into_iter().enumerate() {
+        let key = |field: &str| alloc::format!("net[{i}].{field}");
+        if !valid_name(&n.switch) {
+            return Err(ConfigError::BadValue {
+                key: key("switch"),
+                value: n.switch,
+                expected: "1-32 characters of A-Z a-z 0-9 - _ . starting with a letter or digit",
+            });
+        }
+        let mac = match &n.mac {
+            None => default_mac(name, i),
+            Some(text) => match parse_mac(text) {
+                Some(m) if m[0] & 1 == 0 && m != [0; 6] => m,
+                _ => {
+                    return Err(ConfigError::BadValue {
+                        key: key("mac"),
+                        value: text.clone(),
+                        expected: "a unicast MAC address such as \"52:54:00:12:34:56\"",
+                    });
+                }
+            },
+        };
+        if net.iter().any(|o: &NetConfig| o.mac == mac) {
+            return Err(ConfigError::BadValue {
+                key: key("mac"),
+                value: alloc::format!("{mac:02x?}"),
+                expected: "different from the VM's other ports",
+            });
+        }
+        let mtu = match n.mtu {
+            Some(v) => Some(in_range(&key("mtu"), v, MIN_MTU, MAX_MTU)? as u16),
+            None => None,
+        };
+        net.push(NetConfig {
+            switch: n.switch,
+            mac,
+            mtu,
+        });
+    }
+    let count = net.len() + disks.len();
+    if count > MAX_VIRTIO_DEVICES {
+        return Err(ConfigError::TooManyVirtioDevices { count });
+    }
+    for (slot, what) in crate::virtio::assign_slots(disks.len(), net.len()) {
+        let what = match what {
+            crate::virtio::SlotDevice::Disk(i) => alloc::format!("disks[{i}]"),
+            crate::virtio::SlotDevice::Net(i) => alloc::format!("net[{i}]"),
+        };
+        if slot.spi >= spis {
+            return Err(ConfigError::SpisTooFewForVirtio {
+                spis,
+                needed: (slot.spi + 1).next_multiple_of(SPI_GRANULE),
+            });
+        }
+        for (j, d) in devices.iter().enumerate() {
+            if let Some(k) = d.interrupts.iter().position(|&s| s == slot.spi) {
+                return Err(ConfigError::Overlap {
+                    key: alloc::format!("devices[{j}].interrupts[{k}]"),
+                    with: alloc::format!("{what} (virtio-mmio SPI {})", slot.spi),
+                });
+            }
+            let window = (slot.base.as_u64(), crate::virtio::MMIO_STRIDE);
+            if overlaps((d.ipa.as_u64(), d.size), window) {
+                return Err(ConfigError::Overlap {
+                    key: alloc::format!("devices[{j}].ipa"),
+                    with: alloc::format!("{what} (virtio-mmio {:#x})", slot.base.as_u64()),
+                });
+            }
+        }
+    }
+    Ok((net, disks))
 }
 
 /// The machine's resources left for VMs.

@@ -67,6 +67,8 @@ pub enum FileKey {
     Kernel,
     Initrd,
     Dtb,
+    /// `disks[i].file`.
+    Disk(usize),
 }
 
 impl FileKey {
@@ -76,6 +78,7 @@ impl FileKey {
             FileKey::Kernel => "kernel",
             FileKey::Initrd => "initrd",
             FileKey::Dtb => "dtb",
+            FileKey::Disk(_) => "disks.file",
         }
     }
 }
@@ -153,6 +156,9 @@ pub struct VmSpec<'a> {
     pub dtb: Option<&'a [u8]>,
     /// Placement of kernel, DTB and initrd in the VM's RAM.
     pub layout: GuestLayout,
+    /// The disk images of `config.disks`, in order, borrowed from the archive (a read-only
+    /// disk is served from these bytes in place).
+    pub disks: Vec<&'a [u8]>,
 }
 
 /// One VM folder of the archive and what became of it.
@@ -288,6 +294,12 @@ fn load_vm<'a>(
         }
         None => None,
     };
+    let disks = config
+        .disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| members.file(dir, &d.file, FileKey::Disk(i)))
+        .collect::<Result<Vec<_>, _>>()?;
     let initrd_size = initrd.map_or(0, |i| i.len() as u64);
     let layout = layout::plan(config.ram_base, config.memory, &kernel_info, initrd_size)
         .map_err(VmError::Layout)?;
@@ -298,6 +310,7 @@ fn load_vm<'a>(
         initrd,
         dtb,
         layout,
+        disks,
     })
 }
 

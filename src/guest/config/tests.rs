@@ -38,6 +38,8 @@ fn applies_every_default_to_a_minimal_config() {
             autostart: true,
             on_reset: OnReset::Restart,
             spis: 64,
+            net: vec![],
+            disks: vec![],
         }
     );
 }
@@ -314,7 +316,7 @@ fn rejects_paths_leaving_the_vm_folder() {
                 path,
                 problem: p,
             }) => {
-                assert_eq!((k, path.as_str(), p), (key, v, problem));
+                assert_eq!((k.as_str(), path.as_str(), p), (key, v, problem));
             }
             other => panic!("{key} = {v}: {other:?}"),
         }
@@ -849,4 +851,172 @@ fn the_example_guest_configs_are_valid() {
         admit(&[&linux, &linux2], &MACHINE),
         [accept(&[0]), accept(&[2, 3])]
     );
+}
+
+// ---- [[net]] and [[disks]] ----
+
+#[test]
+fn reads_net_and_disk_entries_with_their_defaults() {
+    let c = with(
+        "[[disks]]\nfile = \"./rootfs.ext4\"\n\
+         [[disks]]\nfile = \"data.img\"\nreadonly = true\n\
+         [[net]]\nswitch = \"lan0\"\n\
+         [[net]]\nswitch = \"dmz\"\nmac = \"52:54:00:12:34:56\"\nmtu = 9000",
+    )
+    .unwrap();
+    assert_eq!(
+        c.disks,
+        vec![
+            DiskConfig {
+                file: "rootfs.ext4".to_string(),
+                readonly: false
+            },
+            DiskConfig {
+                file: "data.img".to_string(),
+                readonly: true
+            },
+        ]
+    );
+    assert_eq!(c.net.len(), 2);
+    assert_eq!(c.net[0].switch, "lan0");
+    assert_eq!(c.net[0].mac, default_mac("linux", 0));
+    assert_eq!(c.net[0].mtu, None);
+    assert_eq!(c.net[1].mac, [0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+    assert_eq!(c.net[1].mtu, Some(9000));
+}
+
+#[test]
+fn default_macs_are_local_unicast_and_differ_per_vm_and_port() {
+    let a = default_mac("linux", 0);
+    assert_eq!(a[0], 0x02, "locally administered, unicast");
+    assert_ne!(a, default_mac("linux", 1));
+    assert_ne!(a, default_mac("linux2", 0));
+    assert_eq!(a, default_mac("linux", 0), "stable");
+}
+
+#[test]
+fn bad_net_entries_name_the_key() {
+    for (text, key) in [
+        ("[[net]]\nswitch = \"\"", "net[0].switch"),
+        ("[[net]]\nswitch = \"a b\"", "net[0].switch"),
+        (
+            "[[net]]\nswitch = \"lan0\"\nmac = \"52:54:00:12:34\"",
+            "net[0].mac",
+        ),
+        (
+            "[[net]]\nswitch = \"lan0\"\nmac = \"52:54:00:12:34:5g\"",
+            "net[0].mac",
+        ),
+        (
+            "[[net]]\nswitch = \"lan0\"\nmac = \"01:00:5e:00:00:01\"",
+            "net[0].mac",
+        ),
+        (
+            "[[net]]\nswitch = \"lan0\"\nmac = \"00:00:00:00:00:00\"",
+            "net[0].mac",
+        ),
+        (
+            "[[net]]\nswitch = \"a\"\nmac = \"02:00:00:00:00:01\"\n[[net]]\nswitch = \"b\"\nmac = \"02:00:00:00:00:01\"",
+            "net[1].mac",
+        ),
+    ] {
+        match err(text) {
+            ConfigError::BadValue { key: k, .. } => assert_eq!(k, key, "{text}"),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        err("[[net]]\nswitch = \"lan0\"\nmtu = 67"),
+        ConfigError::OutOfRange { .. }
+    ));
+    assert!(matches!(
+        err("[[net]]\nswitch = \"lan0\"\nmtu = 65536"),
+        ConfigError::OutOfRange { .. }
+    ));
+    assert!(matches!(
+        err("[[net]]\nswitch = \"lan0\"\nspeed = 10"),
+        ConfigError::UnknownKey { .. }
+    ));
+    assert!(matches!(
+        err("[[net]]\nmac = \"02:00:00:00:00:01\""),
+        ConfigError::MissingKey { .. }
+    ));
+    let msg = err("[[net]]\nswitch = \"lan0\"\nmac = \"nope\"").to_string();
+    assert!(
+        msg.contains("`net[0].mac`") && msg.contains("nope"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_disk_entries_name_the_key() {
+    match err("[[disks]]\nfile = \"../escape.img\"") {
+        ConfigError::BadPath { key, problem, .. } => {
+            assert_eq!(key, "disks[0].file");
+            assert_eq!(problem, PathProblem::ParentComponent);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        err("[[disks]]\nfile = \"/abs.img\""),
+        ConfigError::BadPath { .. }
+    ));
+    assert!(matches!(
+        err("[[disks]]\nreadonly = true"),
+        ConfigError::MissingKey { .. }
+    ));
+    assert!(matches!(
+        err("[[disks]]\nfile = \"a\"\nreadonly = 1"),
+        ConfigError::Toml { .. }
+    ));
+}
+
+#[test]
+fn virtio_devices_fit_the_slots_and_the_spis() {
+    let disks = |n: usize| {
+        (0..n)
+            .map(|i| format!("[[disks]]\nfile = \"d{i}\"\n"))
+            .collect::<String>()
+    };
+    assert_eq!(with(&disks(32)).unwrap().disks.len(), 32);
+    assert_eq!(
+        err(&disks(33)),
+        ConfigError::TooManyVirtioDevices { count: 33 }
+    );
+    // 17 devices: slot 16 uses SPI 32, which `spis = 32` does not have.
+    assert_eq!(
+        err(&format!("spis = 32\n{}", disks(17))),
+        ConfigError::SpisTooFewForVirtio {
+            spis: 32,
+            needed: 64
+        }
+    );
+    assert!(with(&format!("spis = 32\n{}", disks(16))).is_ok());
+}
+
+#[test]
+fn passthrough_devices_may_not_take_a_virtio_slot_or_its_interrupt() {
+    let dev_irq = "[[devices]]\nname = \"d\"\nbase = 0x1000_0000\nsize = 4096\ninterrupts = [17]\n";
+    // One disk (slot 0, SPI 16): no clash.
+    assert!(with(&format!("{dev_irq}[[disks]]\nfile = \"a\"")).is_ok());
+    // A second virtio device (slot 1, SPI 17) clashes.
+    match err(&format!(
+        "{dev_irq}[[disks]]\nfile = \"a\"\n[[net]]\nswitch = \"lan0\""
+    )) {
+        ConfigError::Overlap { key, with } => {
+            assert_eq!(key, "devices[0].interrupts[0]");
+            assert!(with.contains("net[0]") && with.contains("17"), "{with}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A device mapped over the slot window of a used slot.
+    let dev_ipa = "[[devices]]\nname = \"d\"\nbase = 0x1000_0000\nsize = 4096\nipa = 0x0a00_0000\n";
+    assert!(
+        with(dev_ipa).is_ok(),
+        "no virtio device: the window is free"
+    );
+    assert!(matches!(
+        err(&format!("{dev_ipa}[[net]]\nswitch = \"lan0\"")),
+        ConfigError::Overlap { .. }
+    ));
 }

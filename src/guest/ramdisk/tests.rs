@@ -433,3 +433,31 @@ mod props {
         }
     }
 }
+
+#[test]
+fn borrows_each_disk_image_and_refuses_a_vm_whose_image_is_missing() {
+    let toml =
+        b"kernel = \"Image\"\nmemory = \"64M\"\n[[disks]]\nfile = \"root.ext4\"\nreadonly = true\n";
+    let data = Archive::new()
+        .dir("vm")
+        .file("vm/vm.toml", toml)
+        .file("vm/Image", &kernel())
+        .file("vm/root.ext4", &[0x5a; 1024])
+        .dir("bad")
+        .file("bad/vm.toml", toml)
+        .file("bad/Image", &kernel())
+        .finish();
+    let vms = parse_vms(&data, LIMIT).unwrap();
+    let s = spec(&vms, "vm");
+    assert_eq!(s.disks.len(), 1);
+    assert_eq!(s.disks[0], &[0x5a; 1024][..]);
+    let range = data.as_ptr_range();
+    assert!(range.contains(&s.disks[0].as_ptr()), "borrowed, not copied");
+    assert_eq!(
+        error(&vms, "bad"),
+        &VmError::MissingFile {
+            key: FileKey::Disk(0),
+            path: "root.ext4".into()
+        }
+    );
+}
