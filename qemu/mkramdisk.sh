@@ -3,8 +3,8 @@
 #
 # Usage: qemu/mkramdisk.sh [--gzip] OUT VMDIR...
 #
-# Each VMDIR holds vm.toml and the files it names with `kernel`, `initrd` and `dtb` (paths
-# relative to VMDIR; symlinks are followed). The archive gets one folder per VM, named after
+# Each VMDIR holds vm.toml and the files it names with `kernel`, `initrd`, `dtb` and the
+# `file` of each [[disks]] table (paths relative to VMDIR; symlinks are followed). The archive gets one folder per VM, named after
 # VMDIR's last component, holding vm.toml and exactly those files (see docs/ramdisk.md).
 # Identical files are stored once (hard links), the archive is reproducible (fixed owners,
 # times and inode numbers), and --gzip compresses it with gzip -9.
@@ -49,6 +49,31 @@ toml_string() { # file key
         }' "$1"
 }
 
+# The string values of `key` inside every [[table]] array-of-tables entry of vm.toml, one a
+# line (\001unparsable for a value that is not a plain quoted string).
+toml_table_strings() { # file table key
+    awk -v table="$2" -v key="$3" '
+        /^[[:space:]]*\[/ {
+            line = $0
+            gsub(/[[:space:]]/, "", line)
+            inside = (line == "[[" table "]]")
+            next
+        }
+        inside {
+            line = $0
+            if (match(line, "^[[:space:]]*" key "[[:space:]]*=[[:space:]]*")) {
+                rest = substr(line, RLENGTH + 1)
+                q = substr(rest, 1, 1)
+                if (q == "\"" || q == "\047") {
+                    rest = substr(rest, 2)
+                    end = index(rest, q)
+                    if (end > 0) { print substr(rest, 1, end - 1); next }
+                }
+                print "\001unparsable"
+            }
+        }' "$1"
+}
+
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 pool=$stage/.pool
@@ -80,8 +105,16 @@ for vmdir in "$@"; do
     [ -f "$conf" ] || die "$vmdir has no vm.toml"
     stage_file "$conf" "$stage/root/$name/vm.toml"
     found_kernel=0
+    files=()
     for key in kernel initrd dtb; do
-        path=$(toml_string "$conf" "$key")
+        files+=("$key=$(toml_string "$conf" "$key")")
+    done
+    while IFS= read -r disk; do
+        files+=("disks.file=$disk")
+    done < <(toml_table_strings "$conf" disks file)
+    for entry in "${files[@]}"; do
+        key=${entry%%=*}
+        path=${entry#*=}
         [ -n "$path" ] || continue
         case $path in
         $'\001'*) die "$conf: cannot read the value of '$key' (write $key = \"path\")" ;;
