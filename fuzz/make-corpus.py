@@ -416,6 +416,69 @@ def seeds_vgic():
     put("vgic_v2", "linux-boot", v2)
 
 
+# virtio operations (fuzz/src/harness.rs `virtio`): a mode byte (bit 0: Linux-like start-up of
+# all three devices, bit 1: read-only disk, bit 2: no EVENT_IDX, bit 3: port B without
+# GUEST_TSO4), then ops of a tag byte and a device byte. Queues (qsel): 0 blk, 1 net A rx,
+# 2 net A tx, 3 net B rx, 4 net B tx; VM 0 holds blk and net A, VM 1 net B.
+VQ_RAM_OFF_DATA = 0x8000
+
+
+def vq_mem(vm, off, data):
+    out = b""
+    for i in range(0, len(data), 31):
+        chunk = data[i:i + 31]
+        out += bytes([2, vm]) + struct.pack("<HB", (off + i) // 4, len(chunk)) + chunk
+    return out
+
+
+def vq_desc(qsel, i, off, length, flags, nxt):
+    return bytes([3, 0, qsel, i, 0]) + struct.pack("<IIHH", off, length, flags, nxt)
+
+
+def vq_publish(qsel, head):
+    return bytes([4, 0, qsel]) + struct.pack("<H", head)
+
+
+def vq_reg(dev, off, value):
+    return bytes([0, dev]) + struct.pack("<H", off) + bytes([2]) + struct.pack("<I", value)
+
+
+def seeds_virtio():
+    # A virtio-blk read of two sectors: header, data, status in three descriptors.
+    hdr = struct.pack("<IIQ", 0, 0, 2)
+    rd = bytes([1]) + vq_mem(0, 0x8000, hdr)
+    rd += vq_desc(0, 0, 0x8000, 16, 1, 1) + vq_desc(0, 1, 0x9000, 1024, 3, 2)
+    rd += vq_desc(0, 2, 0xA000, 1, 2, 0) + vq_publish(0, 0)
+    # and a write of one sector (refused on a read-only disk).
+    rd += vq_mem(0, 0x8000, struct.pack("<IIQ", 1, 0, 5))
+    rd += vq_desc(0, 3, 0x8000, 16, 1, 4) + vq_desc(0, 4, 0x9000, 512, 1, 5)
+    rd += vq_desc(0, 5, 0xA000, 1, 2, 0) + vq_publish(0, 3)
+    put("virtio", "linux-blk-read-write", rd)
+    put("virtio", "linux-blk-read-only", bytes([3]) + rd[1:])
+    # A broadcast ARP-sized frame from VM 0 to VM 1, with B's receive buffers posted first.
+    frame = b"\x00" * 12 + b"\xff" * 6 + bytes([2, 0, 0, 0, 0, 1]) + b"\x08\x06" + bytes(range(46))
+    net = bytes([1])
+    for i in range(4):
+        net += vq_desc(3, i, 0x10000 + i * 0x1000, 2048, 2, 0) + vq_publish(3, i)
+    net += vq_mem(0, 0x8000, frame) + vq_desc(2, 0, 0x8000, len(frame), 0, 0) + vq_publish(2, 0)
+    # A TSO segment with a partial checksum, split over two descriptors.
+    tso = struct.pack("<BBHHHHH", 1, 1, 54, 1448, 34, 16, 0) + frame[12:] + bytes(3000)
+    net += vq_mem(0, 0x20000, tso[:200])
+    net += vq_desc(2, 1, 0x20000, 100, 1, 2) + vq_desc(2, 2, 0x20064, len(tso) - 100, 0, 0)
+    net += vq_publish(2, 1)
+    put("virtio", "linux-net-frames", net)
+    put("virtio", "linux-net-no-event-idx-no-tso", bytes([1 | 4 | 8]) + net[1:])
+    # Raw register traffic with no start-up: status dance, features, queue set-up.
+    raw = bytes([0])
+    for dev in range(3):
+        raw += vq_reg(dev, 0x70, 1) + vq_reg(dev, 0x70, 3) + vq_reg(dev, 0x24, 1)
+        raw += vq_reg(dev, 0x20, 1) + vq_reg(dev, 0x70, 0xB) + vq_reg(dev, 0x38, 8)
+        raw += vq_reg(dev, 0x80, 0x4000_1000) + vq_reg(dev, 0x90, 0x4000_1080)
+        raw += vq_reg(dev, 0xA0, 0x4000_1100) + vq_reg(dev, 0x44, 1) + vq_reg(dev, 0x70, 0xF)
+        raw += vq_reg(dev, 0x50, 0) + vq_reg(dev, 0x64, 3) + vq_reg(dev, 0x70, 0)
+    put("virtio", "raw-registers", raw)
+
+
 def main():
     if os.path.isdir(CORPUS):
         shutil.rmtree(CORPUS)
@@ -424,6 +487,7 @@ def main():
     seeds_esr()
     seeds_pl011()
     seeds_vgic()
+    seeds_virtio()
 
 
 if __name__ == "__main__":

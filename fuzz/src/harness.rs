@@ -28,6 +28,14 @@ use kestrel::vdev::gicv3_redist::Gicv3Redistributors;
 use kestrel::vdev::pl011::{FIFO_DEPTH, Pl011};
 use kestrel::vdev::{AccessCtx, AccessWidth, Effect, Effects, MmioDevice};
 use kestrel::vgic::{ListRegisters, LrFormat, LrState, SgiRegister, Vgic};
+use kestrel::virtio::blk::{BlkDevice, CopiedDisk};
+use kestrel::virtio::mem::GuestMemory;
+use kestrel::virtio::net::NetDevice;
+use kestrel::virtio::queue::QueueLayout;
+use kestrel::virtio::switch::Switch;
+use kestrel::virtio::testing::{FakePhys, FakeRam, POISON, RecordingIrq, fake_ram};
+use kestrel::virtio::transport::{VirtioMmio, reg};
+use kestrel::virtio::{DeviceSignals, VirtioDevice, features as vf};
 
 /// Output limit for the gzip and ramdisk harnesses (the hypervisor's limits are larger; a
 /// smaller one keeps each run fast and still exercises the limit checks).
@@ -883,4 +891,323 @@ fn check_lrs(vcpus: &[VcpuSim], nr_irqs: u32, v3: bool) {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// virtio: the virtio-mmio transport, virtqueues, virtio-blk and virtio-net with the switch
+
+const VQ_RAM: u64 = 0x4000_0000;
+const VQ_RAM_SIZE: u64 = 256 << 10;
+const VQ_PHYS: u64 = 0x8000_0000;
+const VQ_GUARD: u64 = 0x1000;
+const VQ_SIZE: u16 = 16;
+
+fn vq_pa(vm: usize) -> u64 {
+    VQ_PHYS + VQ_GUARD + vm as u64 * (VQ_RAM_SIZE + VQ_GUARD)
+}
+
+/// The fixed queue layouts the structured start-up uses: (VM, layout) for blk q0, net A rx,
+/// net A tx, net B rx, net B tx.
+fn vq_layouts() -> [(usize, QueueLayout); 5] {
+    let at = |base: u64| {
+        let n = u64::from(VQ_SIZE);
+        let avail = VQ_RAM + base + 16 * n;
+        QueueLayout {
+            size: VQ_SIZE,
+            desc: kestrel::addr::Ipa::new(VQ_RAM + base),
+            avail: kestrel::addr::Ipa::new(avail),
+            used: kestrel::addr::Ipa::new((avail + 6 + 2 * n + 3) & !3),
+        }
+    };
+    [
+        (0, at(0x1000)),
+        (0, at(0x2000)),
+        (0, at(0x3000)),
+        (1, at(0x2000)),
+        (1, at(0x3000)),
+    ]
+}
+
+fn vq_write<D: VirtioDevice>(t: &VirtioMmio<D>, off: u64, v: u32) {
+    let _ = t.write(
+        AccessCtx { vcpu: 0 },
+        off,
+        AccessWidth::Word,
+        u64::from(v),
+        &mut Effects::new(),
+    );
+}
+
+fn vq_read<D: VirtioDevice>(t: &VirtioMmio<D>, off: u64) -> u32 {
+    t.read(
+        AccessCtx { vcpu: 0 },
+        off,
+        AccessWidth::Word,
+        &mut Effects::new(),
+    )
+    .unwrap_or(0) as u32
+}
+
+/// Linux's virtio_mmio start-up: reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK, queues
+/// (zeroed, as Linux allocates them), DRIVER_OK.
+fn vq_init<D: VirtioDevice>(t: &VirtioMmio<D>, mem: &FakeRam, want: u64, queues: &[QueueLayout]) {
+    for q in queues {
+        let n = usize::from(q.size);
+        let _ = mem.write(q.desc, &vec![0; 16 * n]);
+        let _ = mem.write(q.avail, &vec![0; 6 + 2 * n]);
+        let _ = mem.write(q.used, &vec![0; 6 + 8 * n]);
+    }
+    vq_write(t, reg::STATUS, 0);
+    vq_write(t, reg::STATUS, 3);
+    let mut offer = 0u64;
+    for sel in [1u32, 0] {
+        vq_write(t, reg::DEVICE_FEATURES_SEL, sel);
+        offer |= u64::from(vq_read(t, reg::DEVICE_FEATURES)) << (32 * sel);
+    }
+    let f = want & offer;
+    vq_write(t, reg::DRIVER_FEATURES_SEL, 1);
+    vq_write(t, reg::DRIVER_FEATURES, (f >> 32) as u32);
+    vq_write(t, reg::DRIVER_FEATURES_SEL, 0);
+    vq_write(t, reg::DRIVER_FEATURES, f as u32);
+    vq_write(t, reg::STATUS, 0xb);
+    for (i, q) in queues.iter().enumerate() {
+        vq_write(t, reg::QUEUE_SEL, i as u32);
+        vq_write(t, reg::QUEUE_NUM, u32::from(q.size));
+        for (lo, v) in [
+            (reg::QUEUE_DESC_LOW, q.desc.as_u64()),
+            (reg::QUEUE_DRIVER_LOW, q.avail.as_u64()),
+            (reg::QUEUE_DEVICE_LOW, q.used.as_u64()),
+        ] {
+            vq_write(t, lo, v as u32);
+            vq_write(t, lo + 4, (v >> 32) as u32);
+        }
+        vq_write(t, reg::QUEUE_READY, 1);
+    }
+    vq_write(t, reg::STATUS, 0xf);
+}
+
+/// Checks what must hold after any operation: the interrupt line is high exactly while
+/// InterruptStatus has a bit set, and DRIVER_OK never stands without FEATURES_OK.
+fn vq_check<D: VirtioDevice>(t: &VirtioMmio<D>, irq: &RecordingIrq) {
+    let st = vq_read(t, reg::INTERRUPT_STATUS);
+    assert_eq!(
+        irq.level(),
+        st != 0,
+        "line level vs InterruptStatus {st:#x}"
+    );
+    assert!(st & !3 == 0, "InterruptStatus {st:#x}");
+    let status = t.status();
+    assert!(
+        status & 4 == 0 || status & 8 != 0,
+        "DRIVER_OK without FEATURES_OK: {status:#x}"
+    );
+}
+
+/// One VM with a virtio-blk disk and a network port, another with a port on the same switch,
+/// driven by a guest that writes anything anywhere in its RAM and any register: the devices
+/// never touch memory outside the VMs' RAM (the fake memory panics on any access outside
+/// its arena, and the guard pages between the VMs must keep their poison), never panic,
+/// and keep their interrupt lines consistent.
+pub fn virtio(data: &[u8]) -> String {
+    let mut b = Bytes::new(data);
+    let mode = b.u8();
+    let phys = FakePhys::new(
+        PhysAddr::new(VQ_PHYS),
+        (VQ_GUARD + 2 * (VQ_RAM_SIZE + VQ_GUARD)) as usize,
+    );
+    // VM A's RAM in two IPA-adjacent regions whose physical halves are swapped, so ranges
+    // that cross the region boundary are exercised.
+    let half = VQ_RAM_SIZE / 2;
+    let mem_a: Arc<FakeRam> = fake_ram(
+        &phys,
+        &[
+            (VQ_RAM, half, vq_pa(0) + half),
+            (VQ_RAM + half, half, vq_pa(0)),
+        ],
+    );
+    let mem_b: Arc<FakeRam> = fake_ram(&phys, &[(VQ_RAM, VQ_RAM_SIZE, vq_pa(1))]);
+    let mems = [mem_a.clone(), mem_b.clone()];
+    let sig = || {
+        let irq = RecordingIrq::new();
+        (irq.clone(), Arc::new(DeviceSignals::new(irq)))
+    };
+    let image: Vec<u8> = (0..64 * 512).map(|i| (i * 13) as u8).collect();
+    let (blk_irq, blk_sig) = sig();
+    let blk = VirtioMmio::new(
+        BlkDevice::new(
+            mem_a.clone(),
+            CopiedDisk::new(&image),
+            mode & 2 != 0,
+            b"fuzz",
+            blk_sig.clone(),
+        ),
+        blk_sig,
+    );
+    let sw = Arc::new(Switch::new("lan0"));
+    let mut nets = Vec::new();
+    let mut net_irqs = Vec::new();
+    for (i, m) in mems.iter().enumerate() {
+        let (irq, s) = sig();
+        let port = sw
+            .attach([2, 0, 0, 0, 0, i as u8 + 1], m.clone(), s.clone())
+            .expect("two ports");
+        nets.push(VirtioMmio::new(
+            NetDevice::new(m.clone(), sw.clone(), port, s.clone(), Some(1500)),
+            s,
+        ));
+        net_irqs.push(irq);
+    }
+    let layouts = vq_layouts();
+    if mode & 1 != 0 {
+        let blk_want =
+            vf::VERSION_1 | vf::INDIRECT_DESC | vf::EVENT_IDX | vf::BLK_FLUSH | vf::BLK_RO;
+        let net_want = (vf::VERSION_1
+            | vf::INDIRECT_DESC
+            | vf::EVENT_IDX
+            | vf::NET_MAC
+            | vf::NET_MRG_RXBUF
+            | vf::NET_CSUM
+            | vf::NET_GUEST_CSUM
+            | vf::NET_HOST_TSO4
+            | vf::NET_GUEST_TSO4
+            | vf::NET_MTU)
+            & if mode & 4 != 0 {
+                !vf::EVENT_IDX
+            } else {
+                u64::MAX
+            };
+        vq_init(&blk, &mem_a, blk_want, &[layouts[0].1]);
+        vq_init(&nets[0], &mem_a, net_want, &[layouts[1].1, layouts[2].1]);
+        vq_init(
+            &nets[1],
+            &mem_b,
+            net_want
+                & if mode & 8 != 0 {
+                    !vf::NET_GUEST_TSO4
+                } else {
+                    u64::MAX
+                },
+            &[layouts[3].1, layouts[4].1],
+        );
+    }
+    let ctx = AccessCtx { vcpu: 0 };
+    let mut ops = 0u32;
+    while !b.is_empty() && ops < 2000 {
+        ops += 1;
+        let tag = b.u8() % 7;
+        let dev = b.u8() % 3;
+        let mmio: &dyn MmioDevice = match dev {
+            0 => &blk,
+            1 => &nets[0],
+            _ => &nets[1],
+        };
+        match tag {
+            0 => {
+                let off = u64::from(b.u16() % 0x210);
+                let w = b.width();
+                let v = b.u32();
+                let _ = mmio.write(ctx, off, w, u64::from(v), &mut Effects::new());
+            }
+            1 => {
+                let off = u64::from(b.u16() % 0x210);
+                let w = b.width();
+                if let Ok(v) = mmio.read(ctx, off, w, &mut Effects::new()) {
+                    assert!(v <= w.mask());
+                }
+            }
+            2 => {
+                let vm = usize::from(dev % 2);
+                let off = u64::from(b.u16()) * 4 % VQ_RAM_SIZE;
+                let n = usize::from(b.u8() % 32);
+                let bytes: Vec<u8> = (0..n).map(|_| b.u8()).collect();
+                let _ = mems[vm].write(kestrel::addr::Ipa::new(VQ_RAM + off), &bytes);
+            }
+            3 => {
+                // A descriptor of one of the queues, mostly pointing into RAM.
+                let (vm, l) = layouts[usize::from(b.u8()) % layouts.len()];
+                let i = u64::from(b.u8() % VQ_SIZE as u8);
+                let raw = b.u8();
+                let addr = if raw & 1 == 0 {
+                    VQ_RAM + u64::from(b.u32()) % VQ_RAM_SIZE
+                } else {
+                    b.u64()
+                };
+                let len = if raw & 2 == 0 {
+                    b.u32() % 0x3000
+                } else {
+                    b.u32()
+                };
+                let flags = if raw & 4 == 0 { b.u16() & 7 } else { b.u16() };
+                let next = b.u16() % (VQ_SIZE + 4);
+                let mut d = [0u8; 16];
+                d[..8].copy_from_slice(&addr.to_le_bytes());
+                d[8..12].copy_from_slice(&len.to_le_bytes());
+                d[12..14].copy_from_slice(&flags.to_le_bytes());
+                d[14..].copy_from_slice(&next.to_le_bytes());
+                let _ = mems[vm].write(l.desc + 16 * i, &d);
+            }
+            4 => {
+                // Make a chain available and notify, as a driver does.
+                let (vm, l) = layouts[usize::from(b.u8()) % layouts.len()];
+                let head = b.u16() % (VQ_SIZE + 2);
+                let m = &mems[vm];
+                if let Ok(idx) = m.read_u16(l.avail + 2) {
+                    let _ = m.write_u16(l.avail + 4 + 2 * u64::from(idx % VQ_SIZE), head);
+                    let _ = m.write_u16(l.avail + 2, idx.wrapping_add(1));
+                }
+                let q = match layouts.iter().position(|x| x.1 == l && x.0 == vm) {
+                    Some(0) => (&blk as &dyn MmioDevice, 0),
+                    Some(1) => (&nets[0] as &dyn MmioDevice, 0),
+                    Some(2) => (&nets[0] as &dyn MmioDevice, 1),
+                    Some(3) => (&nets[1] as &dyn MmioDevice, 0),
+                    _ => (&nets[1] as &dyn MmioDevice, 1),
+                };
+                let _ = q.0.write(
+                    ctx,
+                    reg::QUEUE_NOTIFY,
+                    AccessWidth::Word,
+                    q.1,
+                    &mut Effects::new(),
+                );
+            }
+            5 => {
+                let q = u64::from(b.u8() % 3);
+                let _ = mmio.write(
+                    ctx,
+                    reg::QUEUE_NOTIFY,
+                    AccessWidth::Word,
+                    q,
+                    &mut Effects::new(),
+                );
+            }
+            _ => {
+                let (vm, l) = layouts[usize::from(b.u8()) % layouts.len()];
+                let _ = mems[vm].write_u16(l.avail + 2, b.u16());
+            }
+        }
+        vq_check(&blk, &blk_irq);
+        vq_check(&nets[0], &net_irqs[0]);
+        vq_check(&nets[1], &net_irqs[1]);
+    }
+    // Nothing outside the two VMs' RAM was written.
+    let snap = phys.snapshot();
+    for g in 0..3u64 {
+        let start = (g * (VQ_RAM_SIZE + VQ_GUARD)) as usize;
+        assert!(
+            snap[start..start + VQ_GUARD as usize]
+                .iter()
+                .all(|&x| x == POISON),
+            "guard page {g} written"
+        );
+    }
+    let p = |i: usize| nets[i].device().port().counters().snapshot();
+    format!(
+        "ops {ops} blk status {:#x} net {:#x}/{:#x} frames {}/{} bad {}",
+        blk.status(),
+        nets[0].status(),
+        nets[1].status(),
+        p(0).tx_frames,
+        p(1).rx_frames,
+        blk.signals().bad.total() + nets[0].signals().bad.total() + nets[1].signals().bad.total()
+    )
 }
