@@ -33,10 +33,20 @@ fn mac(n: u8) -> [u8; 6] {
 }
 
 fn new_vm(phys: &Arc<FakePhys>, n: usize, sw: &Arc<Switch<Arc<FakeRam>>>, want: u64) -> Vm {
+    new_vm_mtu(phys, n, sw, want, None)
+}
+
+fn new_vm_mtu(
+    phys: &Arc<FakePhys>,
+    n: usize,
+    sw: &Arc<Switch<Arc<FakeRam>>>,
+    want: u64,
+    mtu: Option<u16>,
+) -> Vm {
     let m = vm(phys, n);
     let (irq, s) = signals();
     let port = sw.attach(mac(n as u8 + 1), m.clone(), s.clone()).unwrap();
-    let dev = NetDevice::new(m.clone(), sw.clone(), port, s.clone(), None);
+    let dev = NetDevice::new(m.clone(), sw.clone(), port, s.clone(), mtu);
     let t = VirtioMmio::new(dev, s);
     FakeDriverQueue::new(&*m, rx_layout());
     FakeDriverQueue::new(&*m, tx_layout());
@@ -469,4 +479,36 @@ fn feature_dependencies_are_enforced() {
     // HOST_TSO4 without CSUM.
     let st = linux_init(&a.t, LINUX_NET & !features::NET_CSUM, &[None, None]);
     assert_eq!(st & 8, 0);
+}
+
+#[test]
+fn frames_over_the_mtu_or_the_maximum_are_dropped() {
+    let phys = arena(2);
+    let lan0 = Arc::new(Switch::new("lan0"));
+    let a = new_vm_mtu(&phys, 0, &lan0, LINUX_NET, Some(1500));
+    let mut b = new_vm(&phys, 1, &lan0, LINUX_NET);
+    b.post_rx(8, 4096);
+    assert_eq!(cfg_read(&a.t, 10, AccessWidth::Half).unwrap(), 1500);
+    a.send(NetHdr::default(), &frame(BCAST, mac(1), 1500 + 4));
+    a.send(NetHdr::default(), &frame(BCAST, mac(1), 1500 + 5));
+    assert_eq!(
+        a.counters().tx_frames,
+        1,
+        "1500 + Ethernet header + VLAN tag is the limit"
+    );
+    assert_eq!(a.counters().tx_drops, 1);
+    // A segment larger than any IP packet, even with TSO.
+    let hdr = NetHdr {
+        flags: HDR_F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+        num_buffers: 0,
+    };
+    a.send(hdr, &frame(BCAST, mac(1), MAX_FRAME_LEN as usize - 14));
+    assert_eq!(a.counters().tx_frames, 2);
+    a.send(hdr, &frame(BCAST, mac(1), MAX_FRAME_LEN as usize - 13));
+    assert_eq!(a.counters().tx_drops, 2);
 }
