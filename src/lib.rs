@@ -12,6 +12,7 @@
 //!   split/merge, dirty logging, the per-vCPU memory cache and the fault-time mapping decision).
 //! - [`trap`]: decoding of exception syndromes (ESR_EL2) into typed exits.
 //! - [`psci`]: SMCCC and PSCI 1.1 for guests, including the vCPU power-state machine.
+//! - [`pv_time`]: SMCCC paravirtualized stolen time (Arm DEN0057A) for guests.
 //! - [`sched`]: sharing physical CPUs between vCPUs: run queues and vCPU placement.
 //! - [`vgic`]: the virtual GIC (v2 and v3): per-interrupt state and list-register management.
 //! - [`vdev`]: emulated devices, one per file, each behind [`vdev::MmioDevice`].
@@ -30,6 +31,7 @@ pub mod guest;
 pub mod mm;
 pub mod platform;
 pub mod psci;
+pub mod pv_time;
 pub mod sched;
 pub mod trap;
 pub mod vcpu;
