@@ -16,6 +16,7 @@
 //! - [`sched`]: sharing physical CPUs between vCPUs: run queues and vCPU placement.
 //! - [`vgic`]: the virtual GIC (v2 and v3): per-interrupt state and list-register management.
 //! - [`vdev`]: emulated devices, one per file, each behind [`vdev::MmioDevice`].
+//! - [`console_cmd`]: the hypervisor console's command prompt (`Ctrl-A :`).
 //! - [`guest`]: the ramdisk (cpio, gzip), VM configuration, arm64 Image header and guest DTB.
 //! - [`platform`]: the machine description read from the DTB the hypervisor is handed.
 //!
@@ -26,6 +27,7 @@
 extern crate alloc;
 
 pub mod addr;
+pub mod console_cmd;
 pub mod console_mux;
 pub mod guest;
 pub mod mm;
