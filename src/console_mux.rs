@@ -13,10 +13,19 @@
 //! a literal Ctrl-A to the focused VM, `d` asks the hypervisor to dump its state, `l` starts or
 //! stops dirty logging of the focused VM and `h` prints this help; anything else after Ctrl-A
 //! is dropped.
+//!
+//! The command prompt: with [`ConsoleMux::key`] (which the runtime is to call instead of
+//! [`ConsoleMux::input`]), Ctrl-A `:` opens a one-line prompt for hypervisor commands
+//! ([`crate::console_cmd`]); every key then edits the line until Enter hands the parsed
+//! command back, or Ctrl-C / Escape abandons it (an escape sequence that follows the Escape at
+//! once, such as an arrow key's, is swallowed). While the prompt is open every VM's output is
+//! shown a whole line at a time, and the prompt is drawn again below each line.
 #![forbid(unsafe_code)]
 
 use alloc::string::String;
 use alloc::vec::Vec;
+
+use crate::console_cmd::{self, Command, CommandError, Edit, LineEditor};
 
 pub const ESCAPE: u8 = 0x01;
 
@@ -44,6 +53,31 @@ pub enum Input {
     None,
 }
 
+/// What a keyboard byte turned into, with the command prompt ([`ConsoleMux::key`]).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Key {
+    /// As [`ConsoleMux::input`] would have answered (`Input::None` for keys the prompt took).
+    Input(Input),
+    /// A command line was entered: carry it out.
+    Command(Command),
+    /// A command line was entered that is no command: print this one-line answer.
+    Rejected(CommandError),
+}
+
+/// Where the mux is in swallowing the escape sequence that may follow the Escape key which
+/// closed the prompt (ECMA-48: CSI `ESC [` parameters/intermediates then a final byte
+/// 0x40..=0x7e; SS3 `ESC O` then one byte).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum AfterEscape {
+    No,
+    /// The prompt was just closed by Escape.
+    Escape,
+    /// Inside `ESC [`.
+    Csi,
+    /// After `ESC O`.
+    Ss3,
+}
+
 pub struct ConsoleMux {
     names: Vec<String>,
     /// Per VM: the unfinished line kept back while it does not have the focus.
@@ -53,6 +87,12 @@ pub struct ConsoleMux {
     mid_line: bool,
     focus: usize,
     escape: bool,
+    /// The command prompt, while it is open.
+    prompt: Option<LineEditor>,
+    after_escape: AfterEscape,
+    /// The prompt was closed by a carriage return: a line feed right after it is part of the
+    /// same Enter key.
+    drop_line_feed: bool,
 }
 
 impl ConsoleMux {
@@ -64,6 +104,9 @@ impl ConsoleMux {
             mid_line: false,
             focus: 0,
             escape: false,
+            prompt: None,
+            after_escape: AfterEscape::No,
+            drop_line_feed: false,
         }
     }
 
@@ -84,8 +127,9 @@ impl ConsoleMux {
 
     /// Output from `src`: calls `out` with the bytes to send to the physical console.
     pub fn write(&mut self, src: Source, bytes: &[u8], out: &mut dyn FnMut(&[u8])) {
+        let line_at_a_time = |i: usize, m: &Self| i != m.focus || m.prompt.is_some();
         match src {
-            Source::Vm(i) if i != self.focus && i < self.pending.len() => {
+            Source::Vm(i) if line_at_a_time(i, self) && i < self.pending.len() => {
                 for &b in bytes {
                     if b == b'\r' {
                         continue;
@@ -98,6 +142,7 @@ impl ConsoleMux {
             }
             _ => self.stream(src, bytes, out),
         }
+        self.redraw_prompt(out);
     }
 
     /// Shows what VM `i` has kept back (an unfinished line), e.g. when it gets the focus or
@@ -112,6 +157,101 @@ impl ConsoleMux {
                 p.clear();
             }
         }
+        self.redraw_prompt(out);
+    }
+
+    /// Whether the command prompt is open.
+    pub fn prompt_open(&self) -> bool {
+        self.prompt.is_some()
+    }
+
+    /// The hypervisor has written a line of its own (after [`ConsoleMux::interrupt`]): shows
+    /// the command prompt again below it, if it is open.
+    pub fn hypervisor_line_done(&mut self, out: &mut dyn FnMut(&[u8])) {
+        self.redraw_prompt(out);
+    }
+
+    /// Draws the open prompt and its line on a fresh line.
+    fn redraw_prompt(&mut self, out: &mut dyn FnMut(&[u8])) {
+        if let Some(p) = &self.prompt
+            && !self.mid_line
+        {
+            p.redraw(out);
+            // The prompt owns the line: any source that writes next ends it first.
+            self.mid_line = true;
+            self.owner = None;
+        }
+    }
+
+    fn open_prompt(&mut self, out: &mut dyn FnMut(&[u8])) {
+        if self.mid_line {
+            out(b"\n");
+            self.mid_line = false;
+        }
+        self.prompt = Some(LineEditor::new());
+        self.redraw_prompt(out);
+    }
+
+    /// The prompt closed (its editor ended the line): the focused VM streams again.
+    fn close_prompt(&mut self, out: &mut dyn FnMut(&[u8])) {
+        self.prompt = None;
+        self.mid_line = false;
+        self.owner = None;
+        let focus = self.focus;
+        self.flush_vm(focus, out);
+    }
+
+    /// Interprets one keyboard byte, with the command prompt: Ctrl-A `:` opens it, and while
+    /// it is open every byte edits its line (echoed through `out`).
+    pub fn key(&mut self, b: u8, out: &mut dyn FnMut(&[u8])) -> Key {
+        match (self.after_escape, b) {
+            (AfterEscape::No, _) => {}
+            (AfterEscape::Escape, b'[') => {
+                self.after_escape = AfterEscape::Csi;
+                return Key::Input(Input::None);
+            }
+            (AfterEscape::Escape, b'O') => {
+                self.after_escape = AfterEscape::Ss3;
+                return Key::Input(Input::None);
+            }
+            (AfterEscape::Csi, 0x20..=0x3f) => return Key::Input(Input::None),
+            (AfterEscape::Csi, 0x40..=0x7e) | (AfterEscape::Ss3, _) => {
+                self.after_escape = AfterEscape::No;
+                return Key::Input(Input::None);
+            }
+            // Not an escape sequence after all: the byte counts.
+            _ => self.after_escape = AfterEscape::No,
+        }
+        if core::mem::take(&mut self.drop_line_feed) && b == b'\n' {
+            return Key::Input(Input::None);
+        }
+        if let Some(editor) = &mut self.prompt {
+            return match editor.key(b, out) {
+                Edit::Continue => Key::Input(Input::None),
+                Edit::Submit(line) => {
+                    self.close_prompt(out);
+                    self.drop_line_feed = b == b'\r';
+                    match console_cmd::parse(&line) {
+                        Ok(Some(cmd)) => Key::Command(cmd),
+                        Ok(None) => Key::Input(Input::None),
+                        Err(e) => Key::Rejected(e),
+                    }
+                }
+                Edit::Cancel => {
+                    self.close_prompt(out);
+                    if b == console_cmd::ESC {
+                        self.after_escape = AfterEscape::Escape;
+                    }
+                    Key::Input(Input::None)
+                }
+            };
+        }
+        if self.escape && b == b':' {
+            self.escape = false;
+            self.open_prompt(out);
+            return Key::Input(Input::None);
+        }
+        Key::Input(self.input(b))
     }
 
     /// Writes `bytes` of `src` out now, prefixing each new line and ending another source's
@@ -332,5 +472,108 @@ mod tests {
     fn input_without_vms_is_dropped() {
         let mut m = ConsoleMux::new();
         assert_eq!(m.input(b'x'), Input::None);
+    }
+
+    /// Feeds `keys` to `key`, returning the answers other than `Input(None)` and the screen.
+    fn keys(m: &mut ConsoleMux, keys: &[u8]) -> (Vec<Key>, String) {
+        let mut screen = Vec::new();
+        let answers = keys
+            .iter()
+            .map(|&b| m.key(b, &mut |s| screen.extend_from_slice(s)))
+            .filter(|k| *k != Key::Input(Input::None))
+            .collect();
+        (answers, String::from_utf8(screen).unwrap())
+    }
+
+    #[test]
+    fn ctrl_a_colon_opens_the_prompt_and_enter_hands_back_the_command() {
+        let mut m = two_vms();
+        let (answers, screen) = keys(&mut m, b"\x01:stop b\r");
+        assert_eq!(answers, [Key::Command(Command::Stop("b".into()))]);
+        assert_eq!(screen, "kestrel> stop b\n");
+        assert!(!m.prompt_open());
+        // Keys go to the focused VM again; the line feed of a CR LF Enter is dropped.
+        let (answers, _) = keys(&mut m, b"\nx");
+        assert_eq!(answers, [Key::Input(Input::ToVm(0, b'x'))]);
+        let (answers, _) = keys(&mut m, b"\n");
+        assert_eq!(answers, [Key::Input(Input::ToVm(0, b'\n'))]);
+    }
+
+    #[test]
+    fn the_prompt_works_without_vms_and_answers_bad_lines() {
+        let mut m = ConsoleMux::new();
+        let (answers, _) = keys(&mut m, b"\x01:start web\r\x01:bogus 1\r\x01:\r");
+        assert_eq!(
+            answers,
+            [
+                Key::Command(Command::Start("web".into())),
+                Key::Rejected(CommandError::Unknown("bogus".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_typed_at_the_prompt_reaches_a_vm() {
+        let mut m = two_vms();
+        let (answers, _) = keys(&mut m, b"\x01:\x01n1l\x7f\x03");
+        assert_eq!(answers, []);
+        assert_eq!(
+            m.focus(),
+            0,
+            "Ctrl-A n inside the prompt does not move the focus"
+        );
+        let (answers, _) = keys(&mut m, b"\x01:help\n");
+        assert_eq!(answers, [Key::Command(Command::Help)]);
+    }
+
+    #[test]
+    fn escape_abandons_the_prompt_and_an_arrow_key_sequence_is_swallowed() {
+        let mut m = two_vms();
+        let (answers, screen) = keys(&mut m, b"\x01:sto\x1b[A\x1b[1;5Cq");
+        // The first ESC closes the prompt and "[A" is its arrow key; the second ESC (no
+        // prompt open) goes to the VM with the rest of its sequence.
+        let to_vm: Vec<Key> = b"\x1b[1;5Cq"
+            .iter()
+            .map(|&b| Key::Input(Input::ToVm(0, b)))
+            .collect();
+        assert_eq!(answers, to_vm);
+        assert_eq!(screen, "kestrel> sto\n");
+        let (answers, _) = keys(&mut m, b"\x01:\x1bOBz");
+        assert_eq!(answers, [Key::Input(Input::ToVm(0, b'z'))]);
+        // A plain Escape followed by another key: that key counts.
+        let (answers, _) = keys(&mut m, b"\x01:\x1bq");
+        assert_eq!(answers, [Key::Input(Input::ToVm(0, b'q'))]);
+    }
+
+    #[test]
+    fn guest_lines_appear_above_the_prompt_which_is_drawn_again() {
+        let mut m = two_vms();
+        let mut screen = Vec::new();
+        m.write(Source::Vm(0), b"~ # ", &mut |b| screen.extend_from_slice(b));
+        for &b in b"\x01:st" {
+            m.key(b, &mut |s| screen.extend_from_slice(s));
+        }
+        // The focused VM is kept back a line at a time too while the prompt is open.
+        m.write(Source::Vm(0), b"ab", &mut |b| screen.extend_from_slice(b));
+        m.write(Source::Vm(1), b"hello\n", &mut |b| {
+            screen.extend_from_slice(b)
+        });
+        m.interrupt(&mut |b| screen.extend_from_slice(b));
+        screen.extend_from_slice(b"log line\n");
+        m.hypervisor_line_done(&mut |b| screen.extend_from_slice(b));
+        m.key(b'\x03', &mut |s| screen.extend_from_slice(s));
+        assert_eq!(
+            String::from_utf8(screen).unwrap(),
+            "[a] ~ # \nkestrel> st\n[b] hello\nkestrel> st\nlog line\nkestrel> st^C\n[a] ab"
+        );
+    }
+
+    #[test]
+    fn input_keeps_its_meaning_without_the_prompt() {
+        let mut m = two_vms();
+        assert_eq!(m.input(ESCAPE), Input::None);
+        assert_eq!(m.input(b':'), Input::None, "dropped, as before");
+        assert!(!m.prompt_open());
+        assert_eq!(m.input(b'x'), Input::ToVm(0, b'x'));
     }
 }

@@ -12,8 +12,11 @@
 //!   split/merge, dirty logging, the per-vCPU memory cache and the fault-time mapping decision).
 //! - [`trap`]: decoding of exception syndromes (ESR_EL2) into typed exits.
 //! - [`psci`]: SMCCC and PSCI 1.1 for guests, including the vCPU power-state machine.
+//! - [`pv_time`]: SMCCC paravirtualized stolen time (Arm DEN0057A) for guests.
+//! - [`sched`]: sharing physical CPUs between vCPUs: run queues and vCPU placement.
 //! - [`vgic`]: the virtual GIC (v2 and v3): per-interrupt state and list-register management.
 //! - [`vdev`]: emulated devices, one per file, each behind [`vdev::MmioDevice`].
+//! - [`console_cmd`]: the hypervisor console's command prompt (`Ctrl-A :`).
 //! - [`guest`]: the ramdisk (cpio, gzip), VM configuration, arm64 Image header and guest DTB.
 //! - [`platform`]: the machine description read from the DTB the hypervisor is handed.
 //!
@@ -24,11 +27,14 @@
 extern crate alloc;
 
 pub mod addr;
+pub mod console_cmd;
 pub mod console_mux;
 pub mod guest;
 pub mod mm;
 pub mod platform;
 pub mod psci;
+pub mod pv_time;
+pub mod sched;
 pub mod trap;
 pub mod vcpu;
 pub mod vdev;

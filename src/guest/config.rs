@@ -8,7 +8,10 @@
 //! [`admit`] is the cross-VM check: given every parsed VM and the machine's free resources, it
 //! accepts or refuses each VM with a reason (physical CPUs pinned twice, not enough CPUs or
 //! memory, a passthrough device given twice, a duplicate name), so one bad VM is refused and
-//! the others still start.
+//! the others still start. [`admit_alongside`] does the same beside VMs that already run (the
+//! console's `start`) and, with [`CpuSharing::Shared`], lets vCPUs share physical CPUs
+//! (placed by [`crate::sched::placement`]); [`admit`] keeps CPUs exclusive until the runtime
+//! schedules vCPUs.
 #![forbid(unsafe_code)]
 
 use alloc::borrow::ToOwned;
@@ -51,6 +54,18 @@ pub const MAX_SPIS: u32 = 960;
 pub const MAX_NAME_LEN: usize = 32;
 /// Highest physical CPU index `physical_cpus` may name (the machine check is in [`admit`]).
 const MAX_PHYSICAL_CPU: i64 = 1023;
+/// A VM's share of a contended physical CPU when `weight` is not given
+/// ([`crate::sched`]: a vCPU of weight 512 gets twice the CPU of one of weight 256).
+pub const DEFAULT_WEIGHT: u32 = crate::sched::DEFAULT_WEIGHT;
+pub const MAX_WEIGHT: u32 = 65535;
+/// Time slice of a vCPU on a shared physical CPU when `timeslice_us` is not given: 4 ms, the
+/// tick period of a 250 Hz guest kernel (Debian's). Two busy vCPUs sharing a CPU each wait at
+/// most one guest tick for it; a switch (a few microseconds) costs well under 1% of a slice.
+pub const DEFAULT_TIMESLICE_US: u32 = 4000;
+/// Shortest slice: below 100 us the switches themselves would take a noticeable share.
+pub const MIN_TIMESLICE_US: u32 = 100;
+/// Longest slice: beyond 100 ms the other vCPUs of the CPU would wait too long to answer.
+pub const MAX_TIMESLICE_US: u32 = 100_000;
 /// Deepest nesting of brackets (arrays, inline tables, table headers) [`parse`] accepts. The
 /// `toml` crate allows 80 levels, but it builds its document recursively: in an optimized
 /// build 79 nested arrays overflowed a 64 KiB stack (the hypervisor's boot stack size) on
@@ -158,8 +173,14 @@ pub struct VmConfig {
     /// Guest RAM in bytes.
     pub memory: u64,
     pub cpus: usize,
-    /// Physical CPU of vCPU i, if pinned explicitly (length = `cpus`, no duplicates).
+    /// Physical CPU of vCPU i, if pinned explicitly (length = `cpus`; a CPU may repeat and
+    /// may be used by other VMs).
     pub physical_cpus: Option<Vec<usize>>,
+    /// Share of a contended physical CPU (1..=65535), the same for each of its vCPUs.
+    pub weight: u32,
+    /// Longest run of one of its vCPUs on a shared physical CPU before the others are
+    /// considered (microseconds).
+    pub timeslice_us: u32,
     /// Guest-physical base of RAM. With `identity_ram` it is only a placeholder (the default)
     /// until the VM is built and its RAM placed.
     pub ram_base: Ipa,
@@ -264,9 +285,6 @@ pub enum ConfigError {
     PhysicalCpusLength {
         cpus: usize,
         listed: usize,
-    },
-    DuplicatePhysicalCpu {
-        cpu: usize,
     },
     /// `spis` is not a multiple of 32.
     SpisNotMultipleOf32 {
@@ -394,9 +412,6 @@ impl fmt::Display for ConfigError {
                 f,
                 "vm.toml: `physical_cpus` lists {listed} CPUs, `cpus` is {cpus}"
             ),
-            ConfigError::DuplicatePhysicalCpu { cpu } => {
-                write!(f, "vm.toml: `physical_cpus` lists CPU {cpu} twice")
-            }
             ConfigError::SpisNotMultipleOf32 { spis } => {
                 write!(f, "vm.toml: `spis` = {spis} is not a multiple of 32")
             }
@@ -475,6 +490,8 @@ struct RawConfig {
     memory: Option<SizeValue>,
     cpus: Option<i64>,
     physical_cpus: Option<Vec<i64>>,
+    weight: Option<i64>,
+    timeslice_us: Option<i64>,
     ram_base: Option<i64>,
     identity_ram: Option<bool>,
     devices: Option<Vec<RawDevice>>,
@@ -788,15 +805,23 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
             let mut out: Vec<usize> = Vec::with_capacity(list.len());
             for (i, &c) in list.iter().enumerate() {
                 let key = alloc::format!("physical_cpus[{i}]");
-                let c = in_range(&key, c, 0, MAX_PHYSICAL_CPU)? as usize;
-                if out.contains(&c) {
-                    return Err(ConfigError::DuplicatePhysicalCpu { cpu: c });
-                }
-                out.push(c);
+                out.push(in_range(&key, c, 0, MAX_PHYSICAL_CPU)? as usize);
             }
             Some(out)
         }
     };
+    let weight = in_range(
+        "weight",
+        raw.weight.unwrap_or(i64::from(DEFAULT_WEIGHT)),
+        1,
+        i64::from(MAX_WEIGHT),
+    )? as u32;
+    let timeslice_us = in_range(
+        "timeslice_us",
+        raw.timeslice_us.unwrap_or(i64::from(DEFAULT_TIMESLICE_US)),
+        i64::from(MIN_TIMESLICE_US),
+        i64::from(MAX_TIMESLICE_US),
+    )? as u32;
 
     let identity_ram = raw.identity_ram.unwrap_or(false);
     if identity_ram && raw.ram_base.is_some() {
@@ -959,6 +984,8 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
         memory,
         cpus,
         physical_cpus,
+        weight,
+        timeslice_us,
         ram_base: Ipa::new(ram_base),
         identity_ram,
         devices,
@@ -1093,12 +1120,16 @@ pub enum Refusal {
         cpu: usize,
         machine_cpus: usize,
     },
-    /// `physical_cpus` names a CPU an accepted VM already uses.
+    /// `physical_cpus` names a CPU an accepted VM already uses (CPUs not shared).
     CpuTaken {
         cpu: usize,
         by: String,
     },
-    /// Not enough unpinned CPUs are left.
+    /// `physical_cpus` names a CPU twice (CPUs not shared).
+    CpuListedTwice {
+        cpu: usize,
+    },
+    /// Not enough unpinned CPUs are left (CPUs not shared), or the machine has none.
     NotEnoughCpus {
         wanted: usize,
         free: usize,
@@ -1130,6 +1161,10 @@ impl fmt::Display for Refusal {
                 )
             }
             Refusal::CpuTaken { cpu, by } => write!(f, "physical CPU {cpu} is used by VM {by}"),
+            Refusal::CpuListedTwice { cpu } => write!(
+                f,
+                "`physical_cpus` lists CPU {cpu} twice, and physical CPUs are not shared"
+            ),
             Refusal::NotEnoughCpus { wanted, free } => {
                 write!(f, "needs {wanted} physical CPUs, {free} are free")
             }
@@ -1157,23 +1192,66 @@ pub enum Admission {
     Refuse(Refusal),
 }
 
-/// Decides which VMs fit the machine together; the result is parallel to `vms`. VMs with
-/// explicit `physical_cpus` are placed first (in order), then the others get the lowest free
-/// CPUs (in order). Memory and devices go to VMs in the same order. A refused VM takes
-/// nothing.
+/// How [`admit_alongside`] hands out physical CPUs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CpuSharing {
+    /// A physical CPU runs at most one vCPU: pinned CPUs must be free and distinct, unpinned
+    /// VMs get the lowest free CPUs. The rule of the runtime until it schedules vCPUs.
+    Exclusive,
+    /// vCPUs share physical CPUs: `physical_cpus` is taken as given, unpinned vCPUs go to
+    /// the least loaded CPUs ([`crate::sched::placement`]).
+    Shared,
+}
+
+/// A VM that already runs, and where its vCPUs are.
+#[derive(Clone, Copy, Debug)]
+pub struct Placed<'a> {
+    pub config: &'a VmConfig,
+    pub physical_cpus: &'a [usize],
+}
+
+/// Decides which VMs fit the machine together, with physical CPUs not shared; the result is
+/// parallel to `vms`. See [`admit_alongside`].
 pub fn admit(vms: &[&VmConfig], machine: &MachineResources) -> Vec<Admission> {
+    admit_alongside(&[], vms, machine, CpuSharing::Exclusive)
+}
+
+/// Decides which of `vms` fit the machine beside the VMs already `running`; the result is
+/// parallel to `vms`. `machine.free_memory` is what is free now (the running VMs' memory is
+/// already gone); the running VMs' names, devices and vCPUs count as taken. VMs with
+/// explicit `physical_cpus` are placed first (in order), then the others (in order). Memory
+/// and devices go to VMs in the same order. A refused VM takes nothing.
+pub fn admit_alongside(
+    running: &[Placed],
+    vms: &[&VmConfig],
+    machine: &MachineResources,
+    sharing: CpuSharing,
+) -> Vec<Admission> {
+    use crate::sched::placement::{CpuLoad, PlacementError};
+
     let mut verdicts: Vec<Option<Admission>> = alloc::vec![None; vms.len()];
-    // cpu_owner[c] = index of the VM that runs on physical CPU c.
-    let mut cpu_owner: Vec<Option<usize>> = alloc::vec![None; machine.cpus];
+    // cpu_owner[c] = name of a VM that runs on physical CPU c; load: the weight there.
+    let mut cpu_owner: Vec<Option<&str>> = alloc::vec![None; machine.cpus];
+    let mut load = CpuLoad::new(machine.cpus);
+    for r in running {
+        for &c in r.physical_cpus {
+            if let Some(o) = cpu_owner.get_mut(c) {
+                *o = Some(&r.config.name);
+            }
+        }
+        load.commit(r.physical_cpus, r.config.weight);
+    }
     let mut free_memory = machine.free_memory;
 
     for i in 0..vms.len() {
-        if vms[..i].iter().any(|o| o.name == vms[i].name) {
+        if running.iter().any(|r| r.config.name == vms[i].name)
+            || vms[..i].iter().any(|o| o.name == vms[i].name)
+        {
             verdicts[i] = Some(Admission::Refuse(Refusal::DuplicateName));
         }
     }
 
-    // Checks memory and devices against the VMs accepted so far.
+    // Checks memory and devices against the running VMs and those accepted so far.
     let fits = |i: usize, free_memory: u64, verdicts: &[Option<Admission>]| {
         let vm = vms[i];
         if vm.memory > free_memory {
@@ -1182,6 +1260,13 @@ pub fn admit(vms: &[&VmConfig], machine: &MachineResources) -> Vec<Admission> {
                 free: free_memory,
             });
         }
+        let accepted = vms
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| matches!(verdicts[j], Some(Admission::Accept { .. })))
+            .map(|(_, o)| *o)
+            .chain(running.iter().map(|r| r.config));
+        let taken: Vec<&VmConfig> = accepted.collect();
         for d in &vm.devices {
             let range = (d.base.as_u64(), d.size);
             if let Some(h) = machine
@@ -1194,19 +1279,15 @@ pub fn admit(vms: &[&VmConfig], machine: &MachineResources) -> Vec<Admission> {
                     what: h.what,
                 });
             }
-            for (j, other) in vms.iter().enumerate() {
-                let accepted = matches!(verdicts[j], Some(Admission::Accept { .. }));
-                if accepted
-                    && other
-                        .devices
-                        .iter()
-                        .any(|od| overlaps((d.base.as_u64(), d.size), (od.base.as_u64(), od.size)))
-                {
-                    return Err(Refusal::DeviceTaken {
-                        device: d.name.clone(),
-                        by: other.name.clone(),
-                    });
-                }
+            if let Some(other) = taken.iter().find(|o| {
+                o.devices
+                    .iter()
+                    .any(|od| overlaps(range, (od.base.as_u64(), od.size)))
+            }) {
+                return Err(Refusal::DeviceTaken {
+                    device: d.name.clone(),
+                    by: other.name.clone(),
+                });
             }
         }
         Ok(())
@@ -1218,34 +1299,19 @@ pub fn admit(vms: &[&VmConfig], machine: &MachineResources) -> Vec<Admission> {
                 continue;
             }
             let vm = vms[i];
-            let placement = match &vm.physical_cpus {
-                Some(list) => list
-                    .iter()
-                    .try_for_each(|&c| match cpu_owner.get(c) {
-                        None => Err(Refusal::CpuOutOfRange {
-                            cpu: c,
-                            machine_cpus: machine.cpus,
-                        }),
-                        Some(Some(o)) => Err(Refusal::CpuTaken {
-                            cpu: c,
-                            by: vms[*o].name.clone(),
-                        }),
-                        Some(None) => Ok(()),
-                    })
-                    .map(|()| list.clone()),
-                None => {
-                    let free: Vec<usize> = (0..machine.cpus)
-                        .filter(|&c| cpu_owner[c].is_none())
-                        .collect();
-                    if free.len() < vm.cpus {
-                        Err(Refusal::NotEnoughCpus {
+            let placement = match sharing {
+                CpuSharing::Shared => load
+                    .plan(vm.cpus, vm.weight, vm.physical_cpus.as_deref())
+                    .map_err(|e| match e {
+                        PlacementError::CpuOutOfRange { cpu, machine_cpus } => {
+                            Refusal::CpuOutOfRange { cpu, machine_cpus }
+                        }
+                        PlacementError::NoCpus => Refusal::NotEnoughCpus {
                             wanted: vm.cpus,
-                            free: free.len(),
-                        })
-                    } else {
-                        Ok(free[..vm.cpus].to_vec())
-                    }
-                }
+                            free: 0,
+                        },
+                    }),
+                CpuSharing::Exclusive => exclusive_cpus(vm, &cpu_owner, machine.cpus),
             };
             let verdict = placement.and_then(|cpus| {
                 fits(i, free_memory, &verdicts)?;
@@ -1254,8 +1320,11 @@ pub fn admit(vms: &[&VmConfig], machine: &MachineResources) -> Vec<Admission> {
             verdicts[i] = Some(match verdict {
                 Ok(cpus) => {
                     for &c in &cpus {
-                        cpu_owner[c] = Some(i);
+                        if let Some(o) = cpu_owner.get_mut(c) {
+                            *o = Some(&vm.name);
+                        }
                     }
+                    load.commit(&cpus, vm.weight);
                     free_memory -= vm.memory;
                     Admission::Accept {
                         physical_cpus: cpus,
@@ -1269,6 +1338,53 @@ pub fn admit(vms: &[&VmConfig], machine: &MachineResources) -> Vec<Admission> {
         .into_iter()
         .map(|v| v.unwrap_or(Admission::Refuse(Refusal::DuplicateName)))
         .collect()
+}
+
+/// Physical CPUs for `vm` when no CPU is shared: its pins if they exist, are distinct and
+/// free, else the lowest free CPUs.
+fn exclusive_cpus(
+    vm: &VmConfig,
+    cpu_owner: &[Option<&str>],
+    machine_cpus: usize,
+) -> Result<Vec<usize>, Refusal> {
+    match &vm.physical_cpus {
+        Some(list) => {
+            for (k, &c) in list.iter().enumerate() {
+                match cpu_owner.get(c) {
+                    None => {
+                        return Err(Refusal::CpuOutOfRange {
+                            cpu: c,
+                            machine_cpus,
+                        });
+                    }
+                    Some(Some(o)) => {
+                        return Err(Refusal::CpuTaken {
+                            cpu: c,
+                            by: (*o).to_owned(),
+                        });
+                    }
+                    Some(None) if list[..k].contains(&c) => {
+                        return Err(Refusal::CpuListedTwice { cpu: c });
+                    }
+                    Some(None) => {}
+                }
+            }
+            Ok(list.clone())
+        }
+        None => {
+            let free: Vec<usize> = (0..machine_cpus)
+                .filter(|&c| cpu_owner[c].is_none())
+                .collect();
+            if free.len() < vm.cpus {
+                Err(Refusal::NotEnoughCpus {
+                    wanted: vm.cpus,
+                    free: free.len(),
+                })
+            } else {
+                Ok(free[..vm.cpus].to_vec())
+            }
+        }
+    }
 }
 
 #[cfg(test)]

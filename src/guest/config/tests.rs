@@ -31,6 +31,8 @@ fn applies_every_default_to_a_minimal_config() {
             memory: 512 * M,
             cpus: 1,
             physical_cpus: None,
+            weight: 256,
+            timeslice_us: 4000,
             ram_base: Ipa::new(0x4000_0000),
             identity_ram: false,
             devices: vec![],
@@ -72,6 +74,8 @@ bootargs = "console=ttyAMA0 root=/dev/ram0"
 memory = "1536M"
 cpus = 2
 physical_cpus = [3, 2]
+weight = 768
+timeslice_us = 10_000
 ram_base = 0x8000_0000
 console = "none"
 autostart = false
@@ -99,6 +103,7 @@ ipa = 0x0a00_0000
     assert_eq!(c.memory, 1536 * M);
     assert_eq!(c.cpus, 2);
     assert_eq!(c.physical_cpus, Some(vec![3, 2]));
+    assert_eq!((c.weight, c.timeslice_us), (768, 10_000));
     assert_eq!(c.ram_base, Ipa::new(0x8000_0000));
     assert_eq!(c.console, Console::None);
     assert!(!c.autostart);
@@ -352,9 +357,13 @@ fn checks_cpus_and_physical_cpus() {
         err("cpus = 2\nphysical_cpus = [1]"),
         ConfigError::PhysicalCpusLength { cpus: 2, listed: 1 }
     );
+    // A CPU may be named twice: the two vCPUs share it (admission decides whether CPUs are
+    // shared).
     assert_eq!(
-        err("cpus = 2\nphysical_cpus = [1, 1]"),
-        ConfigError::DuplicatePhysicalCpu { cpu: 1 }
+        with("cpus = 4\nphysical_cpus = [0, 1, 0, 1]")
+            .unwrap()
+            .physical_cpus,
+        Some(vec![0, 1, 0, 1])
     );
     assert_eq!(
         err("physical_cpus = [-1]"),
@@ -364,6 +373,45 @@ fn checks_cpus_and_physical_cpus() {
             min: 0,
             max: 1023
         }
+    );
+}
+
+#[test]
+fn checks_weight_and_timeslice() {
+    assert_eq!(with("weight = 1").unwrap().weight, 1);
+    assert_eq!(with("weight = 65535").unwrap().weight, 65535);
+    for bad in [0, -256, 65536] {
+        assert_eq!(
+            err(&alloc::format!("weight = {bad}")),
+            ConfigError::OutOfRange {
+                key: "weight".to_string(),
+                value: bad,
+                min: 1,
+                max: 65535
+            }
+        );
+    }
+    assert_eq!(with("timeslice_us = 100").unwrap().timeslice_us, 100);
+    assert_eq!(with("timeslice_us = 100000").unwrap().timeslice_us, 100_000);
+    for bad in [99, 0, 100_001] {
+        assert_eq!(
+            err(&alloc::format!("timeslice_us = {bad}")),
+            ConfigError::OutOfRange {
+                key: "timeslice_us".to_string(),
+                value: bad,
+                min: 100,
+                max: 100_000
+            }
+        );
+    }
+    assert!(matches!(
+        err("weight = \"heavy\""),
+        ConfigError::Toml { key: Some(k), .. } if k == "weight"
+    ));
+    let msg = err("timeslice_us = 5").to_string();
+    assert!(
+        msg.contains("`timeslice_us`") && msg.contains("100..=100000"),
+        "{msg}"
     );
 }
 
@@ -625,6 +673,157 @@ fn refuses_a_vm_that_needs_more_cpus_than_are_left_but_starts_the_others() {
 }
 
 #[test]
+fn without_sharing_a_cpu_listed_twice_is_refused() {
+    let a = vm("a", 2, 256, Some(vec![1, 1]));
+    let b = vm("b", 1, 256, None);
+    assert_eq!(
+        admit(&[&a, &b], &MACHINE),
+        [
+            Admission::Refuse(Refusal::CpuListedTwice { cpu: 1 }),
+            accept(&[0])
+        ]
+    );
+    assert!(
+        Refusal::CpuListedTwice { cpu: 1 }
+            .to_string()
+            .contains("lists CPU 1 twice")
+    );
+}
+
+fn shared(vms: &[&VmConfig], machine: &MachineResources) -> Vec<Admission> {
+    admit_alongside(&[], vms, machine, CpuSharing::Shared)
+}
+
+/// Eight single-vCPU VMs on four CPUs: all accepted, two per CPU.
+#[test]
+fn with_sharing_more_vcpus_than_cpus_are_accepted_and_spread() {
+    let names: Vec<String> = (0..8).map(|i| alloc::format!("vm{i}")).collect();
+    let configs: Vec<VmConfig> = names.iter().map(|n| vm(n, 1, 128, None)).collect();
+    let refs: Vec<&VmConfig> = configs.iter().collect();
+    let v = shared(&refs, &MACHINE);
+    let cpus: Vec<usize> = v
+        .iter()
+        .map(|a| match a {
+            Admission::Accept { physical_cpus } => physical_cpus[0],
+            r => panic!("{r:?}"),
+        })
+        .collect();
+    assert_eq!(cpus, [0, 1, 2, 3, 0, 1, 2, 3]);
+    // A 4-vCPU VM on 2 CPUs.
+    let big = vm("big", 4, 512, None);
+    let two = MachineResources { cpus: 2, ..MACHINE };
+    assert_eq!(shared(&[&big], &two), [accept(&[0, 1, 0, 1])]);
+}
+
+#[test]
+fn with_sharing_pins_may_overlap_and_the_rest_goes_to_the_least_weight() {
+    let mut heavy = vm("heavy", 1, 256, Some(vec![0]));
+    heavy.weight = 1024;
+    let b = vm("b", 2, 256, Some(vec![0, 1]));
+    let c = vm("c", 2, 256, Some(vec![1, 1]));
+    let d = vm("d", 3, 256, None);
+    // Pinned first: CPU 0 has 1024 + 256, CPU 1 has 256 * 3; d takes 2, 3, then CPU 1.
+    assert_eq!(
+        shared(&[&d, &heavy, &b, &c], &MACHINE),
+        [
+            accept(&[2, 3, 1]),
+            accept(&[0]),
+            accept(&[0, 1]),
+            accept(&[1, 1])
+        ]
+    );
+    let nine = vm("nine", 1, 256, Some(vec![9]));
+    assert_eq!(
+        shared(&[&nine], &MACHINE),
+        [Admission::Refuse(Refusal::CpuOutOfRange {
+            cpu: 9,
+            machine_cpus: 4
+        })]
+    );
+    let none = MachineResources { cpus: 0, ..MACHINE };
+    assert_eq!(
+        shared(&[&d], &none),
+        [Admission::Refuse(Refusal::NotEnoughCpus {
+            wanted: 3,
+            free: 0
+        })]
+    );
+}
+
+/// `start` at run time: the running VMs' names, devices and vCPUs count; the machine's free
+/// memory is what is left now.
+#[test]
+fn admission_beside_running_vms_counts_their_names_devices_and_load() {
+    let dev = DeviceConfig {
+        name: "uart2".to_string(),
+        base: PhysAddr::new(0xfe20_1000),
+        size: 0x1000,
+        ipa: Ipa::new(0xfe20_1000),
+        compatible: Vec::new(),
+        interrupts: vec![],
+    };
+    let mut web = vm("web", 2, 512, None);
+    web.devices.push(dev.clone());
+    let running = [Placed {
+        config: &web,
+        physical_cpus: &[0, 1],
+    }];
+    let again = vm("web", 1, 64, None);
+    let mut thief = vm("thief", 1, 64, None);
+    thief.devices.push(DeviceConfig {
+        name: "mine".to_string(),
+        ..dev
+    });
+    let spare = vm("spare", 2, 64, None);
+    let machine = MachineResources {
+        free_memory: 100 * M,
+        ..MACHINE
+    };
+    assert_eq!(
+        admit_alongside(
+            &running,
+            &[&again, &thief, &spare],
+            &machine,
+            CpuSharing::Shared
+        ),
+        [
+            Admission::Refuse(Refusal::DuplicateName),
+            Admission::Refuse(Refusal::DeviceTaken {
+                device: "mine".to_string(),
+                by: "web".to_string()
+            }),
+            accept(&[2, 3])
+        ]
+    );
+    // Not shared: the running VM's CPUs are taken.
+    let pinned = vm("pinned", 1, 64, Some(vec![1]));
+    assert_eq!(
+        admit_alongside(
+            &running,
+            &[&pinned, &spare],
+            &machine,
+            CpuSharing::Exclusive
+        ),
+        [
+            Admission::Refuse(Refusal::CpuTaken {
+                cpu: 1,
+                by: "web".to_string()
+            }),
+            accept(&[2, 3])
+        ]
+    );
+    // Memory: 100 MiB free now, whatever the running VMs hold.
+    let fat = vm("fat", 1, 128, None);
+    assert_eq!(
+        admit_alongside(&running, &[&fat], &machine, CpuSharing::Shared),
+        [Admission::Refuse(Refusal::NotEnoughMemory {
+            wanted: 128 * M,
+            free: 100 * M
+        })]
+    );
+}
+
+#[test]
 fn refuses_pins_beyond_the_machine() {
     let a = vm("a", 1, 256, Some(vec![4]));
     assert_eq!(
@@ -828,6 +1027,47 @@ mod props {
                         used.push(p);
                     }
                     mem += c.memory;
+                }
+            }
+            prop_assert!(mem <= machine.free_memory);
+        }
+
+        /// With sharing, only memory, devices, names and pins beyond the machine refuse a VM;
+        /// an accepted VM's pins are kept and every vCPU is on a CPU of the machine.
+        #[test]
+        fn admit_shared_refuses_only_for_memory_or_missing_cpus(
+            vms in proptest::collection::vec((1usize..6, 32u64..1024, proptest::option::of(proptest::collection::vec(0usize..6, 1..4)), 1u32..2000), 0..8),
+            cpus in 0usize..6,
+            free_mb in 0u64..4096,
+        ) {
+            let configs: Vec<VmConfig> = vms
+                .iter()
+                .enumerate()
+                .map(|(i, (n, mem, pins, weight))| {
+                    let n = pins.as_ref().map_or(*n, |p| p.len());
+                    let mut c = vm(&alloc::format!("vm{i}"), n, mem & !1, pins.clone());
+                    c.weight = *weight;
+                    c
+                })
+                .collect();
+            let refs: Vec<&VmConfig> = configs.iter().collect();
+            let machine = MachineResources { cpus, free_memory: free_mb * M, host_owned: &[] };
+            let verdicts = admit_alongside(&[], &refs, &machine, CpuSharing::Shared);
+            let mut mem = 0;
+            for (c, v) in configs.iter().zip(&verdicts) {
+                match v {
+                    Admission::Accept { physical_cpus } => {
+                        prop_assert_eq!(physical_cpus.len(), c.cpus);
+                        prop_assert!(physical_cpus.iter().all(|&p| p < cpus));
+                        if let Some(p) = &c.physical_cpus {
+                            prop_assert_eq!(p, physical_cpus);
+                        }
+                        mem += c.memory;
+                    }
+                    Admission::Refuse(Refusal::NotEnoughMemory { .. }) => {}
+                    Admission::Refuse(Refusal::CpuOutOfRange { cpu, .. }) => prop_assert!(*cpu >= cpus),
+                    Admission::Refuse(Refusal::NotEnoughCpus { free: 0, .. }) => prop_assert_eq!(cpus, 0),
+                    Admission::Refuse(r) => prop_assert!(false, "unexpected refusal {r:?}"),
                 }
             }
             prop_assert!(mem <= machine.free_memory);
