@@ -1,4 +1,6 @@
-//! Memory management: physical pages and stage-2 translation.
+//! Memory management: physical pages, stage-2 translation and the attributes of the
+//! hypervisor's own (EL2 stage-1) map.
+pub mod el2_map;
 pub mod frame;
 pub mod page_alloc;
 pub mod stage2;

@@ -7,27 +7,25 @@
 //! The *final* map (the `aarch64-paging` crate) is built once RAM and devices are known: RAM
 //! normal write-back and execute-never, the image's text read-only and executable, its rodata
 //! read-only, the devices the hypervisor itself drives (console, GIC) device-nGnRE; nothing else
-//! is mapped.
+//! is mapped. The attributes of both are `mm::el2_map`'s.
+//!
+//! The two maps cover the running code with different block sizes (the final map uses 4 KiB
+//! pages where text and data meet), so the switch is done with the MMU off for a few
+//! instructions ([`FinalMap::activate`]): replacing live translations by ones of another size
+//! without break-before-make may leave both in the TLB, which a Cortex-A72 may report as a TLB
+//! conflict abort (Arm ARM D8.16 "TLB maintenance requirements and the TLB conflict abort").
 use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, Readable};
-use aarch64_paging::descriptor::El23Attributes;
 use aarch64_paging::idmap::IdMap;
 use aarch64_paging::paging::{El2, MemoryRegion};
 use core::arch::asm;
 
-/// MAIR_EL2: Attr0 Device-nGnRE, Attr1 Normal write-back RW-allocate, Attr2 Normal non-cacheable.
-pub const MAIR: u64 = 0x04 | (0xff << 8) | (0x44 << 16);
-const ATTR_DEVICE: u64 = 0;
-const ATTR_NORMAL: u64 = 1;
+pub use crate::mm::el2_map::{MAIR, MapKind};
+use crate::mm::el2_map::{attributes, early_block};
 
 /// SCTLR_EL2: M, C, SA, I plus the RES1 bits of the non-VHE layout (Arm ARM D19.2).
 pub const SCTLR_MMU_ON: u64 = 0x30c5_0830 | (1 << 0) | (1 << 2) | (1 << 3) | (1 << 12);
 
-// Stage-1 block descriptor bits (Arm ARM D8.3).
-const DESC_BLOCK: u64 = 0b01;
 const DESC_TABLE: u64 = 0b11;
-const DESC_AF: u64 = 1 << 10;
-const DESC_SH_INNER: u64 = 3 << 8;
-const DESC_XN: u64 = 1 << 54;
 
 #[repr(C, align(4096))]
 struct Table([u64; 512]);
@@ -41,14 +39,6 @@ static mut EARLY_L2: [Table; 2] = [Table([0; 512]), Table([0; 512])];
 fn tcr(t0sz: u64) -> u64 {
     let ps = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange).min(5);
     t0sz | (1 << 8) | (1 << 10) | (3 << 12) | (ps << 16) | (1 << 23) | (1 << 31)
-}
-
-fn normal_block(pa: u64) -> u64 {
-    pa | DESC_BLOCK | (ATTR_NORMAL << 2) | DESC_AF | DESC_SH_INNER
-}
-
-fn device_block(pa: u64) -> u64 {
-    pa | DESC_BLOCK | (ATTR_DEVICE << 2) | DESC_AF | DESC_XN
 }
 
 /// Builds the early identity map and switches the MMU on. Runs with the MMU off: no atomics, no
@@ -71,7 +61,7 @@ pub unsafe fn early_enable(image_start: u64, image_end: u64, dtb: u64) {
     // tables later changes TTBR0_EL2 only.
     l0.0[0] = (l1 as *const Table as u64) | DESC_TABLE;
     for (i, e) in l1.0.iter_mut().enumerate() {
-        *e = device_block(i as u64 * GIB);
+        *e = early_block(i as u64 * GIB, false);
     }
     let normal = [(image_start, image_end), (dtb, dtb.saturating_add(MIB2))];
     let mut used = [u64::MAX; 2];
@@ -85,13 +75,13 @@ pub unsafe fn early_enable(image_start: u64, image_end: u64, dtb: u64) {
                     None => used.iter().position(|&g| g == u64::MAX).inspect(|&s| {
                         used[s] = gib;
                         for (j, e) in l2[s].0.iter_mut().enumerate() {
-                            *e = device_block(gib * GIB + j as u64 * MIB2);
+                            *e = early_block(gib * GIB + j as u64 * MIB2, false);
                         }
                         l1.0[gib as usize] = (&l2[s] as *const Table as u64) | DESC_TABLE;
                     }),
                 };
                 if let Some(s) = slot {
-                    l2[s].0[((a % GIB) / MIB2) as usize] = normal_block(a);
+                    l2[s].0[((a % GIB) / MIB2) as usize] = early_block(a, true);
                 }
             }
             a += MIB2;
@@ -121,30 +111,6 @@ pub unsafe fn early_enable(image_start: u64, image_end: u64, dtb: u64) {
             sctlr = in(reg) SCTLR_MMU_ON,
             options(nostack),
         );
-    }
-}
-
-/// How a range of the final map is to be mapped.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum MapKind {
-    /// Normal write-back memory, read-write, execute-never.
-    Ram,
-    /// Image text: read-only, executable.
-    Text,
-    /// Image read-only data.
-    ReadOnly,
-    /// Device-nGnRE, execute-never.
-    Device,
-}
-
-fn attributes(kind: MapKind) -> El23Attributes {
-    let normal = El23Attributes::ATTRIBUTE_INDEX_1 | El23Attributes::INNER_SHAREABLE;
-    let base = El23Attributes::VALID | El23Attributes::ACCESSED;
-    base | match kind {
-        MapKind::Ram => normal | El23Attributes::XN,
-        MapKind::Text => normal | El23Attributes::READ_ONLY,
-        MapKind::ReadOnly => normal | El23Attributes::READ_ONLY | El23Attributes::XN,
-        MapKind::Device => El23Attributes::ATTRIBUTE_INDEX_0 | El23Attributes::XN,
     }
 }
 
@@ -183,21 +149,36 @@ impl FinalMap {
 
     /// Switches this CPU from the early tables to these, and returns the register values a
     /// secondary CPU needs (MAIR, TCR, TTBR0, SCTLR).
+    ///
+    /// With the MMU off in between: the early and the final map translate the running code with
+    /// different block sizes, and no break-before-make sequence can replace the mapping of the
+    /// code doing it. So, in one `asm!` block that touches no memory: the table writes are made
+    /// visible, the MMU goes off (identity map: the next instruction is at the same address), the
+    /// new TCR and TTBR0 are loaded, every EL2 TLB entry is invalidated while nothing uses them,
+    /// and the MMU comes back on with the final tables. Data caches stay on and coherent; the
+    /// only accesses while the MMU is off are instruction fetches from the image.
     pub fn activate(&mut self) -> (u64, u64, u64, u64) {
         let ttbr = self.map.root_address().0 as u64;
         let tcr = tcr(16);
         // SAFETY: both maps are identity maps that agree on everything in use (the image, its
-        // stacks, the DTB and the console), so the switch is invisible to running code; the TLB
-        // is invalidated right after so no early-map entry survives.
+        // stacks, the DTB and the console), so execution and data continue at the same
+        // addresses; between MMU off and on nothing but registers is touched, and no early-map
+        // TLB entry survives the invalidation.
         unsafe {
             asm!(
                 "dsb ish",
+                "msr sctlr_el2, {off}",
+                "isb",
                 "msr tcr_el2, {tcr}",
                 "msr ttbr0_el2, {ttbr}",
                 "isb",
                 "tlbi alle2",
                 "dsb ish",
                 "isb",
+                "msr sctlr_el2, {on}",
+                "isb",
+                off = in(reg) SCTLR_MMU_ON & !1,
+                on = in(reg) SCTLR_MMU_ON,
                 tcr = in(reg) tcr,
                 ttbr = in(reg) ttbr,
                 options(nostack),

@@ -40,14 +40,10 @@ pub fn configure_el2(vttbr: u64, vtcr: u64, vmpidr: u64, fwb: bool) {
     // interrupts are forwarded (exit::irq). The virtual timer runs with no offset.
     CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::SET);
     CNTVOFF_EL2.set(0);
-    // CPTR_EL2 (E2H = 0): FP/SIMD (TFP, bit 10) and SVE (TZ, bit 8) are the guest's own,
-    // untrapped: the hypervisor never touches those registers (soft-float target) and each
-    // physical CPU runs one vCPU. SME (TSM, bit 12) stays trapped: its state (ZA, SMCR) is not
-    // managed. Bits 13, 9 and 7:0 are RES1.
-    CPTR_EL2.set(0x22ff | (1 << 12));
     let pfr0: u64;
     // SAFETY: reading ID_AA64PFR0_EL1 has no side effect.
     unsafe { asm!("mrs {}, id_aa64pfr0_el1", out(reg) pfr0, options(nomem, nostack)) };
+    CPTR_EL2.set(crate::trap::cptr::guest_cptr_el2(pfr0));
     if (pfr0 >> 32) & 0xf != 0 {
         // SVE: let the guest use the largest vector length the hardware has.
         // SAFETY: ZCR_EL2 only bounds EL1/EL0 SVE vector lengths.
