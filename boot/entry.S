@@ -5,10 +5,16 @@
  * QEMU's -kernel and the Raspberry Pi firmware load it like a kernel: at a 2 MiB-aligned base
  * (flags bit 3: anywhere in RAM), MMU off, x0 = physical address of the DTB, normally at EL2.
  *
- * The image is linked at 0 and position independent; this stub applies its R_AARCH64_RELATIVE
- * relocations, clears .bss, puts CPU 0 on its stack and calls Rust. Secondary CPUs enter at
- * kestrel_secondary_entry (PSCI CPU_ON or the spin table) with x0 = their CPU index, switch the
- * MMU on with the primary's tables *before* touching memory, and call Rust.
+ * The image is linked at 0 and position independent; this stub puts CPU 0 on its stack, zeroes
+ * TPIDR_EL2 (UNKNOWN at reset; Rust reads it for the CPU number), installs the early exception
+ * vectors, applies its R_AARCH64_RELATIVE relocations, clears .bss and calls Rust. Secondary CPUs
+ * enter at kestrel_secondary_entry (PSCI CPU_ON or the spin table) with x0 = their CPU index, do
+ * the same first steps, switch the MMU on with the primary's tables *before* touching memory, and
+ * call Rust.
+ *
+ * The early vectors (kestrel_early_vectors) stay installed until the console is up: whatever
+ * goes wrong before that, with the MMU off or on, is reported by kestrel_early_exception on the
+ * early UART (src/arch/aarch64/early_uart.rs) with its syndrome, instead of silence.
  *
  * Constants come from Rust (global_asm! operands): STACK_SIZE, FRAME_SIZE, MAX_CPUS.
  * Note: no curly braces in this file, it goes through format_args-style substitution.
@@ -52,20 +58,36 @@ primary_entry:
 2:  mov     x21, #3                     /* tell Rust we came down from EL3 */
     orr     x21, x21, #(1 << 8)
 1:
+    /* CPU 0's stack: the guest register frame sits at its top, Rust runs below it. The stacks
+     * are neither relocated nor cleared, so they can be used at once. */
+    adrp    x1, __stacks_start
+    add     x1, x1, :lo12:__stacks_start
+    mov     x2, #{STACK_SIZE}
+    add     x1, x1, x2
+    sub     sp, x1, #{FRAME_SIZE}
+    mrs     x1, CurrentEL
+    cmp     x1, #(2 << 2)
+    b.ne    3f                          /* EL1: no EL2 registers; Rust says so and stops */
+    msr     tpidr_el2, xzr
+    adrp    x1, kestrel_early_vectors
+    add     x1, x1, :lo12:kestrel_early_vectors
+    msr     vbar_el2, x1
+    isb
+3:
     /* Apply our own relocations: *(base + r_offset) = base + r_addend. */
     adrp    x1, __rela_start
     add     x1, x1, :lo12:__rela_start
     adrp    x2, __rela_end
     add     x2, x2, :lo12:__rela_end
-3:  cmp     x1, x2
+13: cmp     x1, x2
     b.hs    4f
     ldp     x3, x4, [x1], #16           /* r_offset, r_info */
     ldr     x5, [x1], #8                /* r_addend */
     cmp     w4, #1027                   /* R_AARCH64_RELATIVE */
-    b.ne    3b
+    b.ne    13b
     add     x5, x5, x20
     str     x5, [x20, x3]
-    b       3b
+    b       13b
 4:
     /* Clear .bss (the stacks are not part of it: nothing needs them zeroed). */
     adrp    x1, __bss_start
@@ -77,12 +99,6 @@ primary_entry:
     stp     xzr, xzr, [x1], #16
     b       5b
 6:
-    /* CPU 0's stack: the guest register frame sits at its top, Rust runs below it. */
-    adrp    x1, __stacks_start
-    add     x1, x1, :lo12:__stacks_start
-    mov     x2, #{STACK_SIZE}
-    add     x1, x1, x2
-    sub     sp, x1, #{FRAME_SIZE}
     mov     x29, xzr
     mov     x30, xzr
     mov     x0, x19
@@ -100,9 +116,20 @@ primary_entry:
     .global kestrel_secondary_entry
 kestrel_secondary_entry:
     msr     daifset, #0xf
+    msr     tpidr_el2, xzr
+    adrp    x1, kestrel_early_vectors
+    add     x1, x1, :lo12:kestrel_early_vectors
+    msr     vbar_el2, x1
+    isb
     mov     x19, x0
     cmp     x19, #{MAX_CPUS}
     b.hs    9f
+    adrp    x1, __stacks_start
+    add     x1, x1, :lo12:__stacks_start
+    mov     x2, #{STACK_SIZE}
+    madd    x1, x19, x2, x1
+    add     x1, x1, x2
+    sub     sp, x1, #{FRAME_SIZE}
     adrp    x1, kestrel_secondary_boot
     add     x1, x1, :lo12:kestrel_secondary_boot
     ldp     x2, x3, [x1]
@@ -119,12 +146,6 @@ kestrel_secondary_entry:
     isb
     msr     sctlr_el2, x5
     isb
-    adrp    x1, __stacks_start
-    add     x1, x1, :lo12:__stacks_start
-    mov     x2, #{STACK_SIZE}
-    madd    x1, x19, x2, x1
-    add     x1, x1, x2
-    sub     sp, x1, #{FRAME_SIZE}
     mov     x29, xzr
     mov     x30, xzr
     mov     x0, x19
@@ -168,4 +189,62 @@ kestrel_spin_handoff:
     .rept   {MAX_CPUS}
     .quad   -1, 0
     .endr
+    .section .text.boot, "ax"
+
+/*
+ * Early exception vectors (VBAR_EL2 from the first instructions until the console is up). Every
+ * entry records which of the 16 it is (the numbering of vectors.S: 0-3 lower EL, +4 current EL
+ * with SP_EL0, +8 with SP_ELx, +12 lower EL AArch32) and reports ESR, ELR, FAR and SPSR through
+ * kestrel_early_exception, which prints them raw on the early UART and halts. It runs on a
+ * stack of its own (1 KiB per MPIDR Aff0 mod 16, in .bss), since the faulting code's stack may
+ * be the cause; it touches no other memory, so it works with the MMU off.
+ */
+    .macro EARLY_ENTRY kind
+    .balign 0x80
+    mov     x0, #\kind
+    b       early_exception_common
+    .endm
+
+    .balign 0x800
+    .global kestrel_early_vectors
+kestrel_early_vectors:
+    EARLY_ENTRY 4
+    EARLY_ENTRY 5
+    EARLY_ENTRY 6
+    EARLY_ENTRY 7
+    EARLY_ENTRY 8
+    EARLY_ENTRY 9
+    EARLY_ENTRY 10
+    EARLY_ENTRY 11
+    EARLY_ENTRY 0
+    EARLY_ENTRY 1
+    EARLY_ENTRY 2
+    EARLY_ENTRY 3
+    EARLY_ENTRY 12
+    EARLY_ENTRY 13
+    EARLY_ENTRY 14
+    EARLY_ENTRY 15
+
+early_exception_common:
+    mrs     x1, esr_el2
+    mrs     x2, elr_el2
+    mrs     x3, far_el2
+    mrs     x4, spsr_el2
+    mrs     x5, mpidr_el1
+    and     x5, x5, #0xf
+    add     x5, x5, #1
+    adrp    x6, kestrel_early_exception_stacks
+    add     x6, x6, :lo12:kestrel_early_exception_stacks
+    add     x6, x6, x5, lsl #10
+    mov     sp, x6
+    mov     x29, xzr
+    mov     x30, xzr
+    bl      kestrel_early_exception
+14: wfe
+    b       14b
+
+    .section .bss.early_exception_stacks, "aw", @nobits
+    .balign 16
+kestrel_early_exception_stacks:
+    .skip   16 * 1024
     .section .text.boot, "ax"

@@ -2,17 +2,29 @@
 # Builds the hypervisor if needed and boots it under QEMU.
 #
 #   qemu/run.sh [--machine virt|raspi4b] [--cpus N] [--mem SIZE] [--gic 2|3] [--secure]
-#               [--ramdisk FILE] [--timeout SECONDS] [--gdb] [--icount] [--log FILE]
-#               [--no-build] [-- EXTRA_QEMU_ARGS...]
+#               [--armstub [--x0 ADDR] [--armstub-no-gic]] [--dtb FILE] [--ramdisk FILE]
+#               [--timeout SECONDS] [--gdb] [--icount] [--log FILE] [--no-build]
+#               [-- EXTRA_QEMU_ARGS...]
+#
+#   --armstub  (virt) enter kestrel as the Raspberry Pi 4 firmware does: secure=on, GICv2 with
+#              Security Extensions, every CPU starting at EL3 in tests/firmware/armstub.S,
+#              which sets up the GIC from the Secure side, parks CPUs 1-3 in a spin table and
+#              enters kestrel at EL2 with the DTB tests/firmware/virt-spin-table.dts
+#   --dtb      the DTB to hand over instead of QEMU's (virt) or the Debian Pi 4 one (raspi4b)
+#   --x0       with --armstub: the DTB address the stub passes in x0 (default: the DTB's)
+#   --armstub-no-gic  with --armstub: the stub leaves the GIC's interrupts Secure (Group 0), as
+#              a Pi 4 firmware with enable_gic=0 would
 #
 # Exit status: 0 only when the hypervisor powered off cleanly (its last line is
-# "kestrel: power off", or on raspi4b, which has no PSCI, "kestrel: halted, power can be removed");
+# "kestrel: power off", or where there is no PSCI (raspi4b, --armstub), "kestrel: halted, power
+# can be removed");
 # 1 on a panic, an unexpected exception or any other end; 124 on timeout.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
-machine=virt cpus=4 mem=2G gic=3 secure=0 ramdisk="" timeout=0 gdb=0 icount=0 log="" build=1
+machine=virt cpus=4 mem=2G gic=3 secure=0 armstub=0 armstub_no_gic=0 dtb="" x0="" ramdisk=""
+timeout=0 gdb=0 icount=0 log="" build=1
 extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -21,6 +33,10 @@ while [ $# -gt 0 ]; do
         --mem) mem=$2; shift 2 ;;
         --gic) gic=$2; shift 2 ;;
         --secure) secure=1; shift ;;
+        --armstub) armstub=1; shift ;;
+        --dtb) dtb=$2; shift 2 ;;
+        --x0) x0=$2; shift 2 ;;
+        --armstub-no-gic) armstub_no_gic=1; shift ;;
         --ramdisk) ramdisk=$2; shift 2 ;;
         --timeout) timeout=$2; shift 2 ;;
         --gdb) gdb=1; shift ;;
@@ -28,7 +44,7 @@ while [ $# -gt 0 ]; do
         --log) log=$2; shift 2 ;;
         --no-build) build=0; shift ;;
         --) shift; extra=("$@"); break ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -39,23 +55,47 @@ if [ $build -eq 1 ]; then
 fi
 [ -f "$image" ] || { echo "run.sh: $image missing (build failed?)" >&2; exit 1; }
 
+[ $armstub -eq 0 ] || [ "$machine" = virt ] || { echo "run.sh: --armstub needs --machine virt" >&2; exit 2; }
+[ -z "$x0" ] && [ $armstub_no_gic -eq 0 ] || [ $armstub -eq 1 ] ||
+    { echo "run.sh: --x0 and --armstub-no-gic need --armstub" >&2; exit 2; }
+
 qemu=(qemu-system-aarch64)
 case "$machine" in
     virt)
+        if [ $armstub -eq 1 ]; then
+            secure=1 gic=2
+        fi
         m="virt,virtualization=on,gic-version=$gic"
         [ $secure -eq 1 ] && m="$m,secure=on"
         [ $icount -eq 1 ] && m="$m,dtb-randomness=off"
         qemu+=(-machine "$m" -cpu cortex-a72 -smp "$cpus" -m "$mem")
         ;;
     raspi4b)
-        dtb="${HV_CACHE:-$HOME/.cache/hv-aarch64}/bcm2711-rpi-4-b.dtb"
+        [ -n "$dtb" ] || dtb="${HV_CACHE:-$HOME/.cache/hv-aarch64}/bcm2711-rpi-4-b.dtb"
         [ -f "$dtb" ] || "$here/guest-material.sh" >&2
-        qemu+=(-machine raspi4b -dtb "$dtb")
+        qemu+=(-machine raspi4b)
         [ $icount -eq 0 ] && qemu+=(-accel tcg,thread=single)
         ;;
     *) echo "run.sh: unknown machine $machine" >&2; exit 2 ;;
 esac
-qemu+=(-kernel "$image" -display none -nic none -monitor none)
+if [ $armstub -eq 1 ]; then
+    # The stub, the DTB and the ramdisk are loaded by tests/firmware/prepare.sh's arguments;
+    # QEMU boots no kernel itself (-kernel would make it skip the firmware).
+    fw=$(mktemp -d /tmp/kestrel-armstub.XXXXXX)
+    trap 'rm -rf "$fw"' EXIT
+    prep=(--kernel "$image" --cpus "$cpus")
+    [ -n "$ramdisk" ] && prep+=(--ramdisk "$ramdisk")
+    [ -n "$dtb" ] && prep+=(--dtb "$dtb")
+    [ -n "$x0" ] && prep+=(--x0 "$x0")
+    [ $armstub_no_gic -eq 1 ] && prep+=(--no-gic-setup)
+    mapfile -t fwargs < <("$repo/tests/firmware/prepare.sh" "$fw" "${prep[@]}")
+    [ ${#fwargs[@]} -gt 0 ] || { echo "run.sh: tests/firmware/prepare.sh failed" >&2; exit 1; }
+    qemu+=("${fwargs[@]}")
+else
+    qemu+=(-kernel "$image")
+    [ -n "$dtb" ] && qemu+=(-dtb "$dtb")
+fi
+qemu+=(-display none -nic none -monitor none)
 if [ "$machine" = raspi4b ]; then
     # raspi4b: the first serial port is the PL011, the second the mini UART, which the Pi 4
     # DTB's stdout-path names (serial1).
@@ -63,7 +103,7 @@ if [ "$machine" = raspi4b ]; then
 else
     qemu+=(-serial stdio)
 fi
-[ -n "$ramdisk" ] && qemu+=(-initrd "$ramdisk")
+[ -n "$ramdisk" ] && [ $armstub -eq 0 ] && qemu+=(-initrd "$ramdisk")
 [ $icount -eq 1 ] && qemu+=(-icount shift=0,sleep=off,align=off -rtc base=2020-01-01T00:00:00,clock=vm)
 if [ $gdb -eq 1 ]; then
     qemu+=(-s -S)

@@ -70,3 +70,22 @@ fn secure_machine_still_boots_at_el2() {
     r.assert_contains("booting at EL2");
     r.assert_contains("kestrel: power off");
 }
+
+/// A DTB kestrel refuses (QEMU virt's GICv2 without its GICH/GICV frames, as on a board whose
+/// GIC lacks the virtualization extensions) stops the boot with the reason on the console.
+#[test]
+fn a_refused_dtb_prints_its_reason_on_the_console() {
+    let dtb = repo().join("tests/fixtures/platform/virt-gicv2-4cpu-1g-no-gich.dtb");
+    let Some(r) = boot(
+        "refused-dtb",
+        &["--gic", "2", "--cpus", "2", "--dtb", dtb.to_str().unwrap()],
+    ) else {
+        return;
+    };
+    r.assert_contains(
+        "ERROR kestrel: cannot boot: GIC node incomplete: GICv2 without GICH/GICV (no \
+         virtualization extensions)",
+    );
+    r.assert_contains("kestrel: power off");
+    r.assert_lacks("booting at EL2");
+}

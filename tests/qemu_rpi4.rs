@@ -116,3 +116,23 @@ fn raspi4b_passes_the_system_timer_through_to_a_vm() {
         r.elapsed.as_secs_f64()
     );
 }
+
+/// A DTB kestrel refuses (the Debian Pi 4 DTB with a `/psci` node whose method is neither smc
+/// nor hvc) must still produce its reason on the Pi's console, the mini UART at 0xfe215040 (the
+/// DTB's bus address 0x7e215040 translated through /soc `ranges`), not silence.
+#[test]
+fn raspi4b_prints_why_it_refuses_a_dtb() {
+    if !qemu_available() {
+        return;
+    }
+    let dtb = repo().join("tests/fixtures/platform/bcm2711-rpi-4-b-bad-psci.dtb");
+    let r = run(
+        "rpi4-refused-dtb",
+        &["--machine", "raspi4b", "--dtb", dtb.to_str().unwrap()],
+        60,
+    );
+    r.assert_status(0);
+    r.assert_contains("cpu0 ERROR kestrel: cannot boot: /psci method is neither smc nor hvc");
+    r.assert_contains("kestrel: halted, power can be removed");
+    r.assert_lacks("booting at EL2");
+}

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod blob;
+pub mod early_console;
 pub mod mini_uart;
 pub mod spin_table;
 mod tree;
@@ -173,7 +174,17 @@ pub struct Uart {
     pub intid: Option<u32>,
     /// Path of the node, for messages.
     pub path: String,
+    /// A PL011's reference clock (UARTCLK) in Hz, from which the console's 115200 baud is
+    /// divided: the `clock-frequency` of a `fixed-clock` that the node's first `clocks` entry
+    /// names, else [`RPI4_PL011_CLOCK_HZ`] on a BCM2711 (whose UART clock comes from a clock
+    /// controller the parser does not model). `None` otherwise, and for the mini UART, whose
+    /// divisor the firmware sets from the VPU core clock (see [`mini_uart`]).
+    pub clock_hz: Option<u32>,
 }
+
+/// The Raspberry Pi 4 PL011's UARTCLK: the firmware sets the UART clock to 48 MHz
+/// (`init_uart_clock`, the default of current firmware), whatever the core clock does.
+pub const RPI4_PL011_CLOCK_HZ: u32 = 48_000_000;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum GicVersion {
@@ -314,6 +325,9 @@ pub struct Platform {
 }
 
 const PL011_COMPATIBLE: &[&str] = &["arm,pl011"];
+const FIXED_CLOCK_COMPATIBLE: &[&str] = &["fixed-clock"];
+/// Root `compatible` of the BCM2711 boards (Pi 4 Model B, Pi 400, CM4).
+const BCM2711_COMPATIBLE: &[&str] = &["brcm,bcm2711"];
 const MINI_UART_COMPATIBLE: &[&str] = &["brcm,bcm2835-aux-uart"];
 const GICV2_COMPATIBLE: &[&str] = &[
     "arm,gic-400",
@@ -331,15 +345,8 @@ impl Platform {
     pub fn parse(blob: &[u8], params: &BootParams) -> Result<Self, PlatformError> {
         Fdt::new(blob)?;
         let header = blob::header(blob).map_err(PlatformError::Malformed)?;
-        let cleaned;
-        let walkable = if blob::check(blob).map_err(PlatformError::Malformed)? {
-            cleaned = blob::without_nops(blob).map_err(PlatformError::Malformed)?;
-            blob::check(&cleaned).map_err(PlatformError::Malformed)?;
-            &cleaned[..]
-        } else {
-            blob
-        };
-        let fdt = Fdt::new(walkable)?;
+        let walkable = walkable(blob)?;
+        let fdt = Fdt::new(&walkable)?;
         let root = tree::root(&fdt)?;
 
         let compatible: Vec<String> = tree::prop_strings(root, "compatible")
@@ -417,6 +424,19 @@ impl Platform {
     pub fn free_ram(&self) -> Vec<Range<PhysAddr>> {
         let holes: Vec<Range<PhysAddr>> = self.reserved.iter().map(|r| r.range).collect();
         free_ranges(&self.memory, &holes)
+    }
+}
+
+/// The blob in a form the `fdt` crate can walk safely: checked structurally ([`blob::check`]),
+/// with FDT_NOP tokens removed when it has any (QEMU's raspi4b deletes nodes with them).
+fn walkable(blob: &[u8]) -> Result<alloc::borrow::Cow<'_, [u8]>, PlatformError> {
+    Fdt::new(blob)?;
+    if blob::check(blob).map_err(PlatformError::Malformed)? {
+        let cleaned = blob::without_nops(blob).map_err(PlatformError::Malformed)?;
+        blob::check(&cleaned).map_err(PlatformError::Malformed)?;
+        Ok(alloc::borrow::Cow::Owned(cleaned))
+    } else {
+        Ok(alloc::borrow::Cow::Borrowed(blob))
     }
 }
 
@@ -601,12 +621,21 @@ fn parse_console(fdt: &Fdt<'_>, chosen: Option<tree::Node<'_, '_>>) -> Result<Ua
         let intid = tree::gic_interrupts(fdt, chain)
             .ok()
             .and_then(|v| v.first().copied());
+        let clock_hz = match kind {
+            UartKind::Pl011 => fixed_clock_hz(fdt, node).or_else(|| {
+                tree::root(fdt)
+                    .is_ok_and(|root| tree::is_compatible(root, BCM2711_COMPATIBLE))
+                    .then_some(RPI4_PL011_CLOCK_HZ)
+            }),
+            UartKind::Bcm2835Aux => None,
+        };
         Ok(Some(Uart {
             kind,
             base: PhysAddr::new(base),
             size,
             intid,
             path: node_path(chain),
+            clock_hz,
         }))
     };
 
@@ -643,6 +672,22 @@ fn parse_console(fdt: &Fdt<'_>, chosen: Option<tree::Node<'_, '_>>) -> Result<Ua
         return Err(e);
     }
     found.ok_or(PlatformError::NoUart)
+}
+
+/// The frequency of the clock a device's first `clocks` entry names, when that is a
+/// `fixed-clock` (Linux Documentation/devicetree/bindings/clock/fixed-clock.yaml:
+/// `#clock-cells = <0>`, so the entry is the phandle alone) with a one-cell `clock-frequency`.
+/// `None` for clock controllers, whose entries carry a specifier the parser does not interpret.
+fn fixed_clock_hz(fdt: &Fdt<'_>, node: tree::Node<'_, '_>) -> Option<u32> {
+    let phandle = tree::prop(node, "clocks")
+        .and_then(|v| v.get(..4))
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))?;
+    let chain = tree::by_phandle(fdt, phandle).ok()??;
+    let clock = *chain.last()?;
+    if !tree::is_compatible(clock, FIXED_CLOCK_COMPATIBLE) {
+        return None;
+    }
+    tree::prop_u32_opt(clock, "clock-frequency").filter(|&hz| hz != 0)
 }
 
 /// The chain of the first enabled node compatible with one of `compatible`.
@@ -801,6 +846,19 @@ fn parse_cpus(fdt: &Fdt<'_>, max: usize) -> Result<Vec<Cpu>, PlatformError> {
         });
     }
     Ok(out)
+}
+
+/// The conduit a `/psci`-compatible node names, from a blob [`Platform::parse`] may refuse: lets
+/// a refused boot still end in SYSTEM_OFF. `None` when the blob or the node is unusable.
+pub fn psci_conduit_hint(blob: &[u8]) -> Option<Conduit> {
+    let walkable = walkable(blob).ok()?;
+    let fdt = Fdt::new(&walkable).ok()?;
+    let chain = find_compatible(&fdt, PSCI_COMPATIBLE).ok()??;
+    match tree::prop_str(*chain.last()?, "method") {
+        Some("smc") => Some(Conduit::Smc),
+        Some("hvc") => Some(Conduit::Hvc),
+        _ => None,
+    }
 }
 
 const PSCI_COMPATIBLE: &[&str] = &["arm,psci", "arm,psci-0.2", "arm,psci-1.0"];

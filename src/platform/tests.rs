@@ -85,6 +85,7 @@ fn qemu_pl011() -> Uart {
         size: 0x1000,
         intid: Some(33),
         path: "/pl011@9000000".into(),
+        clock_hz: Some(24_000_000),
     }
 }
 
@@ -288,6 +289,7 @@ fn raspi4b_console_and_gic_are_translated_through_soc_ranges() {
             size: 0x40,
             intid: Some(32 + 0x5d),
             path: "/soc/serial@7e215040".into(),
+            clock_hz: None,
         }
     );
     // The GIC-400 sits at bus address 0x40041000 -> 0xff841000 via <0x40000000 0x0 0xff800000>.
@@ -402,6 +404,7 @@ fn synthetic_board_is_read_exactly() {
             size: 0x1000,
             intid: Some(37),
             path: "/bus@f0000000/sub@100000/uart@2000".into(),
+            clock_hz: None,
         },
         gic: Gic {
             version: GicVersion::V3,
@@ -486,6 +489,7 @@ fn without_stdout_path_the_first_enabled_pl011_is_the_console() {
             size: 0x1000,
             intid: Some(39),
             path: "/soc/uart@3000".into(),
+            clock_hz: None,
         }
     );
     assert_eq!(p.gic.gicd, r(0x1004_0000, 0x1000));
@@ -751,4 +755,160 @@ proptest! {
         set_header_field(&mut b, 1, n);
         let _ = Platform::parse(&b, &qemu_params());
     }
+}
+
+// --- The early console (platform::early_console) and the PL011's clock ---
+
+use super::early_console::{self, EarlyConsole, EarlyUart};
+
+const RPI4_BAD_PSCI: &[u8] = fixture!("bcm2711-rpi-4-b-bad-psci.dtb");
+const RPI4_NO_CONSOLE: &[u8] = fixture!("bcm2711-rpi-4-b-no-console.dtb");
+const RPI4_PL011: &[u8] = fixture!("bcm2711-rpi-4-b-pl011.dtb");
+const VIRT_V2_NO_GICH: &[u8] = fixture!("virt-gicv2-4cpu-1g-no-gich.dtb");
+
+/// The Pi 4 firmware loads kernel8.img at 0x200000 (config.txt kernel_address).
+const PI_LOAD: u64 = 0x20_0000;
+const VIRT_LOAD: u64 = 0x4020_0000;
+
+fn pi_params() -> BootParams {
+    BootParams {
+        dtb_base: PhysAddr::new(0x2eff_0000),
+        image: r(PI_LOAD, 4 * MIB),
+        max_cpus: 8,
+    }
+}
+
+#[test]
+fn a_refused_pi_dtb_still_names_the_mini_uart_at_its_cpu_address() {
+    // The refusal itself...
+    assert_eq!(
+        Platform::parse(RPI4_BAD_PSCI, &pi_params()),
+        Err(PlatformError::BadPsciMethod)
+    );
+    // ...is printed on the DTB's console, translated through /soc ranges (bus 0x7e215040 ->
+    // CPU 0xfe215040), and driven as a mini UART, not as a PL011 at the bus address.
+    match early_console::from_dtb(RPI4_BAD_PSCI, PI_LOAD) {
+        EarlyConsole::Dtb(u) => {
+            assert_eq!(u.kind, UartKind::Bcm2835Aux);
+            assert_eq!(u.base, PhysAddr::new(0xfe21_5040));
+            assert_eq!(u.path, "/soc/serial@7e215040");
+        }
+        other => panic!("expected the DTB's console, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_early_console_is_the_one_the_platform_would_use() {
+    for (blob, load) in [
+        (VIRT_V3_4CPU_1G, VIRT_LOAD),
+        (VIRT_V2_SECURE, VIRT_LOAD),
+        (RASPI4B, PI_LOAD),
+        (RPI4_PL011, PI_LOAD),
+        (SYNTHETIC, VIRT_LOAD),
+        (NO_STDOUT_PATH, VIRT_LOAD),
+    ] {
+        let params = BootParams {
+            image: r(load, 2 * MIB),
+            ..qemu_params()
+        };
+        let console = Platform::parse(blob, &params).map(|p| p.console);
+        match early_console::from_dtb(blob, load) {
+            EarlyConsole::Dtb(u) => assert_eq!(Ok(u), console),
+            other => panic!("expected the DTB's console, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_refused_virt_dtb_still_names_its_pl011() {
+    assert_eq!(
+        Platform::parse(VIRT_V2_NO_GICH, &qemu_params()).map(|_| ()),
+        Err(PlatformError::GicIncomplete(
+            "GICv2 without GICH/GICV (no virtualization extensions)"
+        ))
+    );
+    assert_eq!(
+        early_console::from_dtb(VIRT_V2_NO_GICH, VIRT_LOAD),
+        EarlyConsole::Dtb(qemu_pl011())
+    );
+}
+
+#[test]
+fn a_pi_dtb_without_a_console_falls_back_to_both_pi_uarts() {
+    // Even with the image loaded where QEMU virt would put it: the root compatible decides.
+    match early_console::from_dtb(RPI4_NO_CONSOLE, VIRT_LOAD) {
+        EarlyConsole::Guess { uarts, why } => {
+            assert_eq!(
+                uarts,
+                &[early_console::RPI4_MINI_UART, early_console::RPI4_PL011]
+            );
+            assert_eq!(why, PlatformError::NoUart);
+        }
+        other => panic!("expected a guess, got {other:?}"),
+    }
+}
+
+#[test]
+fn without_a_readable_dtb_the_load_address_decides() {
+    let garbage = [0u8; 64];
+    for (load, want) in [
+        (
+            PI_LOAD,
+            &[early_console::RPI4_MINI_UART, early_console::RPI4_PL011][..],
+        ),
+        (
+            0x8_0000,
+            &[early_console::RPI4_MINI_UART, early_console::RPI4_PL011][..],
+        ),
+        (VIRT_LOAD, &[early_console::QEMU_VIRT_PL011][..]),
+    ] {
+        assert_eq!(early_console::by_load_address(load), want);
+        match early_console::from_dtb(&garbage, load) {
+            EarlyConsole::Guess { uarts, .. } => assert_eq!(uarts, want),
+            other => panic!("expected a guess, got {other:?}"),
+        }
+        // A non-Pi DTB without a console: the same guess.
+        match early_console::from_dtb(NO_UART, load) {
+            EarlyConsole::Guess { uarts, why } => {
+                assert_eq!(uarts, want);
+                assert_eq!(why, PlatformError::NoUart);
+            }
+            other => panic!("expected a guess, got {other:?}"),
+        }
+    }
+    let pl011 = EarlyUart {
+        kind: UartKind::Pl011,
+        base: PhysAddr::new(0x0900_0000),
+    };
+    assert_eq!(early_console::QEMU_VIRT_PL011, pl011);
+}
+
+#[test]
+fn early_console_survives_every_truncation_and_corruption() {
+    for blob in [RASPI4B, RPI4_BAD_PSCI, VIRT_V3_4CPU_1G] {
+        for len in (0..blob.len()).step_by(97) {
+            let _ = early_console::from_dtb(&blob[..len], PI_LOAD);
+        }
+        let mut b = blob.to_vec();
+        for i in (0..b.len()).step_by(53) {
+            b[i] ^= 0x5a;
+            let _ = early_console::from_dtb(&b, PI_LOAD);
+        }
+    }
+}
+
+#[test]
+fn pl011_clock_comes_from_a_fixed_clock_or_is_the_pi_4s_48_mhz() {
+    // QEMU virt: clocks = <&apb_pclk &apb_pclk>, a 24 MHz fixed-clock.
+    assert_eq!(parse(VIRT_V3_4CPU_1G).console.clock_hz, Some(24_000_000));
+    // The Pi 4 with kestrel's disable-bt overlay: the PL011's clock is the CPRMAN's (a clock
+    // controller with a specifier), which the firmware runs at 48 MHz.
+    let pi = Platform::parse(RPI4_PL011, &pi_params()).unwrap();
+    assert_eq!(pi.console.kind, UartKind::Pl011);
+    assert_eq!(pi.console.base, PhysAddr::new(0xfe20_1000));
+    assert_eq!(pi.console.clock_hz, Some(RPI4_PL011_CLOCK_HZ));
+    // The mini UART's rate comes from the core clock, not from a PL011 clock.
+    assert_eq!(parse(RASPI4B).console.clock_hz, None);
+    // Another board's PL011 without a fixed clock: unknown, left as the firmware set it.
+    assert_eq!(parse(SYNTHETIC).console.clock_hz, None);
 }

@@ -1,13 +1,15 @@
 //! Boot: from the stub's call into Rust to a machine with the platform read from the DTB, every
 //! CPU online, the page allocator and the final EL2 map in place; then the VMs.
 use crate::addr::{PhysAddr, Range};
-use crate::arch::aarch64::{boot as stub, console, cpu, exception, gic, heap, mmu, psci_fw};
+use crate::arch::aarch64::{
+    boot as stub, console, cpu, early_uart, exception, gic, heap, mmu, psci_fw,
+};
 use crate::mm::PAGES;
 use crate::mm::frame::FrameAllocator;
+use crate::platform::early_console::{self, EarlyConsole};
 use crate::platform::{
     BootParams, Conduit, EnableMethod, GicVersion, Platform, PlatformError, ReservedKind,
 };
-use console::UartKind;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use log::{error, info, warn};
 use spin::Once;
@@ -34,50 +36,39 @@ fn set_vectors() {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
-/// Entered from entry.S on the boot CPU with the MMU off.
+/// Entered from entry.S on the boot CPU with the MMU off, on CPU 0's stack, the early exception
+/// vectors installed (at EL2).
 #[unsafe(no_mangle)]
-extern "C" fn kestrel_primary_early(dtb: u64, _load_base: u64, el_info: u64) -> ! {
+extern "C" fn kestrel_primary_early(dtb: u64, load_base: u64, el_info: u64) -> ! {
+    // Before anything can go wrong: a UART guessed from where the loader put us, for the early
+    // exception vectors and a refused boot (replaced by the DTB's console once it is read).
+    early_uart::set(early_console::by_load_address(load_base));
     let el = el_info & 0xf;
     if el != 2 && el != 3 {
-        wrong_el(dtb);
+        wrong_el();
     }
     let img = stub::image_layout();
     // SAFETY: first thing on the boot CPU, MMU off, nothing else running.
     unsafe { mmu::early_enable(img.start, img.end, dtb) };
     cpu::init_this_cpu(0);
-    set_vectors();
     heap::init_early();
-    primary_main(dtb, el_info)
+    primary_main(dtb, load_base, el_info)
 }
 
-/// The console UART named by a DTB that the platform parser refused (so that the refusal can be
-/// printed), else QEMU virt's PL011 as the early-console fallback.
-fn fallback_uart(dtb: u64) -> (UartKind, u64) {
-    // SAFETY: the boot protocol hands us a DTB pointer; fdt checks magic and size first.
-    let node = unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }
-        .ok()
-        .and_then(|f| {
-            f.chosen()
-                .stdout()
-                .and_then(|n| n.reg())
-                .and_then(|mut r| r.next())
-        });
-    match node {
-        Some(r) => (UartKind::Pl011, r.starting_address as u64),
-        None => (UartKind::Pl011, 0x0900_0000),
-    }
-}
-
-/// Entered at EL1 (no EL2 for us): say so and stop. Runs with the MMU off, so no locks: the
-/// PL011 data register is written directly.
-fn wrong_el(dtb: u64) -> ! {
-    let (_, uart) = fallback_uart(dtb);
-    for &b in b"kestrel: entered at EL1, not EL2: a hypervisor cannot run here; halted\n" {
-        // SAFETY: PL011 UARTDR (the DTB's stdout or QEMU virt's UART); a raw store is all a
-        // PL011 needs to transmit, and nothing else runs.
-        unsafe { core::ptr::write_volatile(uart as *mut u32, b as u32) };
-    }
+/// Entered at EL1 (no EL2 for us): say so on the guessed UARTs and stop. Runs with the MMU off:
+/// only the early UART's raw, lock-free writes.
+fn wrong_el() -> ! {
+    early_uart::write(b"kestrel: entered at EL1, not EL2: a hypervisor cannot run here; halted\n");
     cpu::halt()
+}
+
+/// One line on the console when it is up, else raw on the early UARTs.
+fn say(args: core::fmt::Arguments, level: log::Level) {
+    if console::is_ready() {
+        log::log!(level, "{args}");
+    } else {
+        let _ = core::fmt::Write::write_fmt(&mut early_uart::Writer, format_args!("{args}\n"));
+    }
 }
 
 /// The DTB blob, with its header's size checked before the slice is made.
@@ -101,36 +92,62 @@ fn dtb_blob(dtb: u64) -> Result<&'static [u8], &'static str> {
 
 /// Stops the boot with a message: powers off if the DTB named a PSCI conduit, else halts.
 fn fatal(why: core::fmt::Arguments) -> ! {
-    error!("kestrel: cannot boot: {why}");
+    say(
+        format_args!("kestrel: cannot boot: {why}"),
+        log::Level::Error,
+    );
     power_off()
 }
 
-fn primary_main(dtb: u64, el_info: u64) -> ! {
+/// The console from the DTB alone, before the DTB as a whole is checked, so that a refusal can
+/// be printed on it: the DTB's own UART (through `ranges`, as `Platform::parse` finds it), else
+/// the early UARTs keep a board guess. Then the real exception vectors, which print through the
+/// console, replace the early ones.
+fn early_console_from_dtb(blob: Option<&[u8]>, load_base: u64) {
+    let found = match blob {
+        Some(b) => early_console::from_dtb(b, load_base),
+        None => return,
+    };
+    match found {
+        EarlyConsole::Dtb(u) => {
+            let kind = match u.kind {
+                crate::platform::UartKind::Pl011 => console::UartKind::Pl011,
+                crate::platform::UartKind::Bcm2835Aux => console::UartKind::MiniUart,
+            };
+            console::init(kind, u.base.as_u64(), u.clock_hz);
+            early_uart::set(&[early_console::EarlyUart {
+                kind: u.kind,
+                base: u.base,
+            }]);
+            set_vectors();
+        }
+        EarlyConsole::Guess { uarts, .. } => early_uart::set(uarts),
+    }
+}
+
+fn primary_main(dtb: u64, load_base: u64, el_info: u64) -> ! {
     let img = stub::image_layout();
     let params = BootParams {
         dtb_base: PhysAddr::new(dtb),
         image: Range::new(PhysAddr::new(img.start), img.end - img.start),
         max_cpus: stub::MAX_CPUS,
     };
-    let parsed = dtb_blob(dtb)
+    let blob = dtb_blob(dtb);
+    early_console_from_dtb(blob.ok(), load_base);
+    console::init_logger(log::LevelFilter::Info);
+    let parsed = blob
         .map_err(PlatformError::Malformed)
         .and_then(|blob| Platform::parse(blob, &params));
     let platform = match parsed {
         Ok(p) => PLATFORM.call_once(|| p),
         Err(e) => {
-            let (kind, base) = fallback_uart(dtb);
-            console::init(kind, base);
-            console::init_logger(log::LevelFilter::Info);
-            early_psci_from_dtb(dtb);
+            early_psci_from_blob(blob.ok());
             fatal(format_args!("{e}"))
         }
     };
-    let uart_kind = match platform.console.kind {
-        crate::platform::UartKind::Pl011 => console::UartKind::Pl011,
-        crate::platform::UartKind::Bcm2835Aux => console::UartKind::MiniUart,
-    };
-    console::init(uart_kind, platform.console.base.as_u64());
-    console::init_logger(platform.options.loglevel.unwrap_or(log::LevelFilter::Info));
+    // The console is the one early_console_from_dtb set up: Platform::parse finds it the same
+    // way, and refuses a DTB without one.
+    log::set_max_level(platform.options.loglevel.unwrap_or(log::LevelFilter::Info));
     info!(
         "kestrel {VERSION} booting at EL2{} on {}",
         if el_info & 0x100 != 0 {
@@ -201,18 +218,9 @@ fn primary_main(dtb: u64, el_info: u64) -> ! {
 }
 
 /// When the platform parser refused the DTB, still try to learn the PSCI conduit so that the
-/// refusal can end in a power-off rather than a halt.
-fn early_psci_from_dtb(dtb: u64) {
-    // SAFETY: as in fallback_uart.
-    let method = unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }
-        .ok()
-        .and_then(|f| {
-            f.find_node("/psci")
-                .and_then(|n| n.property("method"))
-                .and_then(|p| p.as_str())
-                .map(|s| s == "smc")
-        });
-    if method == Some(true) {
+/// refusal can end in a power-off rather than a halt. Only SMC: an HVC would come back to us.
+fn early_psci_from_blob(blob: Option<&[u8]>) {
+    if blob.and_then(crate::platform::psci_conduit_hint) == Some(Conduit::Smc) {
         psci_fw::set_conduit(Some(psci_fw::Conduit::Smc));
     }
 }
@@ -439,9 +447,12 @@ extern "C" fn kestrel_secondary_main(index: usize) -> ! {
 /// Powers the machine off through PSCI, or halts with the line scripts wait for where nothing
 /// can power off.
 pub fn power_off() -> ! {
-    info!("kestrel: power off");
+    say(format_args!("kestrel: power off"), log::Level::Info);
     let _ = psci_fw::system_off();
-    info!("kestrel: halted, power can be removed");
+    say(
+        format_args!("kestrel: halted, power can be removed"),
+        log::Level::Info,
+    );
     cpu::halt()
 }
 

@@ -66,20 +66,59 @@ unsafe impl Send for PhysUart {}
 
 static CONSOLE: Mutex<PhysUart> = Mutex::new(PhysUart::None);
 static PANICKING: AtomicBool = AtomicBool::new(false);
+static READY: AtomicBool = AtomicBool::new(false);
+
+/// The console's line: 115200 baud, 8 data bits, no parity, 1 stop bit.
+pub const BAUD: u32 = 115_200;
 
 /// Points the console at a UART. `base` must be mapped as device memory for as long as the
 /// console is used (the early map covers all device space; the final map keeps the console).
-pub fn init(kind: UartKind, base: u64) {
+///
+/// A PL011 whose reference clock is known (`clock_hz`: the DTB's fixed clock, or the Pi 4's
+/// 48 MHz) is programmed for 115200 8N1 here, so the console does not depend on what the
+/// firmware left in it; without a known clock its divisor is left alone. The mini UART keeps
+/// the firmware's divisor, which follows the VPU core clock (`platform::mini_uart`).
+pub fn init(kind: UartKind, base: u64, clock_hz: Option<u32>) {
     let uart = match kind {
         UartKind::Pl011 => match NonNull::new(base as *mut PL011Registers) {
-            // SAFETY: `base` is the PL011 register block named by the DTB (or the early-console
-            // fallback), device-mapped, and only this console driver accesses it.
-            Some(p) => PhysUart::Pl011(Uart::new(unsafe { UniqueMmioPointer::new(p) })),
+            Some(p) => {
+                // SAFETY: `base` is the PL011 register block named by the DTB, device-mapped,
+                // and only this console driver accesses it.
+                let mut u = Uart::new(unsafe { UniqueMmioPointer::new(p) });
+                if let Some(hz) = clock_hz {
+                    program_pl011(&mut u, hz);
+                }
+                PhysUart::Pl011(u)
+            }
             None => PhysUart::None,
         },
         UartKind::MiniUart => PhysUart::Mini(MiniUart::new(MiniUartMmio(base as usize))),
     };
     *CONSOLE.lock() = uart;
+    READY.store(true, Ordering::Release);
+}
+
+/// 115200 8N1 from a `clock_hz` UARTCLK (the divisor: PL011 TRM 3.3.6, IBRD + FBRD/64 =
+/// UARTCLK / (16 x baud)). What the firmware was still sending is let out first (bounded: a
+/// PL011 that stays busy is reprogrammed anyway).
+fn program_pl011(u: &mut Uart<'static>, clock_hz: u32) {
+    let mut polls = 0u32;
+    while u.is_busy() && polls < 1_000_000 {
+        polls += 1;
+        core::hint::spin_loop();
+    }
+    let line = arm_pl011_uart::LineConfig {
+        data_bits: arm_pl011_uart::DataBits::Bits8,
+        parity: arm_pl011_uart::Parity::None,
+        stop_bits: arm_pl011_uart::StopBits::One,
+    };
+    // Only a clock too slow for 115200 fails; the UART is then left as it was.
+    let _ = u.enable(line, BAUD, clock_hz);
+}
+
+/// True once `init` has run: log lines and guest output reach a UART.
+pub fn is_ready() -> bool {
+    READY.load(Ordering::Acquire)
 }
 
 struct Locked<'a>(&'a mut PhysUart);

@@ -1,7 +1,11 @@
 //! Reports of exceptions the hypervisor did not expect (taken at EL2 from EL2, or from a lower
-//! EL in a form the runtime does not handle): decoded syndrome, addresses and registers.
+//! EL in a form the runtime does not handle): decoded syndrome, addresses and registers. Before
+//! the console is up, the early vectors (boot/entry.S) report through [`kestrel_early_exception`]
+//! on the early UART instead.
 use super::console;
 use super::cpu;
+use super::early_uart;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// The register frame vectors.S stores: x0-x30, then ELR_EL2 and SPSR_EL2.
 pub use crate::vcpu::GuestRegs as TrapFrame;
@@ -65,5 +69,42 @@ extern "C" fn kestrel_hyp_exception(frame: *const TrapFrame, kind: u64) -> ! {
     console::with_console(|w| {
         let _ = writeln!(w, "kestrel: cpu{} halted", cpu::current_index());
     });
+    cpu::halt()
+}
+
+static EARLY_REPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Entry from the early vectors (boot/entry.S), on a stack of their own: an exception before
+/// the console was up, possibly with the MMU off and possibly before the image's relocations
+/// were applied. Prints the syndrome on the early UART with no formatting machinery (no
+/// vtables, no locks, no atomic read-modify-write) and halts this CPU. A second exception while
+/// reporting halts at once.
+#[unsafe(no_mangle)]
+extern "C" fn kestrel_early_exception(kind: u64, esr: u64, elr: u64, far: u64, spsr: u64) -> ! {
+    if EARLY_REPORTING.load(Ordering::Relaxed) {
+        cpu::halt();
+    }
+    EARLY_REPORTING.store(true, Ordering::Relaxed);
+    let w = early_uart::write;
+    let hex = early_uart::write_hex;
+    w(b"kestrel: UNEXPECTED EXCEPTION before the console was up: ");
+    w(kind_name(kind).as_bytes());
+    w(b" from ");
+    w(origin(kind).as_bytes());
+    w(b", EC ");
+    hex((esr >> 26) & 0x3f);
+    w(b" (");
+    w(crate::trap::esr::Esr(esr).class().name().as_bytes());
+    w(b")\n  ESR ");
+    hex(esr);
+    w(b" ELR ");
+    hex(elr);
+    w(b" FAR ");
+    hex(far);
+    w(b" SPSR ");
+    hex(spsr);
+    w(b"\n  MPIDR ");
+    hex(cpu::mpidr_affinity());
+    w(b"; this CPU is halted\n");
     cpu::halt()
 }

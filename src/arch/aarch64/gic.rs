@@ -250,6 +250,15 @@ pub fn init_cpu() -> Result<(), &'static str> {
                 gicd + GICD_ISENABLER,
                 (1 << SGI_KICK) | (1 << PPI_MAINTENANCE) | (1 << PPI_VTIMER) | (1 << PPI_PTIMER),
             );
+            // With the Security Extensions, Secure (Group 0) interrupts are RAZ/WI to us (GICv2
+            // 4.3.1): the enable did not stick unless the firmware made them Group 1 from EL3.
+            if rd32(gicd + GICD_ISENABLER) & (1 << SGI_KICK) == 0 {
+                return Err(
+                    "its SGIs and PPIs cannot be enabled from EL2: they are Secure \
+                            (Group 0), and only the firmware at EL3 can make them Non-secure \
+                            (Raspberry Pi 4: enable_gic=1 and no armstub= line in config.txt)",
+                );
+            }
         }
     }
     Ok(())

@@ -4,6 +4,7 @@ pub mod boot;
 pub mod cache;
 pub mod console;
 pub mod cpu;
+pub mod early_uart;
 pub mod exception;
 pub mod gic;
 pub mod heap;
