@@ -682,8 +682,7 @@ fn fixed_clock_hz(fdt: &Fdt<'_>, node: tree::Node<'_, '_>) -> Option<u32> {
     let phandle = tree::prop(node, "clocks")
         .and_then(|v| v.get(..4))
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))?;
-    let chain = tree::by_phandle(fdt, phandle).ok()??;
-    let clock = *chain.last()?;
+    let clock = tree::by_phandle(fdt, phandle)?;
     if !tree::is_compatible(clock, FIXED_CLOCK_COMPATIBLE) {
         return None;
     }

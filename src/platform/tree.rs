@@ -4,7 +4,9 @@
 //!
 //! Only a blob that passed [`super::blob::check`] reaches this module, and only the `fdt` crate
 //! functions that cannot panic on such a blob are used: `find_node("/")`, `children()`,
-//! `properties()`/`property()`, `memory_reservations()`. Property values are decoded here
+//! `all_nodes()` (its fixed stack of 64 parents is deeper than the check's
+//! [`super::blob::MAX_DEPTH`]; it also expects UTF-8 names and no FDT_NOP among properties, both
+//! checked or removed), `properties()`/`property()`, `memory_reservations()`. Property values are decoded here
 //! rather than with the crate's `reg()`/`interrupts()`/`cell_sizes()`, which assume small cell
 //! counts, unwrap, or know nothing of parent buses.
 #![forbid(unsafe_code)]
@@ -100,24 +102,14 @@ pub(super) fn resolve_path<'b, 'a>(fdt: &'b Fdt<'a>, reference: &str) -> Option<
     lookup(fdt, &full)
 }
 
-/// The chain of the node whose `phandle` (or legacy `linux,phandle`) is `phandle`.
-pub(super) fn by_phandle<'b, 'a>(
-    fdt: &'b Fdt<'a>,
-    phandle: u32,
-) -> Result<Option<Vec<Node<'b, 'a>>>, PlatformError> {
-    let mut found = None;
-    walk(fdt, &mut |chain| {
-        let Some(&node) = chain.last() else {
-            return true;
-        };
-        let ph = prop_u32_opt(node, "phandle").or_else(|| prop_u32_opt(node, "linux,phandle"));
-        if ph == Some(phandle) {
-            found = Some(chain.to_vec());
-            return false;
-        }
-        true
-    })?;
-    Ok(found)
+/// The node whose `phandle` (or legacy `linux,phandle`) is `phandle`. One linear pass over the
+/// structure block (`all_nodes()`), where a [`walk`] would re-scan every subtree once per
+/// level: phandles are looked up for every interrupt parent and clock at boot.
+pub(super) fn by_phandle<'b, 'a>(fdt: &'b Fdt<'a>, phandle: u32) -> Option<Node<'b, 'a>> {
+    fdt.all_nodes().find(|&node| {
+        prop_u32_opt(node, "phandle").or_else(|| prop_u32_opt(node, "linux,phandle"))
+            == Some(phandle)
+    })
 }
 
 pub(super) fn prop<'a>(node: Node<'_, 'a>, name: &str) -> Option<&'a [u8]> {
@@ -317,7 +309,7 @@ fn interrupt_parent<'b, 'a>(
 ) -> Result<Option<Node<'b, 'a>>, PlatformError> {
     for &n in chain.iter().rev() {
         if let Some(ph) = prop_u32(n, "interrupt-parent")? {
-            return Ok(by_phandle(fdt, ph)?.and_then(|c| c.last().copied()));
+            return Ok(by_phandle(fdt, ph));
         }
     }
     Ok(None)

@@ -99,30 +99,19 @@ fn fatal(why: core::fmt::Arguments) -> ! {
     power_off()
 }
 
-/// The console from the DTB alone, before the DTB as a whole is checked, so that a refusal can
-/// be printed on it: the DTB's own UART (through `ranges`, as `Platform::parse` finds it), else
-/// the early UARTs keep a board guess. Then the real exception vectors, which print through the
-/// console, replace the early ones.
-fn early_console_from_dtb(blob: Option<&[u8]>, load_base: u64) {
-    let found = match blob {
-        Some(b) => early_console::from_dtb(b, load_base),
-        None => return,
+/// Points the console (and the early UART) at `u` and installs the real exception vectors,
+/// which print through the console, in place of the early ones.
+fn console_on(u: &crate::platform::Uart) {
+    let kind = match u.kind {
+        crate::platform::UartKind::Pl011 => console::UartKind::Pl011,
+        crate::platform::UartKind::Bcm2835Aux => console::UartKind::MiniUart,
     };
-    match found {
-        EarlyConsole::Dtb(u) => {
-            let kind = match u.kind {
-                crate::platform::UartKind::Pl011 => console::UartKind::Pl011,
-                crate::platform::UartKind::Bcm2835Aux => console::UartKind::MiniUart,
-            };
-            console::init(kind, u.base.as_u64(), u.clock_hz);
-            early_uart::set(&[early_console::EarlyUart {
-                kind: u.kind,
-                base: u.base,
-            }]);
-            set_vectors();
-        }
-        EarlyConsole::Guess { uarts, .. } => early_uart::set(uarts),
-    }
+    console::init(kind, u.base.as_u64(), u.clock_hz);
+    early_uart::set(&[early_console::EarlyUart {
+        kind: u.kind,
+        base: u.base,
+    }]);
+    set_vectors();
 }
 
 fn primary_main(dtb: u64, load_base: u64, el_info: u64) -> ! {
@@ -133,7 +122,6 @@ fn primary_main(dtb: u64, load_base: u64, el_info: u64) -> ! {
         max_cpus: stub::MAX_CPUS,
     };
     let blob = dtb_blob(dtb);
-    early_console_from_dtb(blob.ok(), load_base);
     console::init_logger(log::LevelFilter::Info);
     let parsed = blob
         .map_err(PlatformError::Malformed)
@@ -141,12 +129,20 @@ fn primary_main(dtb: u64, load_base: u64, el_info: u64) -> ! {
     let platform = match parsed {
         Ok(p) => PLATFORM.call_once(|| p),
         Err(e) => {
+            // A refused DTB: its reason goes to the DTB's own console when the DTB names one
+            // (found as Platform::parse finds it, through `ranges`), else stays on the early
+            // UARTs' board guess.
+            if let Ok(b) = blob {
+                match early_console::from_dtb(b, load_base) {
+                    EarlyConsole::Dtb(u) => console_on(&u),
+                    EarlyConsole::Guess { uarts, .. } => early_uart::set(uarts),
+                }
+            }
             early_psci_from_blob(blob.ok());
             fatal(format_args!("{e}"))
         }
     };
-    // The console is the one early_console_from_dtb set up: Platform::parse finds it the same
-    // way, and refuses a DTB without one.
+    console_on(&platform.console);
     log::set_max_level(platform.options.loglevel.unwrap_or(log::LevelFilter::Info));
     info!(
         "kestrel {VERSION} booting at EL2{} on {}",
