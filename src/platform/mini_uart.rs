@@ -217,16 +217,28 @@ pub fn baud_rate(clock_hz: u32, divisor: u16) -> u32 {
     (u64::from(clock_hz) / (8 * (u64::from(divisor) + 1))) as u32
 }
 
+/// LSR polls before [`MiniUart::putc`] gives a byte up: far longer than a byte takes at any
+/// usable rate (87 µs at 115200 baud; each poll is a device read), so only a UART that never
+/// transmits gets there, such as one the firmware left off (no `enable_uart=1`: AUX_ENABLES
+/// clear, every register reads 0). The hypervisor must run on without its console rather than
+/// hang on its first line.
+pub const PUTC_POLLS: u32 = 1_000_000;
+
 /// The mini UART driver.
 pub struct MiniUart<R: Regs32> {
     regs: R,
+    /// Set when a byte was given up: later bytes get one poll each until the UART takes one.
+    stuck: core::cell::Cell<bool>,
 }
 
 impl<R: Regs32> MiniUart<R> {
     /// Wraps a register block. Touches nothing: the firmware (`enable_uart=1`) leaves the UART
     /// running at 115200 8N1, which the hypervisor keeps.
     pub const fn new(regs: R) -> Self {
-        MiniUart { regs }
+        MiniUart {
+            regs,
+            stuck: core::cell::Cell::new(false),
+        }
     }
 
     pub fn regs(&self) -> &R {
@@ -268,12 +280,20 @@ impl<R: Regs32> MiniUart<R> {
         true
     }
 
-    /// Sends one byte, waiting while the TX FIFO is full (LSR bit 5 clear).
-    pub fn putc(&self, b: u8) {
-        while !self.lsr().is_set(LSR::TX_EMPTY) {
+    /// Sends one byte, waiting while the TX FIFO is full (LSR bit 5 clear), at most
+    /// [`PUTC_POLLS`] polls; after a byte was given up, one poll per byte until the UART takes
+    /// one again. Returns whether the byte was queued.
+    pub fn putc(&self, b: u8) -> bool {
+        let polls = if self.stuck.get() { 1 } else { PUTC_POLLS };
+        for _ in 0..polls {
+            if self.try_putc(b) {
+                self.stuck.set(false);
+                return true;
+            }
             core::hint::spin_loop();
         }
-        self.regs.write(off::IO, u32::from(b));
+        self.stuck.set(true);
+        false
     }
 
     /// One received byte, if the RX FIFO holds any (LSR bit 0).
@@ -702,6 +722,60 @@ mod tests {
         m.shift_out(FIFO_DEPTH);
         assert_eq!(m.sent(), (0..20u8).collect::<Vec<_>>());
         assert_eq!(m.dropped(), 0);
+    }
+
+    /// A mini UART the firmware left off (AUX_ENABLES clear): every register reads 0.
+    struct Disabled {
+        reads: core::cell::Cell<usize>,
+        writes: core::cell::Cell<usize>,
+    }
+
+    impl Regs32 for Disabled {
+        fn read(&self, _off: usize) -> u32 {
+            self.reads.set(self.reads.get() + 1);
+            0
+        }
+        fn write(&self, _off: usize, _v: u32) {
+            self.writes.set(self.writes.get() + 1);
+        }
+    }
+
+    #[test]
+    fn putc_gives_up_on_a_disabled_uart_instead_of_hanging() {
+        let d = Disabled {
+            reads: core::cell::Cell::new(0),
+            writes: core::cell::Cell::new(0),
+        };
+        let u = MiniUart::new(&d);
+        assert!(!u.putc(b'k'));
+        assert_eq!(d.reads.get(), PUTC_POLLS as usize);
+        // Once given up, each further byte costs a single poll.
+        for b in b"estrel" {
+            assert!(!u.putc(*b));
+        }
+        assert_eq!(d.reads.get(), PUTC_POLLS as usize + 6);
+        assert_eq!(
+            d.writes.get(),
+            0,
+            "nothing written to a UART that never had room"
+        );
+    }
+
+    #[test]
+    fn putc_resumes_when_a_stuck_uart_takes_bytes_again() {
+        let m = MiniUartModel::stalled();
+        let u = MiniUart::new(&m);
+        for b in 0..FIFO_DEPTH as u8 {
+            assert!(u.putc(b));
+        }
+        assert!(!u.putc(0xee), "a FIFO that never drains: given up");
+        m.shift_out(FIFO_DEPTH);
+        assert!(u.putc(0x42));
+        assert!(u.putc(0x43), "back to normal waiting");
+        m.shift_out(FIFO_DEPTH);
+        let mut want: Vec<u8> = (0..FIFO_DEPTH as u8).collect();
+        want.extend([0x42, 0x43]);
+        assert_eq!(m.sent(), want);
     }
 
     #[test]

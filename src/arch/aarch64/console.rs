@@ -49,7 +49,9 @@ impl PhysUart {
                 }
                 u.write_word(b);
             }
-            PhysUart::Mini(m) => m.putc(b),
+            PhysUart::Mini(m) => {
+                let _ = m.putc(b);
+            }
         }
     }
     fn getc(&mut self) -> Option<u8> {
