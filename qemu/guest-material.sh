@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetches and unpacks the guest material from Debian's arm64 packages into $HV_CACHE (outside the
 # repo; idempotent): the cloud kernel Image (QEMU virt guests), the generic kernel Image and the
-# Raspberry Pi 4 DTB, and busybox-static for the guest initramfs.
+# BCM2711 DTBs (Raspberry Pi 4, Pi 400, CM4), and busybox-static for the guest initramfs.
 set -euo pipefail
 HV_CACHE=${HV_CACHE:-$HOME/.cache/hv-aarch64}
 mkdir -p "$HV_CACHE/debs"
@@ -38,13 +38,19 @@ if [ ! -f "$HV_CACHE/Image-cloud" ]; then
     cp "$(ls cloud/boot/vmlinuz-* | head -1)" "$HV_CACHE/Image-cloud.tmp"
     mv "$HV_CACHE/Image-cloud.tmp" "$HV_CACHE/Image-cloud"
 fi
-if [ ! -f "$HV_CACHE/bcm2711-rpi-4-b.dtb" ] || [ ! -f "$HV_CACHE/Image-generic" ]; then
+# The BCM2711 boards' DTBs: Pi 4 Model B, Pi 400, Compute Module 4 on its IO board.
+pi_dtbs="bcm2711-rpi-4-b.dtb bcm2711-rpi-400.dtb bcm2711-rpi-cm4-io.dtb"
+missing_dtb=0
+for d in $pi_dtbs; do [ -f "$HV_CACHE/$d" ] || missing_dtb=1; done
+if [ $missing_dtb -eq 1 ] || [ ! -f "$HV_CACHE/Image-generic" ]; then
     pkg=$(resolve linux-image-arm64:arm64)
     [ -n "$pkg" ] || { log "cannot resolve linux-image-arm64:arm64"; exit 1; }
     deb=$(fetch_deb "$pkg:arm64")
     unpack "$deb" generic
     cp "$(ls generic/boot/vmlinuz-* | head -1)" "$HV_CACHE/Image-generic"
-    cp "$(find generic -name bcm2711-rpi-4-b.dtb | head -1)" "$HV_CACHE/bcm2711-rpi-4-b.dtb"
+    for d in $pi_dtbs; do
+        cp "$(find generic -name "$d" | head -1)" "$HV_CACHE/$d"
+    done
 fi
 if [ ! -f "$HV_CACHE/busybox" ]; then
     deb=$(fetch_deb busybox-static:arm64)

@@ -14,7 +14,9 @@
 #              is commented out)
 #   --uart     console on GPIO 14/15: mini (mini UART, the default) or pl011 (adds kestrel's
 #              overlays/disable-bt.dtbo, built from boot/rpi4/disable-bt-overlay.dts)
-#   --dtb      the device tree (default $HV_CACHE/bcm2711-rpi-4-b.dtb from qemu/guest-material.sh)
+#   --dtb      the Pi 4 Model B device tree (default $HV_CACHE/bcm2711-rpi-4-b.dtb from
+#              qemu/guest-material.sh); the Pi 400's and the CM4's (bcm2711-rpi-400.dtb,
+#              bcm2711-rpi-cm4-io.dtb) are added from $HV_CACHE, so one card boots all three
 #   --cmdline  cmdline.txt, which the firmware puts in /chosen/bootargs (default loglevel=info)
 #
 # Downloads (firmware, DTB) are cached in $HV_CACHE (default ~/.cache/hv-aarch64).
@@ -36,7 +38,7 @@ while [ $# -gt 0 ]; do
         --uart) uart=$2; shift 2 ;;
         --dtb) dtb=$2; shift 2 ;;
         --cmdline) cmdline=$2; shift 2 ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         -*) log "unknown option $1"; usage ;;
         *) [ -z "$out" ] || usage; out=$1; shift ;;
     esac
@@ -86,6 +88,13 @@ done
 [ -f "$work/fat/start4.elf" ] && [ -f "$work/fat/fixup4.dat" ] || die "firmware in $fw incomplete"
 [ -f "$fw/LICENCE.raspi-firmware" ] && cp "$fw/LICENCE.raspi-firmware" "$work/fat/"
 cp "$dtb" "$work/fat/bcm2711-rpi-4-b.dtb"
+# The firmware loads the DTB named after the board: bcm2711-rpi-400.dtb on a Pi 400; on a CM4,
+# config.txt's [cm4] section names the IO board's mainline DTB.
+for d in bcm2711-rpi-400.dtb bcm2711-rpi-cm4-io.dtb; do
+    [ -f "$HV_CACHE/$d" ] || "$here/guest-material.sh" >&2
+    [ -f "$HV_CACHE/$d" ] || die "$HV_CACHE/$d missing (qemu/guest-material.sh)"
+    cp "$HV_CACHE/$d" "$work/fat/$d"
+done
 
 cp "$repo/boot/rpi4/config.txt" "$work/fat/config.txt"
 if [ "$uart" = pl011 ]; then

@@ -136,3 +136,38 @@ fn raspi4b_prints_why_it_refuses_a_dtb() {
     r.assert_contains("kestrel: halted, power can be removed");
     r.assert_lacks("booting at EL2");
 }
+
+/// The SD image also carries the Pi 400's and the CM4's mainline DTBs (qemu/mksdimage.sh): the
+/// same SoC with other boards around it. Under QEMU's raspi4b (a Pi 4 B underneath), kestrel
+/// finds the same platform through each of them.
+#[test]
+fn raspi4b_boots_with_the_pi_400_and_cm4_device_trees() {
+    if !qemu_available() {
+        return;
+    }
+    for (file, model) in [
+        ("bcm2711-rpi-400.dtb", "Raspberry Pi 400"),
+        (
+            "bcm2711-rpi-cm4-io.dtb",
+            "Raspberry Pi Compute Module 4 IO Board",
+        ),
+    ] {
+        let dtb = cache_dir().join(file);
+        if !dtb.exists() {
+            let st = Command::new(repo().join("qemu/guest-material.sh"))
+                .status()
+                .expect("run qemu/guest-material.sh");
+            assert!(st.success(), "qemu/guest-material.sh failed");
+        }
+        let r = run(
+            &format!("rpi4-{file}"),
+            &["--machine", "raspi4b", "--dtb", dtb.to_str().unwrap()],
+            60,
+        );
+        r.assert_status(0);
+        r.assert_contains(&format!("booting at EL2 on {model}"));
+        r.assert_contains("GICv2, console mini-uart@0xfe215040, psci none");
+        r.assert_contains("kestrel: cpus online: 4");
+        r.assert_contains("kestrel: halted, power can be removed");
+    }
+}
