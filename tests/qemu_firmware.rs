@@ -84,3 +84,21 @@ fn an_exception_before_the_console_is_reported_with_its_syndrome() {
     r.assert_contains("FAR 0xc00000");
     r.assert_contains("this CPU is halted");
 }
+
+/// The firmware hands over no DTB at all (x0 = 0): kestrel cannot learn its console from it,
+/// so the refusal goes to the UART guessed from the load address (QEMU virt's PL011 for an
+/// image loaded above 1 GiB), without timestamps, and the machine halts.
+#[test]
+fn without_a_dtb_the_reason_goes_to_the_guessed_console() {
+    if !qemu_available() {
+        return;
+    }
+    let r = run(
+        "armstub-no-dtb",
+        &["--armstub", "--cpus", "1", "--x0", "0"],
+        60,
+    );
+    r.assert_status(0);
+    r.assert_contains("kestrel: cannot boot: malformed DTB: no DTB pointer in x0");
+    r.assert_contains("kestrel: halted, power can be removed");
+}
