@@ -454,6 +454,20 @@ pub fn power_off() -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
+    if !console::is_ready() {
+        // Before the console exists (the boot CPU, before the DTB is read): the early UART.
+        use core::fmt::Write as _;
+        let w = &mut early_uart::Writer;
+        let _ = writeln!(
+            w,
+            "kestrel: PANIC before the console was up: {}",
+            info.message()
+        );
+        if let Some(l) = info.location() {
+            let _ = writeln!(w, "  at {}:{}:{}", l.file(), l.line(), l.column());
+        }
+        cpu::halt();
+    }
     console::set_panicking();
     console::with_console(|w| {
         let _ = console::write_prefix(w);

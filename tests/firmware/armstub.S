@@ -21,7 +21,8 @@
  *     enabled (GICD_CTLR = 3); this CPU interface's groups enabled with the Secure GICC_CTLR
  *     value the Pi uses (0x1e7) and the priority mask fully open (GICC_PMR = 0xff). Priorities
  *     themselves are left at reset, as the Pi's stub does;
- *   - sets SCTLR_EL2 to its RES1 bits (MMU and caches off) and drops to EL2h, DAIF masked.
+ *   - sets SCTLR_EL2 to its RES1 bits (MMU and caches off), poisons TPIDR_EL2 and VBAR_EL2
+ *     (UNKNOWN at reset on hardware, zero under QEMU) and drops to EL2h, DAIF masked.
  * Then, at Non-secure EL2, CPU 0 branches to the kernel with x0 = the DTB, x1 = x2 = x3 = 0;
  * CPUs 1-3 wait in WFE on their spin-table word (spin_cpuN) and, once it is non-zero, branch
  * there with x0 = 0, still at EL2, MMU off. CPUs with Aff0 >= 4 park for good.
@@ -87,6 +88,12 @@ _start:
     movz    x0, #(SCTLR_EL2_RES1 >> 16), lsl #16
     movk    x0, #(SCTLR_EL2_RES1 & 0xffff)
     msr     sctlr_el2, x0
+    /* EL2 registers whose reset value is UNKNOWN and that no firmware sets: give them a value no
+     * kernel may rely on (QEMU resets them to 0, real hardware need not). */
+    movz    x0, #0xdead, lsl #48
+    movk    x0, #0xbad0
+    msr     tpidr_el2, x0
+    msr     vbar_el2, x0
     mov     x0, #SPSR_EL2H
     msr     spsr_el3, x0
     adr     x0, in_el2
