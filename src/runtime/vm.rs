@@ -437,7 +437,9 @@ impl Vm {
                 continue;
             }
             self.for_each_ram_piece(self.chunk(i as usize), SZ_2M, |pa, n| {
-                stage2_hw::zero_phys(pa, n);
+                // SAFETY: a piece of this VM's RAM (its own buddy blocks) in a chunk not yet
+                // prepared, so not yet mapped at stage 2: no vCPU can reach it.
+                unsafe { stage2_hw::zero_phys(pa, n) };
                 // With FEAT_S2FWB stage 2 forces the guest's view of its RAM to write-back
                 // cacheable, so no non-cacheable guest access can miss the zeroes in the cache.
                 if !self.fwb {
@@ -493,7 +495,9 @@ impl Vm {
     fn write(&self, ipa: Ipa, bytes: &[u8]) {
         let mut done = 0usize;
         self.for_each_ram_piece(ipa, bytes.len() as u64, |pa, n| {
-            stage2_hw::copy_to_phys(pa, &bytes[done..done + n as usize]);
+            // SAFETY: a piece of this VM's RAM, written while the VM is built (no vCPU runs);
+            // `bytes` is the kernel, ramdisk or DTB on the heap, not guest RAM.
+            unsafe { stage2_hw::copy_to_phys(pa, &bytes[done..done + n as usize]) };
             done += n as usize;
         });
     }
@@ -684,7 +688,9 @@ impl RamGuard {
 impl Drop for RamGuard {
     fn drop(&mut self) {
         for (pa, order) in self.0.take().unwrap_or_default() {
-            stage2_hw::zero_phys(pa, PAGE_SIZE << order);
+            // SAFETY: a block from the page allocator that no VM took over: nothing else
+            // refers to it.
+            unsafe { stage2_hw::zero_phys(pa, PAGE_SIZE << order) };
             PAGES.free_frames(pa, order);
         }
     }
@@ -699,7 +705,11 @@ impl Drop for Vm {
         // Scrub what the guest could have written (the prepared blocks), then free it all.
         for (i, flag) in self.prepared.iter().enumerate() {
             if flag.load(Ordering::Acquire) {
-                self.for_each_ram_piece(self.chunk(i), SZ_2M, stage2_hw::zero_phys);
+                self.for_each_ram_piece(self.chunk(i), SZ_2M, |pa, n| {
+                    // SAFETY: this VM's RAM after its stage 2 was destroyed above (no vCPU
+                    // can reach it) and before its blocks go back to the allocator.
+                    unsafe { stage2_hw::zero_phys(pa, n) }
+                });
             }
         }
         for (pa, order) in core::mem::take(&mut self.ram_blocks) {

@@ -10,9 +10,13 @@ use core::arch::asm;
 pub struct HypTableMemory;
 
 impl TableMemory for HypTableMemory {
-    fn table(&self, pa: PhysAddr) -> &TablePage {
-        // SAFETY: the stage-2 code only asks for pages it got from the page allocator (the PGD
-        // and memory-cache pages): page-aligned RAM that EL2 identity-maps read-write and that
+    /// # Safety
+    ///
+    /// The trait's contract: `pa` is a page-aligned stage-2 table page from the page allocator
+    /// that the caller owns.
+    unsafe fn table(&self, pa: PhysAddr) -> &TablePage {
+        // SAFETY: by the contract `pa` is a page the caller got from the page allocator (a PGD
+        // or memory-cache page): page-aligned RAM that EL2 identity-maps read-write and that
         // nothing else uses while the table owns it. A page of AtomicU64 has no invalid bit
         // patterns and every access to it is atomic.
         unsafe { &*(pa.as_u64() as *const TablePage) }
@@ -74,7 +78,14 @@ impl Stage2Tlb for HwTlb {
 
 /// Zeroes `[pa, pa + len)` of RAM (guest memory scrubbing) with DC ZVA where the block size
 /// allows, plain stores otherwise.
-pub fn zero_phys(pa: PhysAddr, len: u64) {
+///
+/// # Safety
+///
+/// `[pa, pa + len)` must be RAM that EL2 identity-maps as normal memory and that the caller
+/// owns: guest RAM no vCPU can reach yet (not mapped at stage 2) or any more (its VM's
+/// stage 2 destroyed), or a block from the page allocator; never the hypervisor's image,
+/// stacks or heap, nor memory any Rust reference points into.
+pub unsafe fn zero_phys(pa: PhysAddr, len: u64) {
     let dczid: u64;
     // SAFETY: reading DCZID_EL0 has no side effect.
     unsafe { asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack)) };
@@ -82,8 +93,9 @@ pub fn zero_phys(pa: PhysAddr, len: u64) {
     let (mut a, end) = (pa.as_u64(), pa.as_u64() + len);
     if dczid & (1 << 4) == 0 && a.is_multiple_of(block * 8) && len.is_multiple_of(block * 8) {
         while a < end {
-            // SAFETY: `a` .. `a + 8 * block` is RAM the caller owns (identity-mapped, normal
-            // memory); eight zeroing operations per iteration keep the loop overhead small.
+            // SAFETY: `a` .. `a + 8 * block` lies in `[pa, pa + len)`, RAM the caller owns by
+            // the contract (identity-mapped, normal memory); eight zeroing operations per
+            // iteration keep the loop overhead small.
             unsafe {
                 asm!(
                     "dc zva, {a}", "add {t}, {a}, {b}", "dc zva, {t}", "add {t}, {t}, {b}",
@@ -109,11 +121,17 @@ unsafe extern "C" {
 
 /// Copies `bytes` into RAM at `pa`: the 64-byte multiple with the bulk copier, the rest with
 /// the ordinary one.
-pub fn copy_to_phys(pa: PhysAddr, bytes: &[u8]) {
+///
+/// # Safety
+///
+/// `[pa, pa + bytes.len())` must be RAM that EL2 identity-maps as normal memory and that the
+/// caller owns (guest RAM of a VM that is being built, which no vCPU runs yet), and must not
+/// overlap `bytes`.
+pub unsafe fn copy_to_phys(pa: PhysAddr, bytes: &[u8]) {
     let bulk = bytes.len() & !63;
     let dst = pa.as_u64() as *mut u8;
-    // SAFETY: the caller owns `[pa, pa + len)` (guest RAM being loaded); it is identity-mapped
-    // normal memory and does not overlap `bytes` (the ramdisk, the heap). The bulk copier reads
+    // SAFETY: by the contract the caller owns `[pa, pa + len)`, identity-mapped normal memory
+    // that does not overlap `bytes` (the ramdisk, the heap). The bulk copier reads
     // and writes exactly `bulk` bytes, a multiple of 64; unaligned 16-byte accesses are fine on
     // normal memory.
     unsafe {

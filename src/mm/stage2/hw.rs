@@ -1,7 +1,15 @@
-//! The two traits through which the stage-2 logic reaches hardware: table memory and TLB
-//! maintenance. The arch layer implements them with the EL2 identity map and real `TLBI`/`DSB`/
-//! `ISB` instructions; host tests implement them with fakes (see [`super::testing`]).
-#![forbid(unsafe_code)]
+//! The two traits through which the stage-2 logic reaches hardware: table memory and TLB and
+//! cache maintenance. The arch layer implements them with the EL2 identity map and real `TLBI`/
+//! `IC`/`DSB`/`ISB` instructions; host tests implement them with fakes (see [`super::testing`]).
+//!
+//! [`TableMemory::table`] turns a physical address into a reference, so it is an `unsafe fn`.
+//! The rest of the stage-2 module reaches table memory only through [`load_entry`],
+//! [`store_entry`] and [`zero_pages`] below, the one place that calls it, under the module's
+//! invariant: *the stage-2 code names only table pages it owns* — the PGD it allocated in
+//! `Stage2Table::new`, pages that went through a [`super::MemCache`] (allocated by its
+//! `topup`, or freed table pages it was given back), and addresses it read from descriptors it
+//! wrote itself. Nothing outside `mm::stage2` can pass an address to these functions.
+#![deny(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -14,42 +22,96 @@ pub type TablePage = [AtomicU64; ENTRIES_PER_TABLE];
 
 /// Access to the memory that holds translation tables.
 ///
-/// Contract: `table(pa)` may be called for any page obtained from the frame allocator that
-/// backs the stage-2 tables (the PGD and every page that went through a [`super::MemCache`]).
 /// At EL2 this is the identity map (`HvVirtAddr::from_phys`); descriptors are `AtomicU64`, so
-/// updates need no `unsafe` beyond the one cast in the arch layer.
+/// updates are atomic stores through a shared reference. The frame allocator a table is
+/// created with must hand out pages this memory reaches (the EL2 page allocator with the
+/// identity map; [`super::testing::FakePhys`], which is both, in host tests).
+#[allow(unsafe_code)]
 pub trait TableMemory {
-    /// The descriptors of the table page at `pa` (page aligned).
-    fn table(&self, pa: PhysAddr) -> &TablePage;
+    /// The descriptors of the table page at `pa`.
+    ///
+    /// # Safety
+    ///
+    /// `pa` must be a page-aligned page of translation-table memory that the caller owns: the
+    /// PGD of a stage-2 table or a page obtained from the frame allocator for its tables,
+    /// not freed, and used for nothing but those 512 descriptors while the returned reference
+    /// is alive. (Implementations may turn any address into a reference; at EL2, one that
+    /// is not such a page would alias hypervisor or guest memory.)
+    unsafe fn table(&self, pa: PhysAddr) -> &TablePage;
 
     /// Stores one descriptor. The stage-2 code calls this for every descriptor write, with
     /// release ordering so that a table's contents are visible before the descriptor that
     /// points to it (`smp_store_release` in Linux's `stage2_make_pte`). Override only to
     /// observe writes (tests).
-    fn store(&self, table: PhysAddr, index: usize, value: u64) {
-        self.table(table)[index].store(value, Ordering::Release);
+    ///
+    /// # Safety
+    ///
+    /// As for [`TableMemory::table`], for the page `table`; `index` < 512.
+    unsafe fn store(&self, table: PhysAddr, index: usize, value: u64) {
+        // SAFETY: the caller upholds `table`'s contract for this page.
+        let page = unsafe { self.table(table) };
+        page[index].store(value, Ordering::Release);
     }
 
     /// Zeroes `pages` pages from `pa`.
-    fn zero(&self, pa: PhysAddr, pages: usize) {
+    ///
+    /// # Safety
+    ///
+    /// As for [`TableMemory::table`], for each of the `pages` pages.
+    unsafe fn zero(&self, pa: PhysAddr, pages: usize) {
         for p in 0..pages as u64 {
-            for e in self.table(pa + p * PAGE_SIZE).iter() {
+            // SAFETY: the caller upholds `table`'s contract for every page of the range.
+            for e in unsafe { self.table(pa + p * PAGE_SIZE) }.iter() {
                 e.store(0, Ordering::Relaxed);
             }
         }
     }
 }
 
+#[allow(unsafe_code)]
 impl<T: TableMemory + ?Sized> TableMemory for &T {
-    fn table(&self, pa: PhysAddr) -> &TablePage {
-        (**self).table(pa)
+    unsafe fn table(&self, pa: PhysAddr) -> &TablePage {
+        // SAFETY: forwarded; the caller upholds the contract.
+        unsafe { (**self).table(pa) }
     }
-    fn store(&self, table: PhysAddr, index: usize, value: u64) {
-        (**self).store(table, index, value)
+    unsafe fn store(&self, table: PhysAddr, index: usize, value: u64) {
+        // SAFETY: forwarded; the caller upholds the contract.
+        unsafe { (**self).store(table, index, value) }
     }
-    fn zero(&self, pa: PhysAddr, pages: usize) {
-        (**self).zero(pa, pages)
+    unsafe fn zero(&self, pa: PhysAddr, pages: usize) {
+        // SAFETY: forwarded; the caller upholds the contract.
+        unsafe { (**self).zero(pa, pages) }
     }
+}
+
+/// Reads descriptor `index` of the stage-2 table page `table` (acquire).
+#[allow(unsafe_code)]
+pub(super) fn load_entry<M: TableMemory + ?Sized>(mem: &M, table: PhysAddr, index: usize) -> u64 {
+    // SAFETY: module invariant (top of this file): `table` is a table page this stage-2 code
+    // owns.
+    let page = unsafe { mem.table(table) };
+    page[index].load(Ordering::Acquire)
+}
+
+/// Stores descriptor `index` of the stage-2 table page `table` (release).
+#[allow(unsafe_code)]
+pub(super) fn store_entry<M: TableMemory + ?Sized>(
+    mem: &M,
+    table: PhysAddr,
+    index: usize,
+    value: u64,
+) {
+    // SAFETY: module invariant (top of this file): `table` is a table page this stage-2 code
+    // owns.
+    unsafe { mem.store(table, index, value) }
+}
+
+/// Zeroes `pages` stage-2 table pages from `pa`.
+#[allow(unsafe_code)]
+pub(super) fn zero_pages<M: TableMemory + ?Sized>(mem: &M, pa: PhysAddr, pages: usize) {
+    // SAFETY: module invariant (top of this file): the pages are table pages this stage-2
+    // code owns (a freshly allocated PGD, a page entering a memory cache).
+    unsafe { mem.zero(pa, pages) }
 }
 
 /// TLB maintenance and barriers for stage 2, all Inner Shareable (broadcast to every CPU).

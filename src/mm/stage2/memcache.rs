@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 
 use super::Stage2Error;
-use super::hw::TableMemory;
+use super::hw::{TableMemory, load_entry, store_entry, zero_pages};
 use crate::addr::PhysAddr;
 use crate::mm::frame::FrameAllocator;
 
@@ -79,15 +79,15 @@ impl MemCache {
     }
 
     /// Takes one zeroed page.
-    pub(crate) fn pop<M: TableMemory + ?Sized>(&mut self, mem: &M) -> Option<PhysAddr> {
+    pub(super) fn pop<M: TableMemory + ?Sized>(&mut self, mem: &M) -> Option<PhysAddr> {
         let pa = self.head?;
-        let link = mem.table(pa)[0].load(core::sync::atomic::Ordering::Relaxed);
+        let link = load_entry(mem, pa, 0);
         self.head = if link & LINK_TAG != 0 {
             Some(PhysAddr::new(link & !LINK_TAG))
         } else {
             None
         };
-        mem.store(pa, 0, 0);
+        store_entry(mem, pa, 0, 0);
         self.len -= 1;
         Some(pa)
     }
@@ -95,10 +95,10 @@ impl MemCache {
     /// Adds a page, zeroing it. The page must be unreachable by any table walker: for a table
     /// page unhooked from a live table, only after the TLB invalidation that covers it has
     /// completed.
-    pub(crate) fn push<M: TableMemory + ?Sized>(&mut self, mem: &M, pa: PhysAddr) {
-        mem.zero(pa, 1);
+    pub(super) fn push<M: TableMemory + ?Sized>(&mut self, mem: &M, pa: PhysAddr) {
+        zero_pages(mem, pa, 1);
         if let Some(next) = self.head {
-            mem.store(pa, 0, next.as_u64() | LINK_TAG);
+            store_entry(mem, pa, 0, next.as_u64() | LINK_TAG);
         }
         self.head = Some(pa);
         self.len += 1;

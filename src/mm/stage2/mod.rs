@@ -89,7 +89,13 @@
 //! point of coherency before they are first mapped (KVM's `clean_dcache_guest_page`) and the
 //! instruction cache invalidated for executable mappings; that cache maintenance belongs to
 //! the arch layer (e.g. when loading the guest image and in the fault path on `Mapped`).
-#![forbid(unsafe_code)]
+//!
+//! # `unsafe`
+//!
+//! Every file but two forbids it. [`hw`] declares [`TableMemory::table`] `unsafe` (it turns a
+//! physical address into a reference) and holds the module's three accessors that call it;
+//! [`testing`] implements it for fake memory. See `hw.rs` for the invariant they rely on.
+#![deny(unsafe_code)]
 
 pub mod desc;
 pub mod dirty;

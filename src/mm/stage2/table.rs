@@ -19,7 +19,7 @@ use super::dirty::DirtyLog;
 use super::geometry::{
     ENTRIES_PER_TABLE, LAST_LEVEL, Stage2Geometry, leaf_size_index, level_allows_leaf, level_size,
 };
-use super::hw::{Stage2Tlb, TableMemory};
+use super::hw::{Stage2Tlb, TableMemory, store_entry, zero_pages};
 use super::memcache::MemCache;
 use super::stats::Stage2Stats;
 use super::vmid::Vmid;
@@ -96,7 +96,7 @@ impl<M: TableMemory, T: Stage2Tlb> Stage2Table<M, T> {
             alloc.free_frames(root, order);
             return Err(Stage2Error::Misaligned);
         }
-        mem.zero(root, geo.root_pages());
+        zero_pages(&mem, root, geo.root_pages());
         let stats = Stage2Stats {
             table_pages: geo.root_pages() as u64,
             ..Stage2Stats::default()
@@ -457,7 +457,7 @@ impl<'a, M: TableMemory + ?Sized, T: Stage2Tlb + ?Sized> Writer<'a, M, T> {
     }
 
     fn store(&mut self, table: PhysAddr, index: usize, value: u64) {
-        self.mem.store(table, index, value);
+        store_entry(self.mem, table, index, value);
         self.unpublished = true;
     }
 
@@ -672,7 +672,7 @@ impl<M: TableMemory + ?Sized, T: Stage2Tlb + ?Sized> Ctx<'_, M, T> {
         // The new table is not reachable yet: plain stores.
         for i in 0..ENTRIES_PER_TABLE {
             let d = leaf_like(e.desc, oa + i as u64 * child_size, child_level);
-            self.w.mem.store(page, i, d);
+            store_entry(self.w.mem, page, i, d);
         }
         self.w.stats.table_pages += 1;
         self.w.stats.mapped[leaf_size_index(child_level)] += ENTRIES_PER_TABLE as u64;

@@ -2,7 +2,9 @@
 //! can use them: a fake physical memory that is at once the frame allocator and the table
 //! memory (leak, double-free and wrong-order checking, poisoned fresh pages, failure
 //! injection), and TLBs that do nothing or count. Nothing at EL2 uses this module.
-#![forbid(unsafe_code)]
+// Only the `TableMemory` impl (whose methods the trait declares `unsafe`) is allowed unsafe;
+// its bodies are safe code (the fake pages are ordinary boxes, every address is checked).
+#![deny(unsafe_code)]
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -131,9 +133,27 @@ impl FakePhys {
         (i < self.pages.len()).then_some(i)
     }
 
+    /// The fake page at `pa`. Panics on an address that is not fake memory: only the stage-2
+    /// code's own bugs can produce one, and this is a test double.
+    pub fn page(&self, pa: PhysAddr) -> &TablePage {
+        match self.index(pa) {
+            Some(i) => &self.pages[i],
+            None => panic!("FakePhys: {pa:?} is not a fake page"),
+        }
+    }
+
+    /// Stores one descriptor, as the stage-2 code does through [`TableMemory::store`] (seen by
+    /// the observer). Tests use it directly to play a buggy writer.
+    pub fn write_entry(&self, table: PhysAddr, index: usize, value: u64) {
+        let old = self.page(table)[index].swap(value, Ordering::AcqRel);
+        if let Some(o) = &self.observer {
+            o.stored(table, index, old, value);
+        }
+    }
+
     fn fill(&self, pa: PhysAddr, pages: usize, value: u64) {
         for p in 0..pages as u64 {
-            for e in self.table(pa + p * PAGE_SIZE).iter() {
+            for e in self.page(pa + p * PAGE_SIZE).iter() {
                 e.store(value, Ordering::Relaxed);
             }
         }
@@ -208,24 +228,19 @@ impl FrameAllocator for FakePhys {
     }
 }
 
+/// Every method is safe to call with any address (see [`FakePhys::page`]); they are `unsafe`
+/// only because the trait declares them so.
+#[allow(unsafe_code)]
 impl TableMemory for FakePhys {
-    /// Panics on an address that is not fake memory: only the stage-2 code's own bugs can
-    /// produce one, and this is a test double.
-    fn table(&self, pa: PhysAddr) -> &TablePage {
-        match self.index(pa) {
-            Some(i) => &self.pages[i],
-            None => panic!("FakePhys: {pa:?} is not a fake page"),
-        }
+    unsafe fn table(&self, pa: PhysAddr) -> &TablePage {
+        self.page(pa)
     }
 
-    fn store(&self, table: PhysAddr, index: usize, value: u64) {
-        let old = self.table(table)[index].swap(value, Ordering::AcqRel);
-        if let Some(o) = &self.observer {
-            o.stored(table, index, old, value);
-        }
+    unsafe fn store(&self, table: PhysAddr, index: usize, value: u64) {
+        self.write_entry(table, index, value);
     }
 
-    fn zero(&self, pa: PhysAddr, pages: usize) {
+    unsafe fn zero(&self, pa: PhysAddr, pages: usize) {
         self.fill(pa, pages, 0);
     }
 }

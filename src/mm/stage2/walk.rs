@@ -12,12 +12,10 @@
 //! The concatenated root is walked as `root_pages` consecutive level-`start` tables.
 #![forbid(unsafe_code)]
 
-use core::sync::atomic::Ordering;
-
 use super::Stage2Error;
 use super::desc::{is_table, table_addr};
 use super::geometry::{ENTRIES_PER_TABLE, Stage2Geometry, level_shift, level_size};
-use super::hw::TableMemory;
+use super::hw::{TableMemory, load_entry};
 use crate::addr::{Ipa, PAGE_SIZE, PhysAddr};
 
 /// What the walker does after a visit.
@@ -81,12 +79,13 @@ pub trait Visitor<M: TableMemory + ?Sized> {
     }
 }
 
-pub fn load<M: TableMemory + ?Sized>(mem: &M, table: PhysAddr, index: usize) -> u64 {
-    mem.table(table)[index].load(Ordering::Acquire)
+/// Reads descriptor `index` of the table page `table`.
+pub(super) fn load<M: TableMemory + ?Sized>(mem: &M, table: PhysAddr, index: usize) -> u64 {
+    load_entry(mem, table, index)
 }
 
 /// Walks `[start, end)` (page aligned, inside the IPA space) of the table rooted at `root`.
-pub fn walk<M, V>(
+pub(super) fn walk<M, V>(
     mem: &M,
     geo: &Stage2Geometry,
     root: PhysAddr,

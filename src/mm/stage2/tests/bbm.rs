@@ -5,7 +5,7 @@ use super::*;
 use crate::addr::{Ipa, PhysAddr};
 use crate::mm::frame::FrameAllocator;
 use crate::mm::stage2::desc::{LeafAttrs, S2Perms, table_addr};
-use crate::mm::stage2::hw::{Stage2Tlb, TableMemory};
+use crate::mm::stage2::hw::Stage2Tlb;
 use crate::mm::stage2::memcache::MemCache;
 use crate::mm::stage2::walk::load;
 
@@ -287,7 +287,7 @@ fn recorder_flags_a_valid_to_valid_store_without_break_before_make() {
     t.map(&mut c, ipa(0x5000), pa(0x9000), K4, RAM).unwrap();
     let (e, desc) = t.leaf_entry(ipa(0x5000)).unwrap();
     let moved = crate::mm::stage2::desc::leaf_like(desc, 0xa000, 3);
-    phys.store(e.table, e.index, moved);
+    phys.write_entry(e.table, e.index, moved);
     assert!(
         rec.violations()
             .iter()
@@ -303,11 +303,11 @@ fn recorder_flags_a_break_whose_invalidation_did_not_complete() {
     c.topup(&phys, &phys, 2).unwrap();
     t.map(&mut c, ipa(0x5000), pa(0x9000), K4, RAM).unwrap();
     let (e, desc) = t.leaf_entry(ipa(0x5000)).unwrap();
-    phys.store(e.table, e.index, 0);
+    phys.write_entry(e.table, e.index, 0);
     rec.dsb_ishst();
     rec.tlbi_ipas2e1is(t.vmid(), ipa(0x5000), Some(3));
     // No DSB ISH: the TLBI has not completed.
-    phys.store(
+    phys.write_entry(
         e.table,
         e.index,
         crate::mm::stage2::desc::leaf_like(desc, 0xa000, 3),
@@ -328,7 +328,7 @@ fn recorder_flags_a_wrong_level_hint_and_a_missing_vmalle1() {
         c.topup(&phys, &phys, 2).unwrap();
         t.map(&mut c, ipa(0x5000), pa(0x9000), K4, RAM).unwrap();
         let (e, _) = t.leaf_entry(ipa(0x5000)).unwrap();
-        phys.store(e.table, e.index, 0);
+        phys.write_entry(e.table, e.index, 0);
         rec.dsb_ishst();
         rec.tlbi_ipas2e1is(t.vmid(), ipa(0x5000), hint);
         rec.dsb_ish();
@@ -352,7 +352,7 @@ fn recorder_flags_a_tlbi_before_the_store_was_published() {
     c.topup(&phys, &phys, 2).unwrap();
     t.map(&mut c, ipa(0x5000), pa(0x9000), K4, RAM).unwrap();
     let (e, _) = t.leaf_entry(ipa(0x5000)).unwrap();
-    phys.store(e.table, e.index, 0);
+    phys.write_entry(e.table, e.index, 0);
     rec.tlbi_ipas2e1is(t.vmid(), ipa(0x5000), Some(3));
     assert!(rec.violations().iter().any(|v| v.contains("made visible")));
 }
@@ -367,7 +367,7 @@ fn recorder_flags_a_table_page_freed_before_its_invalidation() {
     // Unhook the level-2 table from the root and free it at once.
     let root = t.root();
     let d = load(&phys, root, 0);
-    phys.store(root, 0, 0);
+    phys.write_entry(root, 0, 0);
     rec.dsb_ishst();
     let l2 = table_addr(d);
     let l3 = table_addr(load(&phys, l2, 0));

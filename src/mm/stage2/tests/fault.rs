@@ -12,7 +12,7 @@ use crate::mm::stage2::locked::LockedStage2;
 use crate::mm::stage2::memcache::MemCache;
 use crate::mm::stage2::stats::FaultKind;
 use crate::mm::stage2::testing::{FakePhys, NoopTlb, POISON};
-use crate::mm::stage2::{DirtyLog, Stage2Error, Stage2Table, TableMemory};
+use crate::mm::stage2::{DirtyLog, Stage2Error, Stage2Table};
 
 fn ipa(v: u64) -> Ipa {
     Ipa::new(v)
@@ -451,7 +451,7 @@ fn topup_fills_with_zeroed_pages_and_drain_returns_them_all() {
     assert_eq!(c.len(), 5, "already enough");
     let p = c.pop(&phys).unwrap();
     assert!(
-        phys.table(p)
+        phys.page(p)
             .iter()
             .all(|e| e.load(std::sync::atomic::Ordering::Relaxed) == 0),
         "a popped page is all zero (fresh pages are poisoned with {POISON:#x})"
