@@ -74,6 +74,20 @@ impl Stage2Tlb for HwTlb {
             asm!("tlbi vmalls12e1is", options(nostack))
         });
     }
+    fn dsb_nsh(&self) {
+        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::NSH);
+    }
+    fn tlbi_ipas2e1(&self, vmid: Vmid, ipa: Ipa, _level_hint: Option<u8>) {
+        let op = (ipa.as_u64() >> 12) & ((1 << 40) - 1);
+        // SAFETY: TLB invalidation has no effect on memory contents.
+        self.with_vmid(vmid, || unsafe {
+            asm!("tlbi ipas2e1, {}", in(reg) op, options(nostack))
+        });
+    }
+    fn tlbi_vmalle1(&self, vmid: Vmid) {
+        // SAFETY: as above.
+        self.with_vmid(vmid, || unsafe { asm!("tlbi vmalle1", options(nostack)) });
+    }
 }
 
 /// Zeroes `[pa, pa + len)` of RAM (guest memory scrubbing) with DC ZVA where the block size

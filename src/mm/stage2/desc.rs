@@ -315,8 +315,9 @@ pub enum Change {
     /// Only bits the walker ignores differ (a table's entry count): plain store.
     SoftwareOnly,
     /// Same output address, memory type and size; permissions or AF only grow. Needs neither
-    /// break-before-make nor invalidation: a stale, more restrictive TLB entry at worst causes
-    /// one more (spurious) permission fault.
+    /// break-before-make nor invalidation here: a stale, more restrictive TLB entry causes a
+    /// permission fault, and the fault path then invalidates that IPA on the faulting PE
+    /// (`Stage2Table::handle_fault`; a TLB may keep the entry until then).
     Relax,
     /// Same output address, memory type and size; some permission is taken away. No break is
     /// needed, but the old entry must be invalidated before the operation completes.

@@ -12,7 +12,7 @@ use super::geometry::{LAST_LEVEL, Stage2Geometry, level_size};
 use super::hw::{Stage2Tlb, TableMemory};
 use super::memcache::MemCache;
 use super::stats::FaultKind;
-use super::table::{CommitVisitor, Ctx, Inval, Stage2Table};
+use super::table::{CommitVisitor, Ctx, Inval, Stage2Table, Writer};
 use super::walk::{Entry, Flow};
 use crate::addr::{Ipa, PAGE_SIZE, PhysAddr, Range};
 
@@ -271,6 +271,15 @@ impl<M: TableMemory, T: Stage2Tlb> Stage2Table<M, T> {
     ///
     /// The outcome depends on the table as it is now, not on the reported fault kind: a fault
     /// that raced with another vCPU's fix finds the access allowed and returns `AlreadyMapped`.
+    ///
+    /// A *permission* fault may come from an entry cached in the faulting PE's TLB, and the
+    /// architecture lets that entry stay until it is invalidated: relaxing the descriptor (or
+    /// finding it already relaxed) is not enough, the guest would retry on the stale entry and
+    /// fault again, forever. So whenever a permission fault ends with the access allowed, the
+    /// faulting IPA is invalidated on this PE (KVM: `kvm_pgtable_stage2_relax_perms` with
+    /// `__kvm_tlb_flush_vmid_ipa_nsh`, also for `-EAGAIN`). Other PEs holding the old entry
+    /// fault and invalidate for themselves. Translation and access-flag faults come from
+    /// entries no TLB may hold, so they need nothing.
     pub fn handle_fault(
         &mut self,
         cache: &mut MemCache,
@@ -280,6 +289,22 @@ impl<M: TableMemory, T: Stage2Tlb> Stage2Table<M, T> {
         let r = self.handle_fault_inner(cache, regions, fault);
         if !matches!(r, Err(Stage2Error::CacheEmpty { .. })) {
             self.stats.faults[fault.kind as usize][fault.level.min(LAST_LEVEL) as usize] += 1;
+        }
+        if fault.kind == FaultKind::Permission
+            && matches!(
+                r,
+                Ok(FaultOutcome::Mapped { .. }
+                    | FaultOutcome::AlreadyMapped
+                    | FaultOutcome::PermissionRelaxed { .. }
+                    | FaultOutcome::DirtyMarked { .. }
+                    | FaultOutcome::AccessFlagSet)
+            )
+        {
+            let level = (1..=LAST_LEVEL)
+                .contains(&fault.level)
+                .then_some(fault.level);
+            let mut w = Writer::new(&self.mem, &self.tlb, self.vmid, &mut self.stats);
+            w.invalidate_local(fault.ipa.align_down(PAGE_SIZE).as_u64(), level);
         }
         r
     }

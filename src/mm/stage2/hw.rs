@@ -135,6 +135,15 @@ pub trait Stage2Tlb {
     fn tlbi_vmalle1is(&self, vmid: Vmid);
     /// `TLBI VMALLS12E1IS`: all stage-1 and stage-2 entries of the VMID, walk caches included.
     fn tlbi_vmalls12e1is(&self, vmid: Vmid);
+
+    /// `DSB NSH`: earlier TLBIs of this PE only (the non-broadcast ones below) have completed.
+    fn dsb_nsh(&self);
+    /// `TLBI IPAS2E1` (this PE only) for `ipa`, level hint as for
+    /// [`Stage2Tlb::tlbi_ipas2e1is`]. Used on the permission-fault path, where the stale entry
+    /// is in the faulting PE's TLB.
+    fn tlbi_ipas2e1(&self, vmid: Vmid, ipa: Ipa, level_hint: Option<u8>);
+    /// `TLBI VMALLE1` (this PE only).
+    fn tlbi_vmalle1(&self, vmid: Vmid);
 }
 
 impl<T: Stage2Tlb + ?Sized> Stage2Tlb for &T {
@@ -155,5 +164,14 @@ impl<T: Stage2Tlb + ?Sized> Stage2Tlb for &T {
     }
     fn tlbi_vmalls12e1is(&self, vmid: Vmid) {
         (**self).tlbi_vmalls12e1is(vmid)
+    }
+    fn dsb_nsh(&self) {
+        (**self).dsb_nsh()
+    }
+    fn tlbi_ipas2e1(&self, vmid: Vmid, ipa: Ipa, level_hint: Option<u8>) {
+        (**self).tlbi_ipas2e1(vmid, ipa, level_hint)
+    }
+    fn tlbi_vmalle1(&self, vmid: Vmid) {
+        (**self).tlbi_vmalle1(vmid)
     }
 }

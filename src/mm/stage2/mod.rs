@@ -47,7 +47,10 @@
 //!
 //! All stores into live tables go through `Writer::set_entry` (in `table.rs`, where the
 //! sequence is spelled out). Invalid-to-valid stores and permission *relaxations* are plain
-//! stores; permission restrictions are stores followed by invalidation; any other change of a
+//! stores (a PE that keeps the old, stricter entry takes a permission fault, and every
+//! permission fault ends with `TLBI IPAS2E1` + `TLBI VMALLE1` on the faulting PE: see
+//! [`Stage2Table::handle_fault`]); permission restrictions are stores followed by
+//! invalidation; any other change of a
 //! valid entry is break-before-make: invalid entry, `DSB ISHST`, `TLBI IPAS2E1IS` (level hint),
 //! `DSB ISH`, `TLBI VMALLE1IS`, `DSB ISH`, `ISB`, new entry; when the old entry was a table
 //! with anything below it, `TLBI VMALLS12E1IS` for the VMID replaces the two TLBIs, and the

@@ -29,6 +29,8 @@ pub struct Stage2Stats {
     pub tlbi_vmalle1: u64,
     /// `TLBI VMALLS12E1IS` issued.
     pub tlbi_vmalls12: u64,
+    /// Local (this PE only) invalidations of one IPA after a permission fault.
+    pub tlbi_local: u64,
     /// Valid-to-valid replacements done with break-before-make.
     pub bbm: u64,
     /// Entries whose permissions were relaxed in place (no BBM, no TLBI).
@@ -61,7 +63,7 @@ impl fmt::Display for Stage2Stats {
         write!(
             f,
             "tables={} faults(T/AF/P)={}/{}/{} mapped(4K/2M/1G)={}/{}/{} \
-             installed(4K/2M/1G)={}/{}/{} tlbi(ipa/e1/s12)={}/{}/{} bbm={} relaxed={} \
+             installed(4K/2M/1G)={}/{}/{} tlbi(ipa/e1/s12/local)={}/{}/{}/{} bbm={} relaxed={} \
              restricted={} perm-relax={} spurious={} splits={} merges={} dirty={} retries={}",
             self.table_pages,
             self.faults_of(FaultKind::Translation),
@@ -76,6 +78,7 @@ impl fmt::Display for Stage2Stats {
             self.tlbi_ipa,
             self.tlbi_vmalle1,
             self.tlbi_vmalls12,
+            self.tlbi_local,
             self.bbm,
             self.relaxed,
             self.restricted,

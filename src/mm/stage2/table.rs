@@ -468,8 +468,9 @@ impl<'a, M: TableMemory + ?Sized, T: Stage2Tlb + ?Sized> Writer<'a, M, T> {
     /// `stage2_try_break_pte` + `stage2_make_pte` and Hafnium's `mm_replace_entry`):
     ///
     /// - invalid -> anything: store (TLBs never hold translations that fault).
-    /// - permissions/AF only grow (same output, type, size): store; a stale entry can only
-    ///   cause one more spurious permission fault, so no break and no TLBI are needed.
+    /// - permissions/AF only grow (same output, type, size): store, no break and no TLBI. A
+    ///   PE that cached the old entry may keep it and take a permission fault on it; the
+    ///   fault path then invalidates that IPA on that PE ([`Writer::invalidate_local`]).
     /// - permissions shrink: store, then invalidate the IPA (no break is needed for a
     ///   permission change, but the old, more permissive entry must not outlive the operation).
     /// - valid -> invalid: store 0, then invalidate.
@@ -588,6 +589,25 @@ impl<'a, M: TableMemory + ?Sized, T: Stage2Tlb + ?Sized> Writer<'a, M, T> {
             // Also completes anything batched.
             self.invalidate_vmid();
         }
+    }
+
+    /// Drops this PE's TLB entries for `ipa` (a leaf at `level`, if known): `TLBI IPAS2E1`,
+    /// `DSB NSH`, `TLBI VMALLE1`, `DSB NSH`, `ISB` — the stage-2 entry first, so that no
+    /// combined entry can refill from it (Linux's `__kvm_tlb_flush_vmid_ipa_nsh`). Used on a
+    /// stage-2 permission fault, after the fix (if any) was published: the faulting entry may
+    /// stay in the faulting PE's TLB, and only there, until invalidated.
+    pub(super) fn invalidate_local(&mut self, ipa: u64, level: Option<u8>) {
+        self.flush();
+        if self.unpublished {
+            self.tlb.dsb_ishst();
+            self.unpublished = false;
+        }
+        self.tlb.tlbi_ipas2e1(self.vmid, Ipa::new(ipa), level);
+        self.tlb.dsb_nsh();
+        self.tlb.tlbi_vmalle1(self.vmid);
+        self.tlb.dsb_nsh();
+        self.tlb.isb();
+        self.stats.tlbi_local += 1;
     }
 
     /// `TLBI VMALLS12E1IS` for the VMID; completes batched invalidations too.

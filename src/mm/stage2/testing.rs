@@ -256,6 +256,9 @@ impl Stage2Tlb for NoopTlb {
     fn tlbi_ipas2e1is(&self, _vmid: Vmid, _ipa: Ipa, _level_hint: Option<u8>) {}
     fn tlbi_vmalle1is(&self, _vmid: Vmid) {}
     fn tlbi_vmalls12e1is(&self, _vmid: Vmid) {}
+    fn dsb_nsh(&self) {}
+    fn tlbi_ipas2e1(&self, _vmid: Vmid, _ipa: Ipa, _level_hint: Option<u8>) {}
+    fn tlbi_vmalle1(&self, _vmid: Vmid) {}
 }
 
 /// A TLB that counts what it is asked to do (thread safe).
@@ -267,6 +270,9 @@ pub struct CountingTlb {
     pub tlbi_ipa: AtomicU64,
     pub tlbi_vmalle1: AtomicU64,
     pub tlbi_vmalls12: AtomicU64,
+    pub dsb_nsh: AtomicU64,
+    /// Non-broadcast (this PE only) `TLBI IPAS2E1` and `TLBI VMALLE1`.
+    pub tlbi_local: AtomicU64,
 }
 
 impl CountingTlb {
@@ -299,5 +305,14 @@ impl Stage2Tlb for CountingTlb {
     }
     fn tlbi_vmalls12e1is(&self, _vmid: Vmid) {
         Self::bump(&self.tlbi_vmalls12)
+    }
+    fn dsb_nsh(&self) {
+        Self::bump(&self.dsb_nsh)
+    }
+    fn tlbi_ipas2e1(&self, _vmid: Vmid, _ipa: Ipa, _level_hint: Option<u8>) {
+        Self::bump(&self.tlbi_local)
+    }
+    fn tlbi_vmalle1(&self, _vmid: Vmid) {
+        Self::bump(&self.tlbi_local)
     }
 }

@@ -9,6 +9,7 @@ mod model;
 mod ops;
 mod recorder;
 mod split_merge;
+mod vcpu_tlb;
 
 use std::sync::Arc;
 

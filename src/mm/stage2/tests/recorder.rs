@@ -19,6 +19,16 @@
 //!   or while it is still reachable;
 //! - after an operation (`check_coherent`): a cached translation that grants more than the
 //!   table does now, or a walk-cache entry for a table that is gone.
+//!
+//! It also models the TLB of one PE, "this vCPU" ([`Recorder::vcpu_access`]), the way real
+//! hardware may behave and TCG does not: an entry the vCPU used (including one that then
+//! faulted for lack of permission) stays until a completed TLBI removes it — a broadcast one
+//! at the next `DSB ISH`, a local one (`TLBI IPAS2E1` / `VMALLE1`) at the next `DSB NSH` or
+//! `DSB ISH`. As on hardware, a stage-2 TLBI by IPA leaves combined stage-1+2 entries alone
+//! (only `VMALLE1`/`VMALLS12E1` reach them, and a `VMALLE1` completed before the IPA TLBI lets
+//! them refill from the stale stage-2 entry). Entries with AF = 0 are never cached (the access
+//! flag fault comes from the walk). While [`Recorder::elsewhere`] runs, local maintenance is
+//! another PE's and does not reach this model.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -28,8 +38,10 @@ use crate::addr::{Ipa, PAGE_SIZE, PhysAddr};
 use crate::mm::stage2::desc::{
     DescFormat, S2_LEAF, af_set, is_leaf, is_table, is_valid, leaf_oa, leaf_perms, table_addr,
 };
+use crate::mm::stage2::fault::AccessKind;
 use crate::mm::stage2::geometry::{Stage2Geometry, level_shift, level_size};
 use crate::mm::stage2::hw::Stage2Tlb;
+use crate::mm::stage2::stats::FaultKind;
 use crate::mm::stage2::testing::MemObserver;
 use crate::mm::stage2::vmid::Vmid;
 
@@ -62,6 +74,21 @@ pub enum Event {
     },
     TlbiVmallE1,
     TlbiVmallS12,
+    DsbNsh,
+    /// `TLBI IPAS2E1` (this PE only).
+    TlbiIpaLocal {
+        ipa: u64,
+        level: Option<u8>,
+    },
+    /// `TLBI VMALLE1` (this PE only).
+    TlbiVmallE1Local,
+}
+
+/// A stage-2 fault as the model vCPU's hardware reports it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct HwFault {
+    pub kind: FaultKind,
+    pub level: u8,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -88,6 +115,13 @@ struct State {
     events: Vec<Event>,
     violations: Vec<String>,
     recording: bool,
+    /// The model vCPU's TLB: stage-2 entries it used, combined stage-1+2 entries.
+    local_s2: BTreeMap<Key, Vec<u64>>,
+    local_combined: BTreeMap<Key, Vec<u64>>,
+    /// Local TLBIs issued on this PE, completed at its next DSB.
+    local_pending: Vec<Tlbi>,
+    /// Code runs on another PE: its local TLBIs do not reach the model vCPU.
+    elsewhere: bool,
 }
 
 pub struct Recorder {
@@ -272,6 +306,9 @@ impl State {
             return;
         };
         let pending = std::mem::take(&mut self.pending);
+        for &t in &pending {
+            self.complete_local(t);
+        }
         for t in pending {
             match t {
                 Tlbi::Ipa(ipa, hint) => {
@@ -304,6 +341,34 @@ impl State {
                     self.cache_all();
                 }
             }
+        }
+    }
+
+    /// A TLBI reaching the model vCPU's TLB has completed.
+    fn complete_local(&mut self, t: Tlbi) {
+        match t {
+            Tlbi::Ipa(ipa, hint) => {
+                let hit: Vec<Key> = Self::overlapping(&self.local_s2, ipa, ipa + 1)
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .filter(|(_, l)| hint.is_none_or(|h| h == *l))
+                    .collect();
+                for k in hit {
+                    self.local_s2.remove(&k);
+                }
+            }
+            // Combined entries may refill from whatever stage-2 entries are still cached.
+            Tlbi::VmallE1 => self.local_combined = self.local_s2.clone(),
+            Tlbi::VmallS12 => {
+                self.local_s2.clear();
+                self.local_combined.clear();
+            }
+        }
+    }
+
+    fn complete_local_pending(&mut self) {
+        for t in std::mem::take(&mut self.local_pending) {
+            self.complete_local(t);
         }
     }
 
@@ -443,8 +508,87 @@ impl Recorder {
         }
     }
 
+    /// A TLBI that reaches only the PE issuing it.
+    fn local_tlbi(&self, vmid: Vmid, t: Tlbi, e: Event) {
+        let mut s = self.state.lock().unwrap();
+        self.event(&mut s, e);
+        let Some((_, _, mine)) = s.attached else {
+            return;
+        };
+        if s.unpublished {
+            s.violations.push(format!(
+                "{e:?} issued before earlier stores were made visible (DSB)"
+            ));
+        }
+        if vmid == mine && !s.elsewhere {
+            s.local_pending.push(t);
+        }
+    }
+
     pub fn fmt(&self) -> DescFormat {
         self.fmt
+    }
+
+    /// Runs `f` as code on another PE: its local TLB maintenance does not reach the model
+    /// vCPU's TLB (broadcast maintenance still does).
+    pub fn elsewhere<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.state.lock().unwrap().elsewhere = true;
+        let r = f();
+        self.state.lock().unwrap().elsewhere = false;
+        r
+    }
+
+    /// One access by the model vCPU to `ipa`. A cached entry answers if there is one (the least
+    /// permissive, if several: a TLB may use any of them); otherwise the table is walked and
+    /// the leaf cached (unless AF = 0) whether or not it allows the access.
+    pub fn vcpu_access(&self, ipa: Ipa, access: AccessKind) -> Result<(), HwFault> {
+        let mut s = self.state.lock().unwrap();
+        let ipa = ipa.as_u64();
+        let allows = |d: u64| {
+            let p = leaf_perms(d);
+            match access {
+                AccessKind::Read => p.read,
+                AccessKind::Write => p.write,
+                AccessKind::Exec => p.exec,
+            }
+        };
+        let mut cached = Self::cached_for(&s.local_combined, ipa);
+        cached.extend(Self::cached_for(&s.local_s2, ipa));
+        if !cached.is_empty() {
+            return match cached.iter().find(|(_, d)| !allows(*d)) {
+                Some(&((_, level), _)) => Err(HwFault {
+                    kind: FaultKind::Permission,
+                    level,
+                }),
+                None => Ok(()),
+            };
+        }
+        let Some((base, level, d)) = s.lookup(ipa) else {
+            return Err(HwFault {
+                kind: FaultKind::Translation,
+                level: 3,
+            });
+        };
+        if !af_set(d) {
+            return Err(HwFault {
+                kind: FaultKind::AccessFlag,
+                level,
+            });
+        }
+        State::add(&mut s.local_s2, (base, level), d);
+        State::add(&mut s.local_combined, (base, level), d);
+        if allows(d) {
+            Ok(())
+        } else {
+            Err(HwFault {
+                kind: FaultKind::Permission,
+                level,
+            })
+        }
+    }
+
+    fn cached_for(map: &BTreeMap<Key, Vec<u64>>, ipa: u64) -> Vec<(Key, u64)> {
+        State::overlapping(map, ipa, ipa + 1)
     }
 }
 
@@ -523,6 +667,9 @@ impl Stage2Tlb for Recorder {
         let mut s = self.state.lock().unwrap();
         self.event(&mut s, Event::DsbIsh);
         s.unpublished = false;
+        if !s.elsewhere {
+            s.complete_local_pending();
+        }
         s.complete();
     }
     fn isb(&self) {
@@ -544,5 +691,22 @@ impl Stage2Tlb for Recorder {
     }
     fn tlbi_vmalls12e1is(&self, vmid: Vmid) {
         self.tlbi(vmid, Tlbi::VmallS12, Event::TlbiVmallS12);
+    }
+    fn dsb_nsh(&self) {
+        let mut s = self.state.lock().unwrap();
+        self.event(&mut s, Event::DsbNsh);
+        if !s.elsewhere {
+            s.complete_local_pending();
+        }
+    }
+    fn tlbi_ipas2e1(&self, vmid: Vmid, ipa: Ipa, level_hint: Option<u8>) {
+        let e = Event::TlbiIpaLocal {
+            ipa: ipa.as_u64(),
+            level: level_hint,
+        };
+        self.local_tlbi(vmid, Tlbi::Ipa(ipa.as_u64(), level_hint), e);
+    }
+    fn tlbi_vmalle1(&self, vmid: Vmid) {
+        self.local_tlbi(vmid, Tlbi::VmallE1, Event::TlbiVmallE1Local);
     }
 }
