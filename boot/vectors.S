@@ -10,6 +10,8 @@
  *
  * Current EL (a fault in the hypervisor itself): the registers go into a frame pushed on the
  * current stack and kestrel_hyp_exception(frame, kind) prints a report and halts this CPU.
+ * It returns only for an exception it fixed up (the AT of stage2_hw::translate_guest_va):
+ * then the frame, with its new pc, is restored and popped, and the hypervisor resumes.
  *
  * kind: 0 sync, 1 irq, 2 fiq, 3 serror; +4 current EL with SP_EL0, +8 current EL with SP_ELx,
  * +12 lower EL AArch32.
@@ -110,8 +112,27 @@ hyp_exception_common:
     SAVE_GUEST_REST
     mov     x0, sp
     bl      kestrel_hyp_exception
-1:  wfe
-    b       1b
+    ldp     x0, x1, [sp, #16 * 15 + 8]   /* pc, pstate */
+    msr     elr_el2, x0
+    msr     spsr_el2, x1
+    ldp     x0, x1, [sp, #16 * 0]
+    ldp     x2, x3, [sp, #16 * 1]
+    ldp     x4, x5, [sp, #16 * 2]
+    ldp     x6, x7, [sp, #16 * 3]
+    ldp     x8, x9, [sp, #16 * 4]
+    ldp     x10, x11, [sp, #16 * 5]
+    ldp     x12, x13, [sp, #16 * 6]
+    ldp     x14, x15, [sp, #16 * 7]
+    ldp     x16, x17, [sp, #16 * 8]
+    ldp     x18, x19, [sp, #16 * 9]
+    ldp     x20, x21, [sp, #16 * 10]
+    ldp     x22, x23, [sp, #16 * 11]
+    ldp     x24, x25, [sp, #16 * 12]
+    ldp     x26, x27, [sp, #16 * 13]
+    ldp     x28, x29, [sp, #16 * 14]
+    ldr     x30, [sp, #16 * 15]
+    add     sp, sp, #{FRAME_SIZE}
+    eret
 
 /* kestrel_idle_on_stack(sp): abandon the current stack and run the idle loop. */
     .global kestrel_idle_on_stack

@@ -4,15 +4,17 @@
 //! Fast paths first: an HVC (SMCCC/PSCI), a stage-2 fault on RAM, an access to an emulated
 //! device, a physical interrupt for the vCPU. Anything the hypervisor does not handle becomes an
 //! exception injected into the guest with a log line; the hypervisor carries on.
+use crate::addr::Ipa;
 use crate::arch::aarch64::gic;
 use crate::arch::aarch64::vcpu_hw::LiveEl1;
-use crate::arch::aarch64::{cpu, exception};
+use crate::arch::aarch64::{cpu, exception, stage2_hw};
 use crate::mm::PAGES;
-use crate::mm::stage2::{AccessKind, FaultKind, FaultOutcome, Stage2Error, Stage2Fault};
+use crate::mm::stage2::AccessKind;
+use crate::mm::stage2::{FaultKind, FaultOutcome, Stage2Error, Stage2Fault};
 use crate::psci::PsciAction;
 use crate::runtime::vm::{ExitStats, StopKind, Vm};
 use crate::runtime::vmm::{self, Vcpu};
-use crate::trap::esr::{self, Esr, ExceptionClass, FaultStatus, InjectedAbort, SysReg};
+use crate::trap::esr::{self, Esr, ExceptionClass, FaultStatus, InjectedAbort, IpaSource, SysReg};
 use crate::vcpu::{GuestRegs, VectorKind, inject_exception, pstate};
 use crate::vdev::{AccessCtx, Effect, Effects};
 use aarch64_cpu::registers::{ESR_EL2, FAR_EL2, HPFAR_EL2, Readable};
@@ -146,19 +148,53 @@ fn fault_kind(s: FaultStatus) -> Option<(FaultKind, u8)> {
     }
 }
 
+/// The IPA of a stage-2 abort (see [`FaultStatus::ipa_source`]).
+enum AbortIpa {
+    At(Ipa),
+    /// HPFAR_EL2 is UNKNOWN for this fault and FAR_EL2 no longer translates (the guest changed
+    /// its stage-1 tables since the fault, or the `AT` itself faulted): let the guest retry the
+    /// access, which faults again with a fresh syndrome.
+    Retry,
+    /// Not a stage-2 translation fault (an External abort, ...), or FAR_EL2 is not valid.
+    Unknown,
+}
+
+/// Reads the faulting IPA from HPFAR_EL2 where the architecture writes it, else translates
+/// FAR_EL2 with `AT S1E1R` (KVM's `__get_fault_info`).
+fn abort_ipa(status: FaultStatus, s1ptw: bool, far_not_valid: bool, far: u64) -> AbortIpa {
+    match status.ipa_source(s1ptw) {
+        IpaSource::Hpfar => AbortIpa::At(esr::fault_ipa(HPFAR_EL2.get(), far)),
+        IpaSource::TranslateFar if !far_not_valid => {
+            match esr::fault_ipa_from_par(stage2_hw::translate_guest_va(far), far) {
+                Some(ipa) => AbortIpa::At(ipa),
+                None => AbortIpa::Retry,
+            }
+        }
+        IpaSource::TranslateFar | IpaSource::None => AbortIpa::Unknown,
+    }
+}
+
 fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
     let Some(da) = esr.data_abort() else {
         return undef(v, frame, "bad data abort", esr);
     };
-    let ipa = esr::fault_ipa(HPFAR_EL2.get(), FAR_EL2.get());
-    let access = if da.write {
-        AccessKind::Write
-    } else {
-        AccessKind::Read
+    // FAR_EL2 is read once: the `AT` below may take an exception that overwrites it.
+    let far = FAR_EL2.get();
+    let ipa = match abort_ipa(da.status, da.s1ptw, da.far_not_valid, far) {
+        AbortIpa::At(ipa) => ipa,
+        AbortIpa::Retry => return,
+        AbortIpa::Unknown => {
+            warn!(
+                "kestrel: vm {}: data abort {:?} at VA {far:#x} (pc {:#x}); injecting an abort",
+                v.vm.name, da.status, frame.pc
+            );
+            return inject_abort(v, frame, InjectedAbort::Data { write: da.write }, far);
+        }
     };
     if let Some((kind, level)) = fault_kind(da.status)
         && v.vm.memmap.lookup(ipa).is_some()
     {
+        let access = AccessKind::of_abort(false, da.write, da.s1ptw, kind);
         ExitStats::bump(&v.vm.stats.data_abort_ram);
         v.vm.prepare_for_fault(ipa);
         let fault = Stage2Fault {
@@ -181,12 +217,7 @@ fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
                  injecting an abort",
                 v.vm.name, frame.pc
             );
-            return inject_abort(
-                v,
-                frame,
-                InjectedAbort::Data { write: da.write },
-                FAR_EL2.get(),
-            );
+            return inject_abort(v, frame, InjectedAbort::Data { write: da.write }, far);
         };
         let ctx = AccessCtx { vcpu: v.index };
         let mut fx = Effects::new();
@@ -215,12 +246,7 @@ fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
                     if a.write { "write" } else { "read" },
                     a.width.bytes()
                 );
-                inject_abort(
-                    v,
-                    frame,
-                    InjectedAbort::Data { write: a.write },
-                    FAR_EL2.get(),
-                );
+                inject_abort(v, frame, InjectedAbort::Data { write: a.write }, far);
             }
         }
         return;
@@ -231,18 +257,21 @@ fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
         if da.write { "write" } else { "read" },
         frame.pc
     );
-    inject_abort(
-        v,
-        frame,
-        InjectedAbort::Data { write: da.write },
-        FAR_EL2.get(),
-    );
+    inject_abort(v, frame, InjectedAbort::Data { write: da.write }, far);
 }
 
 fn instruction_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
     ExitStats::bump(&v.vm.stats.instr_abort);
-    let ipa = esr::fault_ipa(HPFAR_EL2.get(), FAR_EL2.get());
-    if let Some(ia) = esr.instruction_abort()
+    let Some(ia) = esr.instruction_abort() else {
+        return undef(v, frame, "bad instruction abort", esr);
+    };
+    let far = FAR_EL2.get();
+    let ipa = match abort_ipa(ia.status, ia.s1ptw, ia.far_not_valid, far) {
+        AbortIpa::At(ipa) => Some(ipa),
+        AbortIpa::Retry => return,
+        AbortIpa::Unknown => None,
+    };
+    if let Some(ipa) = ipa
         && let Some((kind, level)) = fault_kind(ia.status)
     {
         v.vm.prepare_for_fault(ipa);
@@ -250,7 +279,7 @@ fn instruction_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
             ipa,
             kind,
             level,
-            access: AccessKind::Exec,
+            access: AccessKind::of_abort(true, false, ia.s1ptw, kind),
         };
         match stage2_fault(v, &fault) {
             Some(FaultOutcome::NotInRegion) | Some(FaultOutcome::AccessDenied) => {}
@@ -258,11 +287,11 @@ fn instruction_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
         }
     }
     warn!(
-        "kestrel: vm {}: instruction fetch at {ipa:?} (pc {:#x}) from no executable memory; \
-         injecting an abort",
-        v.vm.name, frame.pc
+        "kestrel: vm {}: instruction fetch at {ipa:?} (pc {:#x}, {:?}) from no executable \
+         memory; injecting an abort",
+        v.vm.name, frame.pc, ia.status
     );
-    inject_abort(v, frame, InjectedAbort::Instruction, FAR_EL2.get());
+    inject_abort(v, frame, InjectedAbort::Instruction, far);
 }
 
 /// Runs the stage-2 fault path. `None` when the VM was stopped (out of memory).

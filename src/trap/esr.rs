@@ -432,6 +432,26 @@ impl FaultStatus {
         }
     }
 
+    /// Where the faulting IPA of a stage-2 abort with this status and ISS.S1PTW can be read.
+    ///
+    /// HPFAR_EL2 is written only for stage-2 Translation, Access flag and Address size faults,
+    /// and for stage-2 Permission faults *on a stage-1 table walk* (Arm ARM R_FKLWR, D24.2
+    /// "HPFAR_EL2"; KVM's `__hpfar_valid`). For any other stage-2 permission fault it is
+    /// UNKNOWN: translate FAR_EL2 instead (AT S1E1R, as KVM's `__translate_far_to_hpfar`).
+    /// External aborts, parity errors and the rest are not stage-2 translation faults: their
+    /// IPA is not needed (the guest gets the abort) and translating FAR could fault again on
+    /// the same walk, so there is no source.
+    pub fn ipa_source(self, s1ptw: bool) -> IpaSource {
+        match self {
+            FaultStatus::Translation { .. }
+            | FaultStatus::AccessFlag { .. }
+            | FaultStatus::AddressSize { .. } => IpaSource::Hpfar,
+            FaultStatus::Permission { .. } if s1ptw => IpaSource::Hpfar,
+            FaultStatus::Permission { .. } => IpaSource::TranslateFar,
+            _ => IpaSource::None,
+        }
+    }
+
     /// The translation table level the fault is reported at, when the code carries one.
     pub fn level(self) -> Option<i8> {
         match self {
@@ -445,6 +465,18 @@ impl FaultStatus {
             _ => None,
         }
     }
+}
+
+/// Where a stage-2 abort's IPA comes from ([`FaultStatus::ipa_source`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum IpaSource {
+    /// HPFAR_EL2.FIPA with FAR_EL2`[11:0]` ([`fault_ipa`]).
+    Hpfar,
+    /// HPFAR_EL2 is UNKNOWN: translate FAR_EL2 with the guest's stage 1 (`AT S1E1R`) and take
+    /// the IPA from PAR_EL1 ([`fault_ipa_from_par`]).
+    TranslateFar,
+    /// Not a stage-2 translation fault: no IPA.
+    None,
 }
 
 /// A decoded data abort ISS.
@@ -831,6 +863,16 @@ pub fn fault_ipa(hpfar_el2: u64, far_el2: u64) -> Ipa {
     Ipa::new((hpfar.read(HPFAR_EL2::FIPA) << 12) | (far_el2 & 0xfff))
 }
 
+/// The faulting IPA from the PAR_EL1 value of an `AT S1E1R` of FAR_EL2 (D24.2 "PAR_EL1"):
+/// PA`[51:12]` is the IPA's page when F = 0, FAR_EL2`[11:0]` the offset. `None` when the
+/// translation failed (F = 1): the guest changed its stage-1 tables since the fault, and
+/// retrying the access will fault again with a fresh syndrome.
+pub fn fault_ipa_from_par(par_el1: u64, far_el2: u64) -> Option<Ipa> {
+    const F: u64 = 1;
+    const PA: u64 = 0x000f_ffff_ffff_f000;
+    (par_el1 & F == 0).then(|| Ipa::new((par_el1 & PA) | (far_el2 & 0xfff)))
+}
+
 /// Which synchronous abort to inject.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum InjectedAbort {
@@ -1107,6 +1149,55 @@ mod tests {
             })
         );
         assert_eq!(esr(0x00, 0).wfx(), None);
+    }
+
+    #[test]
+    fn hpfar_is_trusted_only_for_the_faults_that_write_it() {
+        // Every FSC with and without S1PTW: HPFAR_EL2 for translation, access flag and
+        // address size faults, and for permission faults on a stage-1 walk; other stage-2
+        // permission faults translate FAR_EL2; the rest have no IPA.
+        for fsc in 0..64u8 {
+            let st = FaultStatus::decode(fsc);
+            for s1ptw in [false, true] {
+                let want = match st {
+                    FaultStatus::Translation { .. }
+                    | FaultStatus::AccessFlag { .. }
+                    | FaultStatus::AddressSize { .. } => IpaSource::Hpfar,
+                    FaultStatus::Permission { .. } if s1ptw => IpaSource::Hpfar,
+                    FaultStatus::Permission { .. } => IpaSource::TranslateFar,
+                    _ => IpaSource::None,
+                };
+                assert_eq!(st.ipa_source(s1ptw), want, "FSC {fsc:#x} S1PTW {s1ptw}");
+            }
+        }
+        // Named spot checks (DFSC 0b0011xx permission, 0b0001xx translation).
+        let perm3 = FaultStatus::decode(0x0f);
+        assert_eq!(perm3.ipa_source(false), IpaSource::TranslateFar);
+        assert_eq!(perm3.ipa_source(true), IpaSource::Hpfar);
+        assert_eq!(
+            FaultStatus::decode(0x07).ipa_source(false),
+            IpaSource::Hpfar
+        );
+        assert_eq!(FaultStatus::decode(0x10).ipa_source(false), IpaSource::None);
+    }
+
+    #[test]
+    fn par_el1_gives_the_ipa_page_and_far_the_offset() {
+        // F = 0: PA[51:12] (attributes in [63:56] and SH/NS bits ignored) | FAR[11:0].
+        let par = (0xff << 56) | 0x0000_0012_3456_7000 | (0b11 << 7) | (1 << 9);
+        assert_eq!(
+            fault_ipa_from_par(par, 0xffff_8000_0000_0abc),
+            Some(Ipa::new(0x12_3456_7abc))
+        );
+        assert_eq!(
+            fault_ipa_from_par(0x000f_ffff_ffff_f000, 0xfff),
+            Some(Ipa::new(0x000f_ffff_ffff_ffff))
+        );
+        // F = 1: the AT failed (FST in [6:1]); no IPA.
+        assert_eq!(
+            fault_ipa_from_par(0x0000_0012_3456_7000 | 1 | (0x07 << 1), 0),
+            None
+        );
     }
 
     #[test]

@@ -60,11 +60,19 @@ pub fn report(frame: &TrapFrame, kind: u64, esr: u64, far: u64) {
 }
 
 /// Entry from vectors.S for an exception taken from EL2 itself: report it and halt this CPU.
+/// The one exception that returns (vectors.S then resumes from `frame`): a synchronous
+/// exception of the `AT` that looks up a fault's IPA, resumed at its fixup.
 #[unsafe(no_mangle)]
-extern "C" fn kestrel_hyp_exception(frame: *const TrapFrame, kind: u64) -> ! {
+extern "C" fn kestrel_hyp_exception(frame: *mut TrapFrame, kind: u64) {
     use aarch64_cpu::registers::{ESR_EL2, FAR_EL2, Readable};
-    // SAFETY: vectors.S passes a pointer to the frame it just filled on this CPU's stack.
-    let frame = unsafe { &*frame };
+    // SAFETY: vectors.S passes a pointer to the frame it just filled on this CPU's stack,
+    // used by nothing else until this returns.
+    let frame = unsafe { &mut *frame };
+    let sync_at_el2 = kind & 3 == 0 && matches!(kind >> 2, 1 | 2);
+    if sync_at_el2 && let Some(fixup) = super::stage2_hw::at_fixup(frame.pc) {
+        frame.pc = fixup;
+        return;
+    }
     report(frame, kind, ESR_EL2.get(), FAR_EL2.get());
     console::with_console(|w| {
         let _ = writeln!(w, "kestrel: cpu{} halted", cpu::current_index());

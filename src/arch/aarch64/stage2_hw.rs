@@ -1,9 +1,62 @@
 //! The stage-2 logic's two hardware traits at EL2: table pages reached through the identity
-//! map, and TLB maintenance with real TLBI / DSB / ISB instructions.
+//! map, and TLB maintenance with real TLBI / DSB / ISB instructions. Also the `AT S1E1R` that
+//! finds the IPA of a stage-2 permission fault, and guest-memory helpers.
 use crate::addr::{Ipa, PhysAddr};
 use crate::mm::stage2::{Stage2Tlb, TableMemory, TablePage, Vmid};
-use aarch64_cpu::registers::{Readable, VTTBR_EL2, Writeable};
-use core::arch::asm;
+use aarch64_cpu::registers::{PAR_EL1, Readable, VTTBR_EL2, Writeable};
+use core::arch::{asm, global_asm};
+
+// `kestrel_at_s1e1r(va) -> PAR_EL1`: translates a guest virtual address with the guest's live
+// EL1&0 stage-1 regime and its stage 2. Faults of the translation land in PAR_EL1 (F = 1), but
+// an `AT` may also take a synchronous exception at EL2 itself (an External abort on the
+// stage-1 walk, KVM's `__kvm_at`). The hypervisor's exception handler resumes such an
+// exception of the instruction at `kestrel_at_s1e1r_insn` at `kestrel_at_s1e1r_fixup`
+// ([`at_fixup`]), which returns F = 1. The registers are restored from the exception frame;
+// ELR_EL2/SPSR_EL2/ESR_EL2/FAR_EL2 are clobbered, which the exit path allows for (it reads
+// the guest's fault registers before and returns to the guest from its own frame).
+global_asm!(
+    ".section .text.kestrel_at_s1e1r, \"ax\"",
+    ".global kestrel_at_s1e1r",
+    ".global kestrel_at_s1e1r_insn",
+    ".global kestrel_at_s1e1r_fixup",
+    "kestrel_at_s1e1r:",
+    "kestrel_at_s1e1r_insn:",
+    "    at s1e1r, x0",
+    "    isb",
+    "    mrs x0, par_el1",
+    "    ret",
+    "kestrel_at_s1e1r_fixup:",
+    "    mov x0, #1",
+    "    ret",
+);
+
+// SAFETY: defined by the global_asm! above with this signature; the labels are code
+// addresses that are only compared, never read.
+unsafe extern "C" {
+    fn kestrel_at_s1e1r(va: u64) -> u64;
+    safe static kestrel_at_s1e1r_insn: u8;
+    safe static kestrel_at_s1e1r_fixup: u8;
+}
+
+/// PAR_EL1 after `AT S1E1R` of the guest virtual address `va` (F = 1 when the translation
+/// failed or the `AT` took an exception). The guest's own PAR_EL1 is left as it was. Call only
+/// on the exit path, with the vCPU's EL1 state and VTTBR_EL2 live.
+pub fn translate_guest_va(va: u64) -> u64 {
+    let saved = PAR_EL1.get();
+    // SAFETY: an address translation only reads translation tables and writes PAR_EL1,
+    // restored below; if it takes an exception, the handler resumes at the fixup
+    // (`at_fixup`), which returns like the routine does.
+    let par = unsafe { kestrel_at_s1e1r(va) };
+    PAR_EL1.set(saved);
+    par
+}
+
+/// Where a synchronous exception taken at EL2 by the instruction at `pc` resumes, when that
+/// instruction is the `AT` of [`translate_guest_va`].
+pub fn at_fixup(pc: u64) -> Option<u64> {
+    let insn = core::ptr::addr_of!(kestrel_at_s1e1r_insn) as u64;
+    (pc == insn).then_some(core::ptr::addr_of!(kestrel_at_s1e1r_fixup) as u64)
+}
 
 /// Stage-2 table pages, reached through the EL2 identity map of RAM.
 #[derive(Clone, Copy, Default)]

@@ -205,6 +205,28 @@ pub enum AccessKind {
 }
 
 impl AccessKind {
+    /// The access a stage-2 abort needs stage 2 to allow, from its syndrome: `instruction`
+    /// (an instruction abort), ISS.WnR, ISS.S1PTW and the fault kind.
+    ///
+    /// A fault on the guest's own stage-1 table walk (S1PTW = 1) is an access to the table,
+    /// never an instruction fetch. A *permission* fault there means the walker was writing:
+    /// guest RAM is always readable, so only a hardware update of the descriptor's access flag
+    /// or dirty state (FEAT_HAFDBS) can be refused. It counts as a write whatever WnR says
+    /// (the Arm ARM does not promise WnR for walks), or a dirty-logged table page would stay
+    /// write-protected and the walk fault forever. A translation or access-flag fault on the
+    /// walk is a read: a write-protected mapping can then still be created (and the next
+    /// hardware update takes the permission fault). KVM decides the same
+    /// (`kvm_is_write_fault`).
+    pub fn of_abort(instruction: bool, wnr: bool, s1ptw: bool, kind: FaultKind) -> Self {
+        match (s1ptw, instruction) {
+            (true, _) if kind == FaultKind::Permission => Self::Write,
+            (true, _) => Self::Read,
+            (false, true) => Self::Exec,
+            (false, false) if wnr => Self::Write,
+            (false, false) => Self::Read,
+        }
+    }
+
     fn perms(self) -> S2Perms {
         match self {
             Self::Read => S2Perms::R,

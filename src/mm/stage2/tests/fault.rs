@@ -557,3 +557,24 @@ fn the_locked_fault_path_tops_up_outside_the_lock_and_retries_after_cache_empty(
 
 use crate::mm::stage2::desc::LeafAttrs;
 use crate::mm::stage2::geometry::Stage2Geometry;
+
+#[test]
+fn the_access_of_an_abort_follows_wnr_except_on_a_stage1_walk() {
+    use FaultKind::{AccessFlag, Permission, Translation};
+    let of = AccessKind::of_abort;
+    for kind in [Translation, AccessFlag, Permission] {
+        assert_eq!(of(false, false, false, kind), AccessKind::Read);
+        assert_eq!(of(false, true, false, kind), AccessKind::Write);
+        assert_eq!(of(true, false, false, kind), AccessKind::Exec);
+        // On the guest's stage-1 walk (data or instruction side, WnR ignored): a permission
+        // fault is a hardware descriptor update, a write; anything else a read of the table.
+        let walk = if kind == Permission {
+            AccessKind::Write
+        } else {
+            AccessKind::Read
+        };
+        for (instruction, wnr) in [(false, false), (false, true), (true, false)] {
+            assert_eq!(of(instruction, wnr, true, kind), walk, "{kind:?}");
+        }
+    }
+}

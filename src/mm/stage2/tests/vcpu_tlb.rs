@@ -292,3 +292,41 @@ fn the_model_keeps_combined_entries_until_vmalle1_after_the_ipa_invalidation() {
         vm.finish();
     }
 }
+
+#[test]
+fn a_hardware_update_of_a_guest_table_in_a_dirty_logged_page_is_a_write() {
+    // The guest's stage-1 tables live in its RAM. With FEAT_HAFDBS the walker writes the
+    // access flag into a descriptor: under dirty logging that page is write-protected, so
+    // the walk takes a stage-2 permission fault with S1PTW = 1 (WnR is not reliable there;
+    // here 0). Decoded as a read, the fault path finds reads allowed and the walk faults
+    // forever; decoded as a write, the page is marked dirty and made writable.
+    let (rec, phys) = recorded(64);
+    let mut vm = Vm::new(&phys, &rec);
+    vm.start_dirty_log();
+    let table_page = RAM + 3 * M2 + 0x4000;
+    // The walker reads the table (a translation fault on the walk: a read, mapped RO).
+    let walk = |hw: HwFault| Stage2Fault {
+        ipa: Ipa::new(table_page),
+        kind: hw.kind,
+        level: hw.level,
+        access: AccessKind::of_abort(false, false, true, hw.kind),
+    };
+    assert_eq!(vm.run_with(table_page, AccessKind::Read, walk), Ok(1));
+    assert!(
+        !vm.s2
+            .lock()
+            .dirty_log()
+            .unwrap()
+            .is_dirty(Ipa::new(table_page))
+    );
+    // The walker sets AF in a descriptor there.
+    assert_eq!(vm.run_with(table_page, AccessKind::Write, walk), Ok(1));
+    assert!(
+        vm.s2
+            .lock()
+            .dirty_log()
+            .unwrap()
+            .is_dirty(Ipa::new(table_page))
+    );
+    vm.finish();
+}
