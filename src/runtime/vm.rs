@@ -442,8 +442,14 @@ impl Vm {
                 unsafe { stage2_hw::zero_phys(pa, n) };
                 // With FEAT_S2FWB stage 2 forces the guest's view of its RAM to write-back
                 // cacheable, so no non-cacheable guest access can miss the zeroes in the cache.
+                // Without it they go to the PoC, which also serves instruction fetches; with
+                // it, instruction fetches still need them at the PoU unless CTR_EL0.IDC (the
+                // I-cache side is done when stage 2 makes the memory executable).
+                use crate::arch::aarch64::cache;
                 if !self.fwb {
-                    crate::arch::aarch64::cache::clean_invalidate_dcache_range(pa.as_u64(), n);
+                    cache::clean_invalidate_dcache_range(pa.as_u64(), n);
+                } else if !cache::cache_type().idc() {
+                    cache::clean_dcache_pou_range(pa.as_u64(), n);
                 }
             });
             flag.store(true, Ordering::Release);

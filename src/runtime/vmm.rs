@@ -116,6 +116,10 @@ pub fn run(platform: &'static Platform) -> ! {
         use aarch64_cpu::registers::{ID_AA64MMFR2_EL1, Readable};
         ID_AA64MMFR2_EL1.read(ID_AA64MMFR2_EL1::FWB) == 1
     };
+    info!(
+        "kestrel: caches: {}",
+        crate::arch::aarch64::cache::cache_type()
+    );
     MACHINE.call_once(|| MachineView {
         fwb,
         gic_v3: platform.gic.version == crate::platform::GicVersion::V3,

@@ -1,11 +1,41 @@
-//! Data-cache maintenance by virtual address (Arm ARM D7.5: DC CVAC / IVAC / CIVAC).
+//! Cache maintenance by virtual address (Arm ARM D7.5: DC CVAC / CVAU / IVAC / CIVAC, IC IVAU)
+//! and this CPU's cache type.
+use crate::mm::stage2::icache::{CacheType, IcacheSync};
 use core::arch::asm;
 
-fn dcache_line_size() -> u64 {
+/// This CPU's CTR_EL0.
+pub fn cache_type() -> CacheType {
     let ctr: u64;
     // SAFETY: reading CTR_EL0 has no side effects.
     unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
-    4 << ((ctr >> 16) & 0xf)
+    CacheType::new(ctr)
+}
+
+fn dcache_line_size() -> u64 {
+    cache_type().dcache_line()
+}
+
+/// Makes instruction fetches from `[start, start + len)` see memory as the data side left it
+/// at the PoU, as CTR_EL0 requires ([`CacheType::icache_sync`]): nothing with DIC, `IC IVAU`
+/// per line on a PIPT I-cache for small ranges, else `IC IALLUIS`; then `DSB ISH`, `ISB`.
+pub fn invalidate_icache_range(start: u64, len: u64) {
+    match cache_type().icache_sync(len) {
+        IcacheSync::None => return,
+        // SAFETY: instruction-cache invalidation has no effect on memory.
+        IcacheSync::All => unsafe { asm!("ic ialluis", options(nostack, preserves_flags)) },
+        IcacheSync::ByLine { line } => {
+            let mut a = start & !(line - 1);
+            let end = start.saturating_add(len);
+            while a < end {
+                // SAFETY: invalidating instruction-cache lines has no effect on memory; `a` is
+                // an identity-mapped address (IC IVAU may fault on an unmapped one).
+                unsafe { asm!("ic ivau, {}", in(reg) a, options(nostack, preserves_flags)) };
+                a += line;
+            }
+        }
+    }
+    // SAFETY: barriers have no memory-safety effect.
+    unsafe { asm!("dsb ish", "isb", options(nostack, preserves_flags)) };
 }
 
 macro_rules! dc_range {
@@ -48,6 +78,7 @@ macro_rules! dc_range {
     };
 }
 dc_range!(clean_dcache_range, "cvac", "CVAC (clean to PoC)");
+dc_range!(clean_dcache_pou_range, "cvau", "CVAU (clean to PoU)");
 dc_range!(invalidate_dcache_range, "ivac", "IVAC (invalidate to PoC)");
 dc_range!(
     clean_invalidate_dcache_range,

@@ -141,6 +141,10 @@ impl Stage2Tlb for HwTlb {
         // SAFETY: as above.
         self.with_vmid(vmid, || unsafe { asm!("tlbi vmalle1", options(nostack)) });
     }
+    fn icache_inval_pou(&self, pa: PhysAddr, size: u64) {
+        // Guest RAM is identity-mapped at EL2, so its PA is the VA `IC IVAU` takes.
+        super::cache::invalidate_icache_range(pa.as_u64(), size);
+    }
 }
 
 /// Zeroes `[pa, pa + len)` of RAM (guest memory scrubbing) with DC ZVA where the block size

@@ -114,7 +114,8 @@ pub(super) fn zero_pages<M: TableMemory + ?Sized>(mem: &M, pa: PhysAddr, pages: 
     unsafe { mem.zero(pa, pages) }
 }
 
-/// TLB maintenance and barriers for stage 2, all Inner Shareable (broadcast to every CPU).
+/// TLB maintenance, barriers and instruction-cache maintenance for stage 2; Inner Shareable
+/// (broadcast to every CPU) except the three local operations of the permission-fault path.
 ///
 /// The TLBIs that name a VMID must act on that VMID's entries: the EL2 implementation switches
 /// VTTBR_EL2 to the VMID around the TLBI when another VM's (or no) VMID is loaded, as Linux's
@@ -144,6 +145,14 @@ pub trait Stage2Tlb {
     fn tlbi_ipas2e1(&self, vmid: Vmid, ipa: Ipa, level_hint: Option<u8>);
     /// `TLBI VMALLE1` (this PE only).
     fn tlbi_vmalle1(&self, vmid: Vmid);
+
+    /// Instruction-cache maintenance to the point of unification for `[pa, pa + size)`, which
+    /// is about to become executable to a guest: afterwards no instruction cache holds lines
+    /// for it older than the memory (KVM's `invalidate_icache_guest_page`). What a CPU needs
+    /// follows from CTR_EL0 ([`super::icache::CacheType::icache_sync`]: nothing with DIC,
+    /// `IC IVAU` by line for small ranges on PIPT caches, else `IC IALLUIS`), then `DSB ISH`.
+    /// The D-cache side (clean to the PoU unless IDC) is done where the data was written.
+    fn icache_inval_pou(&self, pa: PhysAddr, size: u64);
 }
 
 impl<T: Stage2Tlb + ?Sized> Stage2Tlb for &T {
@@ -173,5 +182,8 @@ impl<T: Stage2Tlb + ?Sized> Stage2Tlb for &T {
     }
     fn tlbi_vmalle1(&self, vmid: Vmid) {
         (**self).tlbi_vmalle1(vmid)
+    }
+    fn icache_inval_pou(&self, pa: PhysAddr, size: u64) {
+        (**self).icache_inval_pou(pa, size)
     }
 }

@@ -105,6 +105,7 @@ pub mod dirty;
 pub mod fault;
 pub mod geometry;
 pub mod hw;
+pub mod icache;
 pub mod locked;
 pub mod memcache;
 pub mod stats;

@@ -31,6 +31,8 @@ pub struct Stage2Stats {
     pub tlbi_vmalls12: u64,
     /// Local (this PE only) invalidations of one IPA after a permission fault.
     pub tlbi_local: u64,
+    /// Leaves made executable, each preceded by instruction-cache maintenance of its range.
+    pub icache_syncs: u64,
     /// Valid-to-valid replacements done with break-before-make.
     pub bbm: u64,
     /// Entries whose permissions were relaxed in place (no BBM, no TLBI).
@@ -63,7 +65,7 @@ impl fmt::Display for Stage2Stats {
         write!(
             f,
             "tables={} faults(T/AF/P)={}/{}/{} mapped(4K/2M/1G)={}/{}/{} \
-             installed(4K/2M/1G)={}/{}/{} tlbi(ipa/e1/s12/local)={}/{}/{}/{} bbm={} relaxed={} \
+             installed(4K/2M/1G)={}/{}/{} tlbi(ipa/e1/s12/local)={}/{}/{}/{} icache={} bbm={} relaxed={} \
              restricted={} perm-relax={} spurious={} splits={} merges={} dirty={} retries={}",
             self.table_pages,
             self.faults_of(FaultKind::Translation),
@@ -79,6 +81,7 @@ impl fmt::Display for Stage2Stats {
             self.tlbi_vmalle1,
             self.tlbi_vmalls12,
             self.tlbi_local,
+            self.icache_syncs,
             self.bbm,
             self.relaxed,
             self.restricted,

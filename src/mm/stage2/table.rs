@@ -13,7 +13,7 @@
 use super::Stage2Error;
 use super::desc::{
     Change, DescFormat, LeafAttrs, S2Perms, classify, is_leaf, is_table, is_valid, leaf_attr_bits,
-    leaf_like, leaf_oa, table_addr, table_count, table_desc, with_count, with_perms,
+    leaf_like, leaf_oa, leaf_perms, table_addr, table_count, table_desc, with_count, with_perms,
 };
 use super::dirty::DirtyLog;
 use super::geometry::{
@@ -498,10 +498,12 @@ impl<'a, M: TableMemory + ?Sized, T: Stage2Tlb + ?Sized> Writer<'a, M, T> {
             Change::FromInvalid => {
                 // A batched invalidation may still cover this slot's previous entry.
                 self.flush();
+                self.sync_icache(old, new, e.level);
                 self.store(e.table, e.index, new);
             }
             Change::SoftwareOnly => self.store(e.table, e.index, new),
             Change::Relax => {
+                self.sync_icache(old, new, e.level);
                 self.store(e.table, e.index, new);
                 self.stats.relaxed += 1;
             }
@@ -519,6 +521,7 @@ impl<'a, M: TableMemory + ?Sized, T: Stage2Tlb + ?Sized> Writer<'a, M, T> {
                 }
             }
             Change::BreakBeforeMake => {
+                self.sync_icache(old, new, e.level);
                 self.store(e.table, e.index, 0);
                 if is_table(old, e.level) {
                     self.invalidate_table(e.base, old);
@@ -550,6 +553,20 @@ impl<'a, M: TableMemory + ?Sized, T: Stage2Tlb + ?Sized> Writer<'a, M, T> {
             }
         }
         old
+    }
+
+    /// Before `new` replaces `old` at `level`: when `new` is a leaf that makes memory
+    /// executable to the guest which was not executable at this entry before (a new leaf, a
+    /// new output address, execute permission added), the instruction caches are invalidated
+    /// for its whole output range (see [`Stage2Tlb::icache_inval_pou`]). Split blocks keep
+    /// their addresses and permissions and do not come here for their new leaves.
+    fn sync_icache(&mut self, old: u64, new: u64, level: u8) {
+        let exec = |d: u64| is_leaf(d, level) && leaf_perms(d).exec;
+        if exec(new) && !(exec(old) && leaf_oa(old) == leaf_oa(new)) {
+            self.tlb
+                .icache_inval_pou(PhysAddr::new(leaf_oa(new)), level_size(level));
+            self.stats.icache_syncs += 1;
+        }
     }
 
     /// Invalidates one leaf translation at `level` for `ipa`.

@@ -259,6 +259,7 @@ impl Stage2Tlb for NoopTlb {
     fn dsb_nsh(&self) {}
     fn tlbi_ipas2e1(&self, _vmid: Vmid, _ipa: Ipa, _level_hint: Option<u8>) {}
     fn tlbi_vmalle1(&self, _vmid: Vmid) {}
+    fn icache_inval_pou(&self, _pa: PhysAddr, _size: u64) {}
 }
 
 /// A TLB that counts what it is asked to do (thread safe).
@@ -273,6 +274,8 @@ pub struct CountingTlb {
     pub dsb_nsh: AtomicU64,
     /// Non-broadcast (this PE only) `TLBI IPAS2E1` and `TLBI VMALLE1`.
     pub tlbi_local: AtomicU64,
+    /// Instruction-cache invalidations of ranges made executable.
+    pub icache_inval: AtomicU64,
 }
 
 impl CountingTlb {
@@ -314,5 +317,8 @@ impl Stage2Tlb for CountingTlb {
     }
     fn tlbi_vmalle1(&self, _vmid: Vmid) {
         Self::bump(&self.tlbi_local)
+    }
+    fn icache_inval_pou(&self, _pa: PhysAddr, _size: u64) {
+        Self::bump(&self.icache_inval)
     }
 }

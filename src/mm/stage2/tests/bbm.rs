@@ -38,6 +38,15 @@ fn remapping_a_page_breaks_invalidates_with_level_hint_then_makes() {
     t.map(&mut c, ipa(0x4000_3000), pa(0x20_0000), K4, RAM)
         .unwrap();
     let ev = rec.events();
+    // The new page becomes executable: its I-cache lines go first.
+    assert_eq!(
+        ev[0],
+        Event::IcacheInval {
+            pa: 0x20_0000,
+            size: K4
+        }
+    );
+    let ev = &ev[1..];
     let Event::Store {
         table,
         index,
@@ -237,6 +246,7 @@ fn unmapping_pages_batches_their_invalidations_before_freeing_the_emptied_table(
 
 #[test]
 fn relaxing_permissions_needs_no_tlbi_but_restricting_does() {
+    // (Adding execute permission invalidates the I-cache for the page first.)
     let (rec, phys) = recorded(64);
     let mut t = rec_table(&phys, &rec, 40);
     let mut c = MemCache::new();
@@ -252,7 +262,16 @@ fn relaxing_permissions_needs_no_tlbi_but_restricting_does() {
     rec.clear_events();
     t.set_perms(&mut c, ipa(0x5000), K4, S2Perms::RWX).unwrap();
     let ev = without_stores(&rec.events());
-    assert_eq!(ev, [Event::DsbIshst]);
+    assert_eq!(
+        ev,
+        [
+            Event::IcacheInval {
+                pa: 0x9000,
+                size: K4
+            },
+            Event::DsbIshst
+        ]
+    );
     assert_eq!(t.stats().relaxed, 1);
     rec.clear_events();
     t.set_perms(&mut c, ipa(0x5000), K4, S2Perms::RX).unwrap();

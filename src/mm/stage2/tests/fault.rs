@@ -263,14 +263,23 @@ fn an_exec_permission_fault_relaxes_in_place_without_bbm_and_invalidates_only_lo
         Ok(FaultOutcome::PermissionRelaxed { level: 3 })
     );
     assert_eq!(t.translate(ipa(2 * G1)).unwrap().attrs.perms, S2Perms::RWX);
-    // The store, published; then the faulting IPA leaves this PE's TLB (see `vcpu_tlb.rs`).
+    // I-cache maintenance for the page turning executable, the store, published; then the
+    // faulting IPA leaves this PE's TLB (see `vcpu_tlb.rs`).
     let ev = rec.events();
     assert!(
-        matches!(ev[..], [Event::Store { .. }, Event::DsbIshst, ..]),
+        matches!(
+            ev[..],
+            [
+                Event::IcacheInval { size: K4, .. },
+                Event::Store { .. },
+                Event::DsbIshst,
+                ..
+            ]
+        ),
         "{ev:?}"
     );
     assert_eq!(
-        ev[2..],
+        ev[3..],
         [
             Event::TlbiIpaLocal {
                 ipa: 2 * G1,
@@ -577,4 +586,62 @@ fn the_access_of_an_abort_follows_wnr_except_on_a_stage1_walk() {
             assert_eq!(of(instruction, wnr, true, kind), walk, "{kind:?}");
         }
     }
+}
+
+#[test]
+fn ram_becomes_executable_only_after_its_icache_lines_are_invalidated() {
+    // A RAM fault installs an executable leaf: the I-cache for the leaf's whole output range
+    // is invalidated before the leaf is stored. Devices are never executable; a dirty-log
+    // split keeps addresses and execute permission and needs nothing.
+    let (rec, phys) = recorded(64);
+    let mut t = rec_table(&phys, &rec, 40);
+    let m = vm_map();
+    let mut c = MemCache::new();
+    c.topup(&phys, &phys, 4).unwrap();
+    rec.clear_events();
+    t.handle_fault(&mut c, &m, &tfault(G1 + 0x777, AccessKind::Read))
+        .unwrap();
+    let ev = rec.events();
+    let sync = ev
+        .iter()
+        .position(|e| {
+            *e == Event::IcacheInval {
+                pa: 3 * G1,
+                size: G1,
+            }
+        })
+        .expect("I-cache invalidation of the 1 GiB block");
+    let store = ev
+        .iter()
+        .position(|e| matches!(e, Event::Store { new, .. } if *new & 1 == 1))
+        .unwrap();
+    assert!(sync < store, "{ev:?}");
+    assert_eq!(t.stats().icache_syncs, 1);
+
+    rec.clear_events();
+    t.handle_fault(&mut c, &m, &tfault(0x0800_0040, AccessKind::Read))
+        .unwrap();
+    assert!(
+        !rec.events()
+            .iter()
+            .any(|e| matches!(e, Event::IcacheInval { .. })),
+        "device mappings are execute-never"
+    );
+
+    t.start_dirty_log(DirtyLog::new(ipa(G1), G1).unwrap())
+        .unwrap();
+    rec.clear_events();
+    let w = fault(G1 + 0x5000, FaultKind::Permission, 1, AccessKind::Write);
+    assert_eq!(
+        t.handle_fault(&mut c, &m, &w),
+        Ok(FaultOutcome::DirtyMarked { split: true })
+    );
+    assert!(
+        !rec.events()
+            .iter()
+            .any(|e| matches!(e, Event::IcacheInval { .. })),
+        "a split changes no executable range"
+    );
+    assert_eq!(t.stats().icache_syncs, 1);
+    rec.assert_clean();
 }

@@ -18,7 +18,10 @@
 //! - a table page freed or reused (zeroed, poisoned) while a walk-cache entry may point at it,
 //!   or while it is still reachable;
 //! - after an operation (`check_coherent`): a cached translation that grants more than the
-//!   table does now, or a walk-cache entry for a table that is gone.
+//!   table does now, or a walk-cache entry for a table that is gone;
+//! - a leaf that makes memory executable to the guest (a new leaf, a new output address,
+//!   execute permission added) stored without an I-cache invalidation of its whole output
+//!   range since the previous such leaf (`icache_inval_pou`).
 //!
 //! It also models the TLB of one PE, "this vCPU" ([`Recorder::vcpu_access`]), the way real
 //! hardware may behave and TCG does not: an entry the vCPU used (including one that then
@@ -82,6 +85,10 @@ pub enum Event {
     },
     /// `TLBI VMALLE1` (this PE only).
     TlbiVmallE1Local,
+    IcacheInval {
+        pa: u64,
+        size: u64,
+    },
 }
 
 /// A stage-2 fault as the model vCPU's hardware reports it.
@@ -122,6 +129,10 @@ struct State {
     local_pending: Vec<Tlbi>,
     /// Code runs on another PE: its local TLBIs do not reach the model vCPU.
     elsewhere: bool,
+    /// I-cache invalidations not yet used by an executable leaf: (pa, size).
+    icache_synced: Vec<(u64, u64)>,
+    /// The last store: (table, index, old value), to see through break-before-make.
+    last_store: Option<(u64, usize, u64)>,
 }
 
 pub struct Recorder {
@@ -341,6 +352,30 @@ impl State {
                     self.cache_all();
                 }
             }
+        }
+    }
+
+    /// A leaf `new` that makes memory executable must follow an I-cache invalidation of its
+    /// whole output range (consumed here).
+    fn check_icache(&mut self, old: u64, new: u64, level: u8) {
+        let exec = |d: u64| is_leaf(d, level) && leaf_perms(d).exec;
+        if !exec(new) || (exec(old) && leaf_oa(old) == leaf_oa(new)) {
+            return;
+        }
+        let (pa, size) = (leaf_oa(new), level_size(level));
+        match self
+            .icache_synced
+            .iter()
+            .position(|&(p, n)| p <= pa && pa + size <= p + n)
+        {
+            Some(i) => {
+                self.icache_synced.remove(i);
+            }
+            None => self.violations.push(format!(
+                "executable leaf {new:#x} (level {level}) for PA {pa:#x}..{:#x} stored without \
+                 I-cache invalidation",
+                pa + size
+            )),
         }
     }
 
@@ -606,6 +641,11 @@ impl MemObserver for Recorder {
             },
         );
         s.shadow.entry(table).or_insert_with(|| Box::new([0; 512]))[index] = new;
+        // What the slot held before a break-before-make (stored 0, then the new entry).
+        let before = match s.last_store.replace((table, index, old)) {
+            Some((t, i, prev)) if old == 0 && (t, i) == (table, index) => prev,
+            _ => old,
+        };
         if s.attached.is_none() {
             return;
         }
@@ -616,6 +656,7 @@ impl MemObserver for Recorder {
         if is_valid(new) {
             let base = page_base + index as u64 * level_size(level);
             s.check_make(base, level);
+            s.check_icache(before, new, level);
             s.cache_subtree(base, level, new);
         }
     }
@@ -708,5 +749,11 @@ impl Stage2Tlb for Recorder {
     }
     fn tlbi_vmalle1(&self, vmid: Vmid) {
         self.local_tlbi(vmid, Tlbi::VmallE1, Event::TlbiVmallE1Local);
+    }
+    fn icache_inval_pou(&self, pa: PhysAddr, size: u64) {
+        let mut s = self.state.lock().unwrap();
+        let pa = pa.as_u64();
+        self.event(&mut s, Event::IcacheInval { pa, size });
+        s.icache_synced.push((pa, size));
     }
 }
