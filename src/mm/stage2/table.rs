@@ -508,6 +508,8 @@ impl<'a, M: TableMemory + ?Sized, T: Stage2Tlb + ?Sized> Writer<'a, M, T> {
                 self.stats.relaxed += 1;
             }
             Change::Restrict => {
+                // A restriction may still add execute permission (RW -> RX).
+                self.sync_icache(old, new, e.level);
                 self.store(e.table, e.index, new);
                 self.stats.restricted += 1;
                 self.invalidate_leaf(e.base, e.level, when);
