@@ -31,12 +31,13 @@ apt_update() {
     fi
 }
 
+. "$here/apt-sources.sh"
+
+# QEMU >= 9 on Debian 12 comes from bookworm-backports, whose source line is derived from the
+# machine's own Debian source (qemu/apt-sources.sh: apt_setup_backports says how).
 . /etc/os-release 2>/dev/null || true
 if [ "${ID:-}" = debian ] && [ "${VERSION_CODENAME:-}" = bookworm ]; then
-    if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
-        log "adding bookworm-backports"
-        echo "deb http://deb.debian.org/debian bookworm-backports main non-free-firmware" |
-            $SUDO tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
+    if apt_setup_backports bookworm; then
         apt_updated=0
     fi
 fi
