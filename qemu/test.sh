@@ -27,13 +27,17 @@ step "build the hypervisor image"
 qemu/build.sh
 ls -l target/kestrel.bin
 
+# Property tests are seeded from .cargo/config.toml (the same cases every run) unless the
+# environment says otherwise; qemu/soak.sh runs them with random seeds and many more cases.
+proptest_seed=${PROPTEST_RNG_SEED:-$(sed -n 's/^PROPTEST_RNG_SEED = "\(.*\)"$/\1/p' .cargo/config.toml)}
+
 if [ $quick -eq 1 ]; then
-    step "host tests"
+    step "host tests (PROPTEST_RNG_SEED=$proptest_seed)"
     cargo test --quiet --lib
     exit 0
 fi
 
-step "host unit, property and QEMU integration tests"
+step "host unit, property (PROPTEST_RNG_SEED=$proptest_seed) and QEMU integration tests"
 cargo test --quiet --no-fail-fast -- --test-threads=2
 
 # Every fuzzer for 60 s (FUZZ_SECONDS overrides), in two parallel halves on this 2-core budget.

@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 
 use super::*;
 use crate::addr::{Ipa, PhysAddr};
@@ -418,12 +417,10 @@ fn run_sequence(geo_index: usize, ops: &[Op]) {
 }
 
 proptest! {
-    // Failing seeds are kept with our fixtures (and replayed first on every run).
+    // Failing seeds are kept in proptest-regressions/mm/stage2/tests/model.txt (proptest's
+    // default place, committed) and replayed first on every run.
     #![proptest_config(ProptestConfig {
         cases: 64,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/fixtures/stage2/proptest-regressions.txt",
-        ))),
         ..ProptestConfig::default()
     })]
 
