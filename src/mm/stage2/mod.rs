@@ -27,7 +27,8 @@
 //! - [`dirty`]: [`DirtyLog`] and dirty-logging start / fault / harvest / stop.
 //! - [`fault`]: [`GuestMemoryMap`], [`decide_mapping`], [`Stage2Table::handle_fault`].
 //! - [`locked`]: [`LockedStage2`], the per-VM lock with the top-up-and-retry fault path.
-//! - [`vmid`], [`stats`], [`hw`] (the two traits), [`testing`] (host fakes).
+//! - [`vmid`], [`stats`], [`hw`] (the two traits), [`icache`] (the CTR_EL0 decision),
+//!   [`testing`] (host fakes).
 //!
 //! # Allocation: allocate before you mutate
 //!
@@ -86,12 +87,16 @@
 //! - VMIDs come from a [`VmidAllocator`] (guarded by the caller); destroy invalidates the
 //!   whole VMID before the VMID is freed, so a reused VMID finds no stale entries.
 //!
-//! # Not done here
+//! # Cache maintenance
 //!
-//! Without FEAT_S2FWB the guest may run with caches off, so guest pages must be cleaned to the
-//! point of coherency before they are first mapped (KVM's `clean_dcache_guest_page`) and the
-//! instruction cache invalidated for executable mappings; that cache maintenance belongs to
-//! the arch layer (e.g. when loading the guest image and in the fault path on `Mapped`).
+//! Every leaf that makes guest RAM executable (a new leaf, a new output address, execute
+//! added) is preceded by [`Stage2Tlb::icache_inval_pou`] over its output range, as KVM does
+//! when it installs an executable leaf; what that costs on a CPU is decided from CTR_EL0 by
+//! [`icache::CacheType`] (nothing with DIC). The data side is not done here: without
+//! FEAT_S2FWB the guest may run with caches off, so guest pages must be cleaned to the point
+//! of coherency before they are first mapped (KVM's `clean_dcache_guest_page`), and with it
+//! to the PoU unless CTR_EL0.IDC; the arch layer does that where it writes guest memory
+//! (`Vm::prepare`, the image loader).
 //!
 //! # `unsafe`
 //!
