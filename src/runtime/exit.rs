@@ -160,18 +160,41 @@ enum AbortIpa {
 }
 
 /// Reads the faulting IPA from HPFAR_EL2 where the architecture writes it, else translates
-/// FAR_EL2 with `AT S1E1R` (KVM's `__get_fault_info`).
+/// FAR_EL2 with `AT S1E1R` (KVM's `__get_fault_info`). The translation and the rest are out of
+/// line: MMIO exits are translation faults and take the first branch.
+#[inline(always)]
 fn abort_ipa(status: FaultStatus, s1ptw: bool, far_not_valid: bool, far: u64) -> AbortIpa {
     match status.ipa_source(s1ptw) {
         IpaSource::Hpfar => AbortIpa::At(esr::fault_ipa(HPFAR_EL2.get(), far)),
-        IpaSource::TranslateFar if !far_not_valid => {
-            match esr::fault_ipa_from_par(stage2_hw::translate_guest_va(far), far) {
-                Some(ipa) => AbortIpa::At(ipa),
-                None => AbortIpa::Retry,
-            }
-        }
+        IpaSource::TranslateFar if !far_not_valid => ipa_by_translation(far),
         IpaSource::TranslateFar | IpaSource::None => AbortIpa::Unknown,
     }
+}
+
+#[inline(never)]
+fn ipa_by_translation(far: u64) -> AbortIpa {
+    match esr::fault_ipa_from_par(stage2_hw::translate_guest_va(far), far) {
+        Some(ipa) => AbortIpa::At(ipa),
+        None => AbortIpa::Retry,
+    }
+}
+
+/// A data abort that is not a stage-2 translation fault (an External abort, ...): the guest
+/// gets an abort.
+#[cold]
+#[inline(never)]
+fn data_abort_without_ipa(
+    v: &mut Vcpu,
+    frame: &mut GuestRegs,
+    status: FaultStatus,
+    write: bool,
+    far: u64,
+) {
+    warn!(
+        "kestrel: vm {}: data abort {status:?} at VA {far:#x} (pc {:#x}); injecting an abort",
+        v.vm.name, frame.pc
+    );
+    inject_abort(v, frame, InjectedAbort::Data { write }, far);
 }
 
 fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
@@ -184,11 +207,7 @@ fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
         AbortIpa::At(ipa) => ipa,
         AbortIpa::Retry => return,
         AbortIpa::Unknown => {
-            warn!(
-                "kestrel: vm {}: data abort {:?} at VA {far:#x} (pc {:#x}); injecting an abort",
-                v.vm.name, da.status, frame.pc
-            );
-            return inject_abort(v, frame, InjectedAbort::Data { write: da.write }, far);
+            return data_abort_without_ipa(v, frame, da.status, da.write, far);
         }
     };
     if let Some((kind, level)) = fault_kind(da.status)
@@ -287,9 +306,9 @@ fn instruction_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
         }
     }
     warn!(
-        "kestrel: vm {}: instruction fetch at {ipa:?} (pc {:#x}, {:?}) from no executable \
-         memory; injecting an abort",
-        v.vm.name, frame.pc, ia.status
+        "kestrel: vm {}: instruction fetch at {ipa:?} (pc {:#x}) from no executable memory; \
+         injecting an abort",
+        v.vm.name, frame.pc
     );
     inject_abort(v, frame, InjectedAbort::Instruction, far);
 }
