@@ -464,11 +464,25 @@ pub fn esr(data: &[u8]) -> String {
             ExceptionClass::DataAbortLower | ExceptionClass::DataAbortSame
         )
     );
+    // Where the IPA comes from: HPFAR for every translation fault, never for a permission
+    // fault off a stage-1 walk.
+    let ipa_source = |status: esr::FaultStatus, s1ptw: bool| {
+        let src = status.ipa_source(s1ptw);
+        match status {
+            esr::FaultStatus::Translation { .. } => assert_eq!(src, esr::IpaSource::Hpfar),
+            esr::FaultStatus::Permission { .. } if !s1ptw => {
+                assert_eq!(src, esr::IpaSource::TranslateFar)
+            }
+            _ => {}
+        }
+    };
     if let Some(d) = dabt {
         let _ = d.status.level();
+        ipa_source(d.status, d.s1ptw);
     }
     if let Some(i) = e.instruction_abort() {
         let _ = i.status.level();
+        ipa_source(i.status, i.s1ptw);
     }
     if let Some(s) = e.sysreg() {
         assert!(s.rt <= 31);
@@ -514,6 +528,15 @@ pub fn esr(data: &[u8]) -> String {
     let ipa = esr::fault_ipa(hpfar, far);
     assert_eq!(ipa.as_u64() & 0xfff, far & 0xfff);
     assert_eq!(ipa.as_u64() >> 12, (hpfar >> 4) & ((1 << 44) - 1));
+    // The same 8 bytes as a PAR_EL1 after an AT S1E1R: an IPA exactly when F = 0.
+    match esr::fault_ipa_from_par(hpfar, far) {
+        Some(ipa) => {
+            assert_eq!(hpfar & 1, 0);
+            assert_eq!(ipa.as_u64() & 0xfff, far & 0xfff);
+            assert_eq!(ipa.as_u64() & !0xfff, hpfar & 0x000f_ffff_ffff_f000);
+        }
+        None => assert_eq!(hpfar & 1, 1),
+    }
     format!("{}/{}", class.ec(), outcome(&mmio))
 }
 
