@@ -98,13 +98,17 @@ apt_has_suite() {
 
 apt_backports_line() {
     local codename=$1 root=${2:-/etc/apt} line
+    # The first source for CODENAME that carries `main` (QEMU is there), else the first one
+    # with `main` added.
     line=$(apt_source_entries "$root" | awk -F'|' -v s="$codename" '
+        function emit(opts, uri, comps) {
+            print "deb " (opts == "" ? "" : "[" opts "] ") uri " " s "-backports " comps
+        }
         $1 == "deb" && $4 == s && $3 !~ /^cdrom:/ {
-            opts = ($2 == "" ? "" : "[" $2 "] ")
-            comps = ($5 == "" ? "main" : $5)
-            print "deb " opts $3 " " s "-backports " comps
-            exit
-        }')
+            if ((" " $5 " ") ~ / main /) { emit($2, $3, $5); done = 1; exit }
+            if (first == "") { first = 1; fo = $2; fu = $3; fc = ($5 == "" ? "main" : "main " $5) }
+        }
+        END { if (!done && first != "") emit(fo, fu, fc) }')
     [ -n "$line" ] || return 1
     echo "$line"
 }

@@ -106,6 +106,41 @@ fn the_backports_line_reuses_the_machines_own_deb822_source() {
 }
 
 #[test]
+fn the_source_carrying_main_is_preferred() {
+    // A one-line file for firmware only (read before *.sources) does not decide: QEMU is in
+    // main, so the deb822 main source gives the line.
+    let root = apt_root(
+        "main-preferred",
+        &[
+            (
+                "sources.list.d/bookworm-non-free-firmware.list",
+                "deb http://apt-mirror.invalid/debian bookworm non-free-firmware\n",
+            ),
+            ("sources.list.d/debian.sources", DEB822_MIRROR),
+        ],
+    );
+    assert_eq!(
+        backports_line(&root).as_deref(),
+        Some(
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+             http://apt-mirror.invalid/debian bookworm-backports main contrib"
+        )
+    );
+    // With only such a source, main is added to its components.
+    let root = apt_root(
+        "main-added",
+        &[(
+            "sources.list",
+            "deb http://apt-mirror.invalid/debian bookworm non-free-firmware\n",
+        )],
+    );
+    assert_eq!(
+        backports_line(&root).as_deref(),
+        Some("deb http://apt-mirror.invalid/debian bookworm-backports main non-free-firmware")
+    );
+}
+
+#[test]
 fn deb822_disabled_stanzas_inline_keys_and_continuations_are_understood() {
     let root = apt_root(
         "deb822-odd",
