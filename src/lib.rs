@@ -19,6 +19,7 @@
 //! - [`console_cmd`]: the hypervisor console's command prompt (`Ctrl-A :`).
 //! - [`guest`]: the ramdisk (cpio, gzip), VM configuration, arm64 Image header and guest DTB.
 //! - [`platform`]: the machine description read from the DTB the hypervisor is handed.
+//! - [`lifecycle`]: the count of live VMs and when the machine powers off.
 //!
 //! [`arch`] (bare-metal AArch64 only) is the one place for assembly glue, system registers,
 //! TLB maintenance, the physical GIC, UART and PSCI calls. `src/main.rs` wires the two together.
@@ -30,6 +31,7 @@ pub mod addr;
 pub mod console_cmd;
 pub mod console_mux;
 pub mod guest;
+pub mod lifecycle;
 pub mod mm;
 pub mod platform;
 pub mod psci;

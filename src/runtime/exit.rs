@@ -18,7 +18,7 @@ use crate::trap::esr::{self, Esr, ExceptionClass, FaultStatus, InjectedAbort, Ip
 use crate::vcpu::{GuestRegs, VectorKind, inject_exception, pstate};
 use crate::vdev::{AccessCtx, Effect, Effects};
 use aarch64_cpu::registers::{ESR_EL2, FAR_EL2, HPFAR_EL2, Readable};
-use log::{error, warn};
+use log::{error, info, warn};
 
 const KIND_SYNC: u64 = 0;
 const KIND_IRQ: u64 = 1;
@@ -134,6 +134,13 @@ fn smccc(v: &mut Vcpu, frame: &mut GuestRegs, esr: u64) {
             }
         }
         PsciAction::StopVcpu => vmm::park(),
+        PsciAction::LastVcpuOff => {
+            info!(
+                "kestrel: vm {}: its last running vCPU called CPU_OFF; powering the VM off",
+                vm.name
+            );
+            stop_this_vm(v, StopKind::PowerOff)
+        }
         PsciAction::SystemOff => stop_this_vm(v, StopKind::PowerOff),
         PsciAction::SystemReset => stop_this_vm(v, StopKind::Reset),
     }

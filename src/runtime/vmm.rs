@@ -77,7 +77,7 @@ static SLOTS: [CpuSlot; MAX_CPUS] = [const {
 
 /// VMs by id.
 static VMS: Mutex<Vec<Option<Arc<Vm>>>> = Mutex::new(Vec::new());
-static VMS_ALIVE: AtomicUsize = AtomicUsize::new(0);
+static VMS_ALIVE: crate::lifecycle::LiveVms = crate::lifecycle::LiveVms::new();
 static PANICKING: AtomicBool = AtomicBool::new(false);
 static MACHINE: Once<MachineView> = Once::new();
 /// Page-allocator figure once the hypervisor is set up, before any VM: the "starting figure"
@@ -201,7 +201,7 @@ pub fn run(platform: &'static Platform) -> ! {
             }
         }
     }
-    if VMS_ALIVE.load(Ordering::SeqCst) == 0 {
+    if VMS_ALIVE.count() == 0 {
         info!("kestrel: no VM is running");
         boot::power_off();
     }
@@ -260,7 +260,7 @@ fn create_and_start(
         );
     }
     VMS.lock()[id] = Some(vm.clone());
-    VMS_ALIVE.fetch_add(1, Ordering::SeqCst);
+    VMS_ALIVE.started();
     let pcpu = vm.pcpus[0];
     post_start(
         pcpu,
@@ -368,7 +368,6 @@ fn start_vcpu(req: StartRequest) {
         let _ = vm.vgic.map_hw_ppi(idx, gic::PPI_VTIMER, gic::PPI_VTIMER);
         let _ = vm.vgic.map_hw_ppi(idx, gic::PPI_PTIMER, gic::PPI_PTIMER);
     }
-    vm.psci.vcpu_started(idx);
     let frame = vcpu_hw::this_cpu_frame();
     *frame = GuestRegs {
         pc: req.entry,
@@ -454,12 +453,13 @@ fn end_vm(vm: Arc<Vm>) {
     );
     if restart {
         info!("kestrel: vm {name}: restarting");
-        match create_and_start(images, pcpus, console) {
-            Ok(()) => {}
-            Err(e) => error!("kestrel: vm {name}: restart failed: {e}"),
+        // On success the new VM is counted before this one's end is: the machine stays on.
+        if let Err(e) = create_and_start(images, pcpus, console) {
+            error!("kestrel: vm {name}: restart failed: {e}");
         }
     }
-    if VMS_ALIVE.fetch_sub(1, Ordering::SeqCst) == 1 && !restart {
+    if VMS_ALIVE.ended() {
+        let used = PAGES.stats().used_pages;
         let at_rest = PAGES_AT_REST.load(Ordering::Relaxed) as u64;
         if used == at_rest {
             info!(
