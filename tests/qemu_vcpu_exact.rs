@@ -51,3 +51,42 @@ fn cpu_off_of_the_last_vcpu_powers_the_vm_off() {
     r.assert_contains("page accounting back to its starting figure");
     r.assert_contains("kestrel: power off");
 }
+
+/// Defect 4: a 32-bit program at EL0 (an arm64 Linux running an armhf binary). An abort
+/// injected while it runs must arrive through the "lower EL, AArch32" vector with the AArch32
+/// SPSR (before the fix the hypervisor stopped the whole VM), and an emulated 16-bit Thumb load
+/// must be stepped over by 2 bytes, advancing the IT state inside an IT block (before: always
+/// 4). The expected values are what QEMU's CPU itself reports with no hypervisor
+/// (tests/guests/src/bin/aarch32.rs).
+#[test]
+fn aarch32_el0_gets_its_aborts_and_thumb_loads_are_stepped_by_their_length() {
+    for gic in [3, 2] {
+        let Some(r) = boot_guest(&format!("aarch32-el0-gicv{gic}"), "aarch32", &[], 1, gic) else {
+            return;
+        };
+        r.assert_status(0);
+        r.assert_contains("[aarch32] AARCH32: done");
+        r.assert_lacks("stopping the VM");
+        for (case, want) in [
+            (
+                "abort a32",
+                "vector 0x600 ec 0x24 esr 0x92000010 far 0xc000000 elr +0x0 spsr 0x1d0 ",
+            ),
+            (
+                "abort t32",
+                "vector 0x600 ec 0x24 esr 0x92000010 far 0xc000000 elr +0x0 spsr 0x1f0 ",
+            ),
+            ("mmio a32", "vector 0x600 ec 0x11 esr 0x46000000 "),
+            ("mmio a32", "elr +0x8 spsr 0x1d0 r0 0x11 r2 0x0 imm 0"),
+            ("mmio t32", "vector 0x600 ec 0x11 esr 0x44000000 "),
+            ("mmio t32", "elr +0x4 spsr 0x1f0 r0 0x11 r2 0x0 imm 0"),
+            ("it t32", "vector 0x600 ec 0x11 esr 0x44000000 "),
+            ("it t32", "elr +0xa spsr 0x600001f0 r0 0x11 r2 0x0 imm 0"),
+        ] {
+            let line = r
+                .line_after(&format!("[aarch32] AARCH32: {case}: "))
+                .unwrap_or_else(|| panic!("no {case} line; log ends:\n{}", r.tail(30)));
+            assert!(line.contains(want), "{case}: {line:?} lacks {want:?}");
+        }
+    }
+}

@@ -84,7 +84,7 @@ fn sync(v: &mut Vcpu, frame: &mut GuestRegs) {
         }
         EC_SMC64 => {
             ExitStats::bump(&v.vm.stats.smc);
-            frame.skip_instruction();
+            frame.skip_instruction(true); // SMC64: always a 32-bit instruction
             smccc(v, frame, raw);
         }
         EC_DABT_LOWER => data_abort(v, frame, esr),
@@ -96,8 +96,11 @@ fn sync_other(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
     match esr.class() {
         ExceptionClass::InstructionAbortLower => instruction_abort(v, frame, esr),
         ExceptionClass::SysReg => sysreg(v, frame, esr),
+        // Only EL0 can be AArch32 (HCR_EL2.RW = 1), where HVC and SMC are UNDEFINED and SVC
+        // goes to EL1 (HCR_EL2.TGE = 0): the hardware never reports these to EL2. Should it,
+        // the guest gets what its EL0 program would have got for HVC/SMC.
         ExceptionClass::Hvc32 | ExceptionClass::Smc32 | ExceptionClass::Svc32 => {
-            undef(v, frame, "AArch32 guest state", esr)
+            undef(v, frame, "AArch32 HVC/SMC/SVC trap", esr)
         }
         _ => undef(v, frame, "unhandled trap", esr),
     }
@@ -261,7 +264,8 @@ fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
         };
         match r {
             Ok(()) => {
-                frame.skip_instruction();
+                // 2 bytes for a 16-bit Thumb load/store of a 32-bit program at EL0.
+                frame.skip_instruction(esr.il32());
                 v.vm.feed_console(&mut fx);
                 apply_effects(&v.vm, v.index, &fx);
             }
@@ -365,7 +369,7 @@ fn sysreg(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
                 v.vm.name
             ),
         }
-        frame.skip_instruction();
+        frame.skip_instruction(esr.il32());
         return;
     }
     undef(v, frame, "trapped system register", esr)
@@ -392,7 +396,7 @@ fn undef(v: &mut Vcpu, frame: &mut GuestRegs, why: &str, esr: Esr) {
 
 fn inject_abort(v: &mut Vcpu, frame: &mut GuestRegs, abort: InjectedAbort, far: u64) {
     ExitStats::bump(&v.vm.stats.aborts_injected);
-    let from_el0 = frame.pstate & pstate::MODE_MASK == pstate::EL0T;
+    let from_el0 = frame.is_aarch32() || frame.pstate & pstate::MODE_MASK == pstate::EL0T;
     deliver(
         v,
         frame,
@@ -408,8 +412,9 @@ fn deliver(v: &mut Vcpu, frame: &mut GuestRegs, esr: u64, far: Option<u64>) {
     let mut el1 = LiveEl1;
     if inject_exception(frame, &mut el1, VectorKind::Synchronous, esr, far).is_err() {
         error!(
-            "kestrel: vm {}: exception in AArch32 state; stopping the VM",
-            v.vm.name
+            "kestrel: vm {}: exception in a privileged AArch32 mode (pstate {:#x}), which an \
+             AArch64 EL1 cannot be in; stopping the VM",
+            v.vm.name, frame.pstate
         );
         stop_this_vm(v, StopKind::Crashed);
     }

@@ -1,7 +1,7 @@
 //! The hardware side of running a vCPU on this physical CPU: EL2 controls for a guest, the EL1
 //! register file (reset, and save/restore for when a vCPU stops), the live EL1 registers for
 //! exception injection, and the jump into the guest.
-use crate::vcpu::{El1Access, GuestRegs};
+use crate::vcpu::{El1Access, GuestRegs, PeFeatures};
 use aarch64_cpu::registers::*;
 use core::arch::asm;
 
@@ -163,6 +163,15 @@ pub struct LiveEl1;
 impl El1Access for LiveEl1 {
     fn vbar_el1(&self) -> u64 {
         VBAR_EL1.get()
+    }
+    fn sctlr_el1(&self) -> u64 {
+        SCTLR_EL1.get()
+    }
+    fn features(&self) -> PeFeatures {
+        PeFeatures {
+            pan: ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::PAN) != 0,
+            ssbs: (ID_AA64PFR1_EL1.get() >> 4) & 0xf != 0,
+        }
     }
     fn set_elr_el1(&mut self, v: u64) {
         ELR_EL1.set(v)

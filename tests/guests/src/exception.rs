@@ -15,8 +15,9 @@
 //! An SError is masked (PSTATE.A) while the guest runs; [`probe`] checks ISR_EL1.A after the
 //! access and, if one is pending, unmasks it briefly so that it is taken and recorded too.
 //!
-//! IRQs go to the hook set with [`set_irq_handler`]. Anything else (FIQ, an exception outside a
-//! probe, one from EL0 or with SP_EL0) prints `GUEST: unexpected exception ...` and powers off.
+//! IRQs go to the hook set with [`set_irq_handler`]. An exception from EL0 during
+//! [`crate::el0::run`] ends that run. Anything else (FIQ, an exception outside a probe, one from
+//! EL0 outside a run or with SP_EL0) prints `GUEST: unexpected exception ...` and powers off.
 use core::arch::{asm, global_asm};
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, compiler_fence};
@@ -330,7 +331,7 @@ fn record(kind: u64, esr: u64, far: u64, elr: u64) {
 
 /// Called by every vector with its index (0..16) and the saved x0..x30.
 #[unsafe(no_mangle)]
-extern "C" fn guest_exception(kind: u64, _frame: *mut u64) {
+extern "C" fn guest_exception(kind: u64, frame: *mut u64) {
     match kind {
         VEC_SYNC_SPX => {
             let (esr, far, elr) = read_esr_far_elr();
@@ -385,6 +386,7 @@ extern "C" fn guest_exception(kind: u64, _frame: *mut u64) {
                 system_off()
             }
         }
+        8..=15 if crate::el0::on_lower_el_exception(kind, frame) => {}
         k => {
             let (esr, far, elr) = read_esr_far_elr();
             println!(

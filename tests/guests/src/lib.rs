@@ -25,6 +25,7 @@ use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 pub mod dt;
+pub mod el0;
 pub mod exception;
 pub mod gic;
 pub mod mmio;
