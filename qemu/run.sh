@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Builds the hypervisor if needed and boots it under QEMU.
 #
-#   qemu/run.sh [--machine virt|raspi4b] [--cpus N] [--mem SIZE] [--gic 2|3] [--secure]
-#               [--armstub [--x0 ADDR] [--armstub-no-gic]] [--dtb FILE] [--ramdisk FILE]
+#   qemu/run.sh [--machine virt|raspi4b] [--cpu MODEL] [--cpus N] [--mem SIZE] [--gic 2|3]
+#               [--secure] [--armstub [--x0 ADDR] [--armstub-no-gic]] [--dtb FILE] [--ramdisk FILE]
 #               [--timeout SECONDS] [--gdb] [--icount] [--log FILE] [--no-build]
 #               [-- EXTRA_QEMU_ARGS...]
 #
+#   --cpu      (virt) the CPU model (default cortex-a72, as on the Raspberry Pi 4; `max` offers
+#              every feature QEMU models: SVE, PAuth, MTE with `-- -machine mte=on`, ...)
 #   --armstub  (virt) enter kestrel as the Raspberry Pi 4 firmware does: secure=on, GICv2 with
 #              Security Extensions, every CPU starting at EL3 in tests/firmware/armstub.S,
 #              which sets up the GIC from the Secure side, parks CPUs 1-3 in a spin table and
@@ -23,13 +25,14 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
-machine=virt cpus=4 mem=2G gic=3 secure=0 armstub=0 armstub_no_gic=0 dtb="" x0="" ramdisk=""
+machine=virt cpu=cortex-a72 cpus=4 mem=2G gic=3 secure=0 armstub=0 armstub_no_gic=0 dtb="" x0="" ramdisk=""
 timeout=0 gdb=0 icount=0 log="" build=1
 extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --machine) machine=$2; shift 2 ;;
         --cpus) cpus=$2; shift 2 ;;
+        --cpu) cpu=$2; shift 2 ;;
         --mem) mem=$2; shift 2 ;;
         --gic) gic=$2; shift 2 ;;
         --secure) secure=1; shift ;;
@@ -44,7 +47,7 @@ while [ $# -gt 0 ]; do
         --log) log=$2; shift 2 ;;
         --no-build) build=0; shift ;;
         --) shift; extra=("$@"); break ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -68,7 +71,7 @@ case "$machine" in
         m="virt,virtualization=on,gic-version=$gic"
         [ $secure -eq 1 ] && m="$m,secure=on"
         [ $icount -eq 1 ] && m="$m,dtb-randomness=off"
-        qemu+=(-machine "$m" -cpu cortex-a72 -smp "$cpus" -m "$mem")
+        qemu+=(-machine "$m" -cpu "$cpu" -smp "$cpus" -m "$mem")
         ;;
     raspi4b)
         [ -n "$dtb" ] || dtb="${HV_CACHE:-$HOME/.cache/hv-aarch64}/bcm2711-rpi-4-b.dtb"

@@ -354,6 +354,7 @@ fn start_vcpu(req: StartRequest) {
     let mpidr = vm.mpidrs.get(idx).copied().unwrap_or(0);
     vcpu_hw::reset_el1();
     vcpu_hw::configure_el2(vm.vttbr, vm.vtcr, mpidr, vm.fwb);
+    vcpu_hw::reset_fp_state();
     // A VMID may have been used before: drop whatever this CPU's TLB holds for it.
     // SAFETY: TLB invalidation for the VMID just loaded; no memory effect.
     unsafe { core::arch::asm!("tlbi vmalls12e1", "dsb nsh", "isb", options(nostack)) };

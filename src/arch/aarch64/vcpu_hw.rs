@@ -101,7 +101,194 @@ pub fn reset_el1() {
         "cntp_cval_el0"
     );
     reset_debug_and_pmu();
+    reset_os_lock_and_debug_comms();
+    reset_pointer_auth_keys();
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// Zeroes the guest-visible FP/SIMD state (V0-V31, FPCR, FPSR) and, where the guest may use
+/// SVE, Z0-Z31, P0-P15, FFR and ZCR_EL1. The hypervisor is soft-float and never saves or
+/// touches these registers, so whatever the previous vCPU on this CPU left in them would
+/// otherwise be read by the next. Must run after [`configure_el2`]: CPTR_EL2 then leaves FP
+/// (and SVE, when the guest gets it) untrapped at EL2, and ZCR_EL2 gives EL2 the largest
+/// vector length, so every bit of every Z register is cleared.
+pub fn reset_fp_state() {
+    let cptr: u64;
+    // SAFETY: reading CPTR_EL2 has no side effect.
+    unsafe { asm!("mrs {}, cptr_el2", out(reg) cptr, options(nomem, nostack)) };
+    // CPTR_EL2 (E2H = 0): TFP [10] traps FP/SIMD, TZ [8] traps SVE, at EL2 as at EL1/EL0; a
+    // trapped unit is one the guest cannot use either.
+    const TFP: u64 = 1 << 10;
+    const TZ: u64 = 1 << 8;
+    if cptr & TFP != 0 {
+        return;
+    }
+    // SAFETY: FP/SIMD is not trapped (checked above); these registers belong to the guest
+    // being reset, and no Rust code holds values in them (soft-float target).
+    unsafe {
+        asm!(
+            ".arch_extension fp",
+            ".arch_extension simd",
+            "movi v0.2d, #0",
+            "movi v1.2d, #0",
+            "movi v2.2d, #0",
+            "movi v3.2d, #0",
+            "movi v4.2d, #0",
+            "movi v5.2d, #0",
+            "movi v6.2d, #0",
+            "movi v7.2d, #0",
+            "movi v8.2d, #0",
+            "movi v9.2d, #0",
+            "movi v10.2d, #0",
+            "movi v11.2d, #0",
+            "movi v12.2d, #0",
+            "movi v13.2d, #0",
+            "movi v14.2d, #0",
+            "movi v15.2d, #0",
+            "movi v16.2d, #0",
+            "movi v17.2d, #0",
+            "movi v18.2d, #0",
+            "movi v19.2d, #0",
+            "movi v20.2d, #0",
+            "movi v21.2d, #0",
+            "movi v22.2d, #0",
+            "movi v23.2d, #0",
+            "movi v24.2d, #0",
+            "movi v25.2d, #0",
+            "movi v26.2d, #0",
+            "movi v27.2d, #0",
+            "movi v28.2d, #0",
+            "movi v29.2d, #0",
+            "movi v30.2d, #0",
+            "movi v31.2d, #0",
+            "msr fpcr, xzr",
+            "msr fpsr, xzr",
+            options(nomem, nostack)
+        )
+    };
+    let pfr0: u64;
+    // SAFETY: reading ID_AA64PFR0_EL1 has no side effect.
+    unsafe { asm!("mrs {}, id_aa64pfr0_el1", out(reg) pfr0, options(nomem, nostack)) };
+    if (pfr0 >> 32) & 0xf == 0 || cptr & TZ != 0 {
+        return;
+    }
+    // SAFETY: SVE is implemented and not trapped (checked above); as for FP/SIMD.
+    unsafe {
+        asm!(
+            ".arch_extension sve",
+            "dup z0.d, #0",
+            "dup z1.d, #0",
+            "dup z2.d, #0",
+            "dup z3.d, #0",
+            "dup z4.d, #0",
+            "dup z5.d, #0",
+            "dup z6.d, #0",
+            "dup z7.d, #0",
+            "dup z8.d, #0",
+            "dup z9.d, #0",
+            "dup z10.d, #0",
+            "dup z11.d, #0",
+            "dup z12.d, #0",
+            "dup z13.d, #0",
+            "dup z14.d, #0",
+            "dup z15.d, #0",
+            "dup z16.d, #0",
+            "dup z17.d, #0",
+            "dup z18.d, #0",
+            "dup z19.d, #0",
+            "dup z20.d, #0",
+            "dup z21.d, #0",
+            "dup z22.d, #0",
+            "dup z23.d, #0",
+            "dup z24.d, #0",
+            "dup z25.d, #0",
+            "dup z26.d, #0",
+            "dup z27.d, #0",
+            "dup z28.d, #0",
+            "dup z29.d, #0",
+            "dup z30.d, #0",
+            "dup z31.d, #0",
+            "pfalse p0.b",
+            "pfalse p1.b",
+            "pfalse p2.b",
+            "pfalse p3.b",
+            "pfalse p4.b",
+            "pfalse p5.b",
+            "pfalse p6.b",
+            "pfalse p7.b",
+            "pfalse p8.b",
+            "pfalse p9.b",
+            "pfalse p10.b",
+            "pfalse p11.b",
+            "pfalse p12.b",
+            "pfalse p13.b",
+            "pfalse p14.b",
+            "pfalse p15.b",
+            "wrffr p0.b",
+            // ZCR_EL1: the guest's own vector length request.
+            "msr s3_0_c1_c2_0, xzr",
+            options(nomem, nostack)
+        )
+    };
+}
+
+/// The OS lock, the OS double lock and the debug communication state: OS lock clear (as KVM
+/// presents it: OSLSR_EL1.OSLK = 0), OSDLR_EL1.DLK = 0, the OS-lock save/restore registers
+/// (OSECCR_EL1, OSDTRRX_EL1, OSDTRTX_EL1, writable only with the OS lock set) zeroed, the
+/// claim tags (DBGCLAIM) clear, DCC interrupts (MDCCINT_EL1) off.
+fn reset_os_lock_and_debug_comms() {
+    // SAFETY: debug registers of the guest's own EL1 state, being reset; no memory effect.
+    // The OS lock is set only around the writes that need it.
+    unsafe {
+        asm!(
+            "msr oslar_el1, {one}",
+            "isb",
+            "msr oseccr_el1, xzr",
+            "msr osdtrrx_el1, xzr",
+            "msr osdtrtx_el1, xzr",
+            "msr oslar_el1, xzr",
+            "msr osdlr_el1, xzr",
+            "msr dbgclaimclr_el1, {claims}",
+            "msr mdccint_el1, xzr",
+            "isb",
+            one = in(reg) 1u64,
+            claims = in(reg) 0xffu64,
+            options(nomem, nostack)
+        )
+    };
+}
+
+/// Zeroes the pointer-authentication keys (APIA, APIB, APDA, APDB, APGA; FEAT_PAuth), which
+/// the guest reads and writes untrapped (HCR_EL2.APK).
+fn reset_pointer_auth_keys() {
+    let (isar1, isar2): (u64, u64);
+    // SAFETY: reading ID registers has no side effect.
+    unsafe {
+        asm!("mrs {}, id_aa64isar1_el1", "mrs {}, s3_0_c0_c6_2",
+            out(reg) isar1, out(reg) isar2, options(nomem, nostack))
+    };
+    // ID_AA64ISAR1_EL1 APA [7:4], API [11:8], GPA [27:24], GPI [31:28]; ID_AA64ISAR2_EL1
+    // GPA3 [11:8], APA3 [15:12].
+    let pauth = isar1 & 0xff00_0ff0 != 0 || isar2 & 0xff00 != 0;
+    if !pauth {
+        return;
+    }
+    // SAFETY: the key registers exist (checked above) and belong to the guest being reset.
+    unsafe {
+        asm!(
+            "msr s3_0_c2_c1_0, xzr",
+            "msr s3_0_c2_c1_1, xzr", // APIAKeyLo/Hi_EL1
+            "msr s3_0_c2_c1_2, xzr",
+            "msr s3_0_c2_c1_3, xzr", // APIBKeyLo/Hi_EL1
+            "msr s3_0_c2_c2_0, xzr",
+            "msr s3_0_c2_c2_1, xzr", // APDAKeyLo/Hi_EL1
+            "msr s3_0_c2_c2_2, xzr",
+            "msr s3_0_c2_c2_3, xzr", // APDBKeyLo/Hi_EL1
+            "msr s3_0_c2_c3_0, xzr",
+            "msr s3_0_c2_c3_1, xzr", // APGAKeyLo/Hi_EL1
+            options(nomem, nostack)
+        )
+    };
 }
 
 /// Clears what a previous guest on this CPU may have left in the debug breakpoint and
@@ -139,6 +326,40 @@ fn reset_debug_and_pmu() {
         10 => "dbgwcr10_el1", "dbgwvr10_el1"; 11 => "dbgwcr11_el1", "dbgwvr11_el1";
         12 => "dbgwcr12_el1", "dbgwvr12_el1"; 13 => "dbgwcr13_el1", "dbgwvr13_el1";
         14 => "dbgwcr14_el1", "dbgwvr14_el1"; 15 => "dbgwcr15_el1", "dbgwvr15_el1");
+    // PMU: every event counter's type (event and filter) and value, and the cycle counter's
+    // filter, zeroed; PMCR_EL0.N [15:11] says how many event counters there are.
+    let pmcr: u64;
+    // SAFETY: reading PMCR_EL0 at EL2 has no side effect.
+    unsafe { asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nostack, nomem)) };
+    let counters = (pmcr >> 11) & 0x1f;
+    macro_rules! zero_counters {
+        ($n:expr, $($i:literal => $t:literal, $c:literal);*) => {
+            $( if $i < $n {
+                // SAFETY: PMU registers of the guest's EL0/EL1 state, being reset.
+                unsafe { asm!(concat!("msr ", $t, ", xzr"), concat!("msr ", $c, ", xzr"), options(nostack, nomem)) };
+            } )*
+        };
+    }
+    // PMEVTYPER<n>_EL0 is S3_3_C14_C<12 + n/8>_<n%8>, PMEVCNTR<n>_EL0 S3_3_C14_C<8 + n/8>_<n%8>.
+    zero_counters!(counters,
+        0 => "s3_3_c14_c12_0", "s3_3_c14_c8_0"; 1 => "s3_3_c14_c12_1", "s3_3_c14_c8_1";
+        2 => "s3_3_c14_c12_2", "s3_3_c14_c8_2"; 3 => "s3_3_c14_c12_3", "s3_3_c14_c8_3";
+        4 => "s3_3_c14_c12_4", "s3_3_c14_c8_4"; 5 => "s3_3_c14_c12_5", "s3_3_c14_c8_5";
+        6 => "s3_3_c14_c12_6", "s3_3_c14_c8_6"; 7 => "s3_3_c14_c12_7", "s3_3_c14_c8_7";
+        8 => "s3_3_c14_c13_0", "s3_3_c14_c9_0"; 9 => "s3_3_c14_c13_1", "s3_3_c14_c9_1";
+        10 => "s3_3_c14_c13_2", "s3_3_c14_c9_2"; 11 => "s3_3_c14_c13_3", "s3_3_c14_c9_3";
+        12 => "s3_3_c14_c13_4", "s3_3_c14_c9_4"; 13 => "s3_3_c14_c13_5", "s3_3_c14_c9_5";
+        14 => "s3_3_c14_c13_6", "s3_3_c14_c9_6"; 15 => "s3_3_c14_c13_7", "s3_3_c14_c9_7";
+        16 => "s3_3_c14_c14_0", "s3_3_c14_c10_0"; 17 => "s3_3_c14_c14_1", "s3_3_c14_c10_1";
+        18 => "s3_3_c14_c14_2", "s3_3_c14_c10_2"; 19 => "s3_3_c14_c14_3", "s3_3_c14_c10_3";
+        20 => "s3_3_c14_c14_4", "s3_3_c14_c10_4"; 21 => "s3_3_c14_c14_5", "s3_3_c14_c10_5";
+        22 => "s3_3_c14_c14_6", "s3_3_c14_c10_6"; 23 => "s3_3_c14_c14_7", "s3_3_c14_c10_7";
+        24 => "s3_3_c14_c15_0", "s3_3_c14_c11_0"; 25 => "s3_3_c14_c15_1", "s3_3_c14_c11_1";
+        26 => "s3_3_c14_c15_2", "s3_3_c14_c11_2"; 27 => "s3_3_c14_c15_3", "s3_3_c14_c11_3";
+        28 => "s3_3_c14_c15_4", "s3_3_c14_c11_4"; 29 => "s3_3_c14_c15_5", "s3_3_c14_c11_5";
+        30 => "s3_3_c14_c15_6", "s3_3_c14_c11_6");
+    // SAFETY: PMCCFILTR_EL0, of the guest's state being reset.
+    unsafe { asm!("msr pmccfiltr_el0, xzr", options(nostack, nomem)) };
     // PMU: counters disabled and reset (PMCR_EL0.P and .C), enables, interrupt enables and
     // overflow flags cleared, EL0 access off.
     // SAFETY: PMU registers of the guest's EL1/EL0 state, being reset; no memory effect.

@@ -24,6 +24,7 @@ pub const AFFINITY_INFO_64: u64 = 0xc400_0004;
 pub const MIGRATE_64: u64 = 0xc400_0005;
 pub const MIGRATE_INFO_TYPE: u64 = 0x8400_0006;
 pub const SYSTEM_OFF: u64 = 0x8400_0008;
+pub const SYSTEM_RESET: u64 = 0x8400_0009;
 pub const PSCI_FEATURES: u64 = 0x8400_000a;
 pub const NODE_HW_STATE_64: u64 = 0xc400_000d;
 pub const SYSTEM_SUSPEND_64: u64 = 0xc400_000e;
