@@ -168,3 +168,111 @@ fn no_register_state_survives_a_vm_restart_on_the_same_cpu() {
         assert!(checked.ends_with(", 0 leaked"), "{cpu}: {checked}");
     }
 }
+
+/// The `IDREGS: name value ...` line as (name, value) pairs (decimal or 0x-hex values).
+fn idregs_fields(r: &Run, prefix: &str) -> std::collections::BTreeMap<String, u64> {
+    let line = r
+        .line_after(&format!("[idregs] IDREGS: {prefix} "))
+        .unwrap_or_else(|| panic!("no IDREGS line; log ends:\n{}", r.tail(30)));
+    let text = format!("{prefix} {line}");
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .chunks(2)
+        .filter_map(|c| {
+            let v = c.get(1)?;
+            let n = match v.strip_prefix("0x") {
+                Some(h) => u64::from_str_radix(h, 16).ok()?,
+                None => v.parse().ok()?,
+            };
+            Some((c[0].to_string(), n))
+        })
+        .collect()
+}
+
+/// Defect 6: the ID registers a guest reads are sanitised (HCR_EL2.TID3). On `-cpu max` with
+/// MTE, QEMU's CPU has MTE, SME, NMI, RAS, LORegions, MOPS and a 52-bit PA range; the guest
+/// must be told of none of them (each is trapped or not managed) but keep SVE, and see its own
+/// 40-bit IPA space. Before the fix every field was the hardware's.
+#[test]
+fn the_guest_reads_sanitised_id_registers_on_cpu_max() {
+    let Some(r) = boot_guest_on(
+        "idregs-max-mte",
+        "idregs",
+        &[],
+        (1, 3, "max"),
+        &["-machine", "mte=on"],
+    ) else {
+        return;
+    };
+    r.assert_status(0);
+    r.assert_contains("[idregs] IDREGS: done");
+    r.assert_lacks("faulted");
+    let f = idregs_fields(&r, "el2");
+    let want = [
+        ("el2", 0),
+        ("sve", 1),
+        ("ras", 0),
+        ("amu", 0),
+        ("mte", 0),
+        ("sme", 0),
+        ("nmi", 0),
+        ("gcs", 0),
+        ("lo", 0),
+        ("mops", 0),
+        ("parange", 2),
+    ];
+    for (k, v) in want {
+        assert_eq!(f.get(k), Some(&v), "{k}: {f:?}");
+    }
+    let regs = idregs_fields(&r, "pfr0");
+    assert_eq!(regs.get("smfr0"), Some(&0), "ID_AA64SMFR0_EL1: {regs:?}");
+    assert_eq!(regs.get("mmfr3"), Some(&0), "ID_AA64MMFR3_EL1: {regs:?}");
+    assert_ne!(
+        regs.get("zfr0"),
+        Some(&0),
+        "SVE's ID_AA64ZFR0_EL1 kept: {regs:?}"
+    );
+}
+
+/// Defect 6 with Linux: Debian's kernel on `-cpu max` with MTE boots to userland without a
+/// single UNDEF (before the fix it saw MTE in ID_AA64PFR1_EL1 and touched TFSR_EL1, which the
+/// hypervisor traps).
+#[test]
+fn linux_boots_on_cpu_max_with_mte_without_undef() {
+    if !qemu_available() {
+        return;
+    }
+    let dir = scratch("linux-max-mte");
+    let rd = dir.join("linux.cpio");
+    let st = std::process::Command::new(repo().join("qemu/build-default-ramdisk.sh"))
+        .args(["--test", "--cpus", "2", "--memory", "512M"])
+        .arg(&rd)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run qemu/build-default-ramdisk.sh");
+    assert!(st.success(), "building the Linux ramdisk failed");
+    let r = run(
+        "linux-max-mte",
+        &[
+            "--cpu",
+            "max",
+            "--cpus",
+            "2",
+            "--mem",
+            "2G",
+            "--ramdisk",
+            rd.to_str().unwrap(),
+            "--",
+            "-machine",
+            "mte=on",
+        ],
+        300,
+    );
+    r.assert_status(0);
+    r.assert_contains("[linux] GUEST: userland reached");
+    r.assert_contains("[linux] GUEST: nproc=2");
+    r.assert_lacks("injecting UNDEF");
+    r.assert_lacks("injecting an abort");
+    r.assert_lacks("MTE");
+    r.assert_contains("kestrel: vm linux: powered off");
+}

@@ -6,7 +6,8 @@
 //! exception injected into the guest with a log line; the hypervisor carries on.
 use crate::addr::Ipa;
 use crate::arch::aarch64::gic;
-use crate::arch::aarch64::vcpu_hw::LiveEl1;
+use crate::arch::aarch64::id_space;
+use crate::arch::aarch64::vcpu_hw::{self, LiveEl1};
 use crate::arch::aarch64::{cpu, exception, stage2_hw};
 use crate::mm::PAGES;
 use crate::mm::stage2::AccessKind;
@@ -15,6 +16,7 @@ use crate::psci::PsciAction;
 use crate::runtime::vm::{ExitStats, StopKind, Vm};
 use crate::runtime::vmm::{self, Vcpu};
 use crate::trap::esr::{self, Esr, ExceptionClass, FaultStatus, InjectedAbort, IpaSource, SysReg};
+use crate::trap::idregs;
 use crate::vcpu::{GuestRegs, VectorKind, inject_exception, pstate};
 use crate::vdev::{AccessCtx, Effect, Effects};
 use aarch64_cpu::registers::{ESR_EL2, FAR_EL2, HPFAR_EL2, Readable};
@@ -354,6 +356,18 @@ fn sysreg(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
     let Some(acc) = esr.sysreg() else {
         return undef(v, frame, "bad system register trap", esr);
     };
+    if acc.read
+        && let Some(i) = idregs::index(acc.reg)
+    {
+        // HCR_EL2.TID3: the ID registers, sanitised to what kestrel offers.
+        let caps = idregs::GuestCaps {
+            ipa_bits: v.vm.ipa_bits(),
+            sve: vcpu_hw::guest_sve_usable(),
+        };
+        frame.set_reg(acc.rt, idregs::sanitise_one(i, id_space::read(i), caps));
+        frame.skip_instruction(esr.il32());
+        return;
+    }
     let sgi = match acc.reg {
         SysReg::ICC_SGI1R_EL1 => Some(crate::vgic::SgiRegister::Sgi1r),
         SysReg::ICC_SGI0R_EL1 => Some(crate::vgic::SgiRegister::Sgi0r),

@@ -192,6 +192,11 @@ pub struct Vm {
 const CONSOLE_IN_MAX: usize = 4096;
 
 impl Vm {
+    /// The VM's IPA size in bits (what its ID_AA64MMFR0_EL1.PARange says).
+    pub fn ipa_bits(&self) -> u8 {
+        self.geometry.ipa_bits()
+    }
+
     /// Builds a VM: allocates and scrubs its RAM, creates its stage-2 table, virtual GIC and
     /// devices, and loads kernel, initrd and DTB. Nothing is left allocated on failure.
     pub fn build(

@@ -9,3 +9,4 @@
 
 pub mod cptr;
 pub mod esr;
+pub mod idregs;

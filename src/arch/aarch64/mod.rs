@@ -8,6 +8,7 @@ pub mod early_uart;
 pub mod exception;
 pub mod gic;
 pub mod heap;
+pub mod id_space;
 pub mod mmu;
 pub mod psci_fw;
 pub mod stage2_hw;

@@ -8,7 +8,8 @@ use core::arch::asm;
 /// HCR_EL2 for a guest (Arm ARM D19.2.49): stage 2 on (VM), set/way invalidation upgraded to
 /// clean+invalidate (SWIO), physical FIQ/IRQ/SError to EL2 (FMO/IMO/AMO), TLB and cache
 /// maintenance broadcast within the inner shareable domain (FB, BSU), SMC trapped (TSC),
-/// implementation-defined registers trapped (TIDCP), auxiliary control trapped (TACR), EL1 is
+/// implementation-defined registers trapped (TIDCP), ID register group 3 reads trapped (TID3:
+/// the guest reads sanitised values, `trap::idregs`), auxiliary control trapped (TACR), EL1 is
 /// AArch64 (RW), pointer authentication not trapped (API/APK). WFI/WFE are *not* trapped: each
 /// vCPU owns its physical CPU and sleeps in hardware.
 pub fn guest_hcr() -> u64 {
@@ -21,6 +22,7 @@ pub fn guest_hcr() -> u64 {
         + HCR_EL2::BSU::InnerShareable
         + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
         + HCR_EL2::TIDCP::SET
+        + HCR_EL2::TID3::SET
         + HCR_EL2::TACR::SET
         + HCR_EL2::RW::EL1IsAarch64
         + HCR_EL2::API::SET
@@ -55,8 +57,31 @@ pub fn configure_el2(vttbr: u64, vtcr: u64, vmpidr: u64, fwb: bool) {
     unsafe { asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nostack, nomem)) };
     MDCR_EL2.set((pmcr >> 11) & 0x1f);
     let fwb = if fwb { HCR_EL2::FWB::SET.value } else { 0 };
-    HCR_EL2.set(guest_hcr() | fwb);
+    HCR_EL2.set(guest_hcr() | fwb | feature_traps());
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// HCR_EL2 traps for features the guest is not offered but that exist on this CPU: LORegions
+/// (TLOR, bit 35: LORSA_EL1 and friends would otherwise keep one guest's values for the next;
+/// the ID registers hide FEAT_LOR). Set only where implemented (the bit is RES0 otherwise).
+fn feature_traps() -> u64 {
+    if ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::LO) != 0 {
+        1 << 35
+    } else {
+        0
+    }
+}
+
+/// Whether the guest may use SVE on this CPU: implemented, and CPTR_EL2 as [`configure_el2`]
+/// set it for the running vCPU does not trap it (TZ, bit 8). Called while a vCPU runs.
+pub fn guest_sve_usable() -> bool {
+    let (pfr0, cptr): (u64, u64);
+    // SAFETY: reading ID_AA64PFR0_EL1 and CPTR_EL2 has no side effect.
+    unsafe {
+        asm!("mrs {}, id_aa64pfr0_el1", "mrs {}, cptr_el2", out(reg) pfr0, out(reg) cptr,
+            options(nomem, nostack))
+    };
+    (pfr0 >> 32) & 0xf != 0 && cptr & (1 << 8) == 0
 }
 
 /// Puts the EL1 register file in its reset state, so nothing of a previous guest survives and
