@@ -14,6 +14,7 @@
 //! - [`psci`]: SMCCC and PSCI 1.1 for guests, including the vCPU power-state machine.
 //! - [`pv_time`]: SMCCC paravirtualized stolen time (Arm DEN0057A) for guests.
 //! - [`sched`]: sharing physical CPUs between vCPUs: run queues and vCPU placement.
+//! - [`mitigations`]: which CPU-vulnerability workarounds guests are offered (SMCCC).
 //! - [`vgic`]: the virtual GIC (v2 and v3): per-interrupt state and list-register management.
 //! - [`vdev`]: emulated devices, one per file, each behind [`vdev::MmioDevice`].
 //! - [`console_cmd`]: the hypervisor console's command prompt (`Ctrl-A :`).
@@ -32,6 +33,7 @@ pub mod console_cmd;
 pub mod console_mux;
 pub mod guest;
 pub mod lifecycle;
+pub mod mitigations;
 pub mod mm;
 pub mod platform;
 pub mod psci;

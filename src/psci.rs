@@ -33,6 +33,8 @@ use smccc::arch::{
 };
 use smccc::psci::{self, error as perr};
 use tock_registers::LocalRegisterCopy;
+
+pub use crate::mitigations::Mitigation;
 use tock_registers::register_bitfields;
 
 register_bitfields! [u32,
@@ -161,16 +163,24 @@ impl PowerState {
     }
 }
 
-/// What the guest is told about a CPU vulnerability workaround firmware call.
+/// What the guest is told about a CPU vulnerability workaround firmware call (decided from the
+/// host CPU by [`crate::mitigations`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum Workaround {
-    /// SMCCC_ARCH_FEATURES answers NOT_SUPPORTED (the hypervisor does not implement the call;
-    /// Linux then reports the CPU as vulnerable or relies on its own mitigations).
+    /// SMCCC_ARCH_FEATURES answers NOT_SUPPORTED (-1): no mitigation is available (Linux then
+    /// reports the CPU as vulnerable or relies on its own mitigations, e.g. SSBS); a call
+    /// returns NOT_SUPPORTED.
     #[default]
     NotSupported,
     /// The PE is not affected: ARCH_FEATURES answers "not required" (1 for WORKAROUND_1/3,
     /// NOT_REQUIRED (-2) for WORKAROUND_2, as KVM does), and a call is a no-op returning 0.
     NotRequired,
+    /// WORKAROUND_2 only: the hypervisor keeps the firmware's mitigation on for good on every
+    /// physical CPU that runs a vCPU; the guest is told NOT_REQUIRED (-2), as KVM tells it.
+    PermanentlyMitigated,
+    /// WORKAROUND_1/3: the PE is affected and the call is implemented: ARCH_FEATURES answers
+    /// SUCCESS (0), and a call carries out the mitigation ([`PsciAction::Mitigate`]).
+    Mitigated(Mitigation),
 }
 
 /// Per-VM SMCCC choices.
@@ -210,6 +220,9 @@ pub enum PsciAction {
     SystemOff,
     /// SYSTEM_RESET: reset the VM. Does not return to the caller.
     SystemReset,
+    /// SMCCC_ARCH_WORKAROUND_1/3 on an affected PE: carry out the mitigation, then write 0
+    /// to the caller's x0..x3 and resume it.
+    Mitigate(Mitigation),
 }
 
 impl PsciAction {
@@ -217,7 +230,9 @@ impl PsciAction {
     pub fn caller_regs(&self) -> Option<[u64; 4]> {
         match *self {
             PsciAction::Return(r) => Some(r),
-            PsciAction::StartVcpu { .. } | PsciAction::Suspend => Some([0; 4]),
+            PsciAction::StartVcpu { .. } | PsciAction::Suspend | PsciAction::Mitigate(_) => {
+                Some([0; 4])
+            }
             PsciAction::StopVcpu
             | PsciAction::LastVcpuOff
             | PsciAction::SystemOff
@@ -339,9 +354,9 @@ impl Psci {
         match fid.without_hints() {
             SMCCC_VERSION => ret_value(u64::from(SMCCC_VERSION_1_1)),
             SMCCC_ARCH_FEATURES => ret(self.arch_features(arg(1) as u32)),
-            SMCCC_ARCH_WORKAROUND_1 => ret(self.workaround_call(self.config.workaround_1)),
-            SMCCC_ARCH_WORKAROUND_2 => ret(self.workaround_call(self.config.workaround_2)),
-            SMCCC_ARCH_WORKAROUND_3 => ret(self.workaround_call(self.config.workaround_3)),
+            SMCCC_ARCH_WORKAROUND_1 => self.workaround_call(self.config.workaround_1),
+            SMCCC_ARCH_WORKAROUND_2 => self.workaround_call(self.config.workaround_2),
+            SMCCC_ARCH_WORKAROUND_3 => self.workaround_call(self.config.workaround_3),
             psci::PSCI_VERSION => ret_value(u64::from(PSCI_VERSION_1_1)),
             psci::PSCI_FEATURES => match arg(1) as u32 {
                 psci::PSCI_CPU_SUSPEND_32 | psci::PSCI_CPU_SUSPEND_64 => {
@@ -379,23 +394,29 @@ impl Psci {
                     self.config.workaround_3
                 };
                 match w {
-                    Workaround::NotSupported => aerr::NOT_SUPPORTED,
                     Workaround::NotRequired => ARCH_WORKAROUND_RET_UNAFFECTED,
+                    Workaround::Mitigated(_) => perr::SUCCESS,
+                    // WORKAROUND_2's answers do not apply to 1 and 3.
+                    Workaround::NotSupported | Workaround::PermanentlyMitigated => {
+                        aerr::NOT_SUPPORTED
+                    }
                 }
             }
             SMCCC_ARCH_WORKAROUND_2 => match self.config.workaround_2 {
-                Workaround::NotSupported => aerr::NOT_SUPPORTED,
-                Workaround::NotRequired => aerr::NOT_REQUIRED,
+                Workaround::NotRequired | Workaround::PermanentlyMitigated => aerr::NOT_REQUIRED,
+                // No dynamic (per-call) mitigation is offered.
+                Workaround::NotSupported | Workaround::Mitigated(_) => aerr::NOT_SUPPORTED,
             },
             SMCCC_ARCH_SOC_ID => aerr::NOT_SUPPORTED,
             _ => aerr::NOT_SUPPORTED,
         }
     }
 
-    fn workaround_call(&self, w: Workaround) -> i32 {
+    fn workaround_call(&self, w: Workaround) -> PsciAction {
         match w {
-            Workaround::NotSupported => perr::NOT_SUPPORTED,
-            Workaround::NotRequired => perr::SUCCESS,
+            Workaround::NotSupported => ret(perr::NOT_SUPPORTED),
+            Workaround::NotRequired | Workaround::PermanentlyMitigated => ret(perr::SUCCESS),
+            Workaround::Mitigated(m) => PsciAction::Mitigate(m),
         }
     }
 
@@ -600,6 +621,35 @@ mod tests {
             call(&p, 0, [u64::from(SMCCC_ARCH_WORKAROUND_3), 0, 0, 0]),
             code(0)
         );
+    }
+
+    #[test]
+    fn mitigated_workarounds_answer_success_and_calls_carry_out_the_mitigation() {
+        let q = |p: &Psci, f: u32| call(p, 0, [u64::from(SMCCC_ARCH_FEATURES), u64::from(f), 0, 0]);
+        let fw = Mitigation::Firmware(SMCCC_ARCH_WORKAROUND_1, 0);
+        let p = Psci::new(
+            &MPIDRS,
+            0,
+            SmcccConfig {
+                workaround_1: Workaround::Mitigated(fw),
+                workaround_2: Workaround::PermanentlyMitigated,
+                workaround_3: Workaround::Mitigated(Mitigation::BhbLoop(8)),
+            },
+        );
+        // DEN0028: 0 = required on this PE and implemented; -2 = WORKAROUND_2 not required.
+        assert_eq!(q(&p, SMCCC_ARCH_WORKAROUND_1), code(0));
+        assert_eq!(q(&p, SMCCC_ARCH_WORKAROUND_2), code(-2));
+        assert_eq!(q(&p, SMCCC_ARCH_WORKAROUND_3), code(0));
+        let c = |f: u32, x1: u64| call(&p, 0, [u64::from(f), x1, 0, 0]);
+        assert_eq!(c(SMCCC_ARCH_WORKAROUND_1, 0), PsciAction::Mitigate(fw));
+        assert_eq!(
+            c(SMCCC_ARCH_WORKAROUND_3, 0),
+            PsciAction::Mitigate(Mitigation::BhbLoop(8))
+        );
+        // The mitigation is on for good: the guest's enable/disable changes nothing.
+        assert_eq!(c(SMCCC_ARCH_WORKAROUND_2, 0), code(0));
+        assert_eq!(c(SMCCC_ARCH_WORKAROUND_2, 1), code(0));
+        assert_eq!(PsciAction::Mitigate(fw).caller_regs(), Some([0; 4]));
     }
 
     #[test]

@@ -276,3 +276,32 @@ fn linux_boots_on_cpu_max_with_mte_without_undef() {
     r.assert_lacks("MTE");
     r.assert_contains("kestrel: vm linux: powered off");
 }
+
+/// SMCCC_ARCH_WORKAROUND_1/2/3 are answered from the host CPU as KVM answers them (before the
+/// fix: NOT_SUPPORTED whatever the CPU). cortex-a72 (no CSV2, no SSBS, on Linux's BHB-loop
+/// list, and QEMU's firmware has no SMCCC 1.1): Spectre v2 and v4 have no mitigation to offer
+/// (-1), Spectre-BHB is mitigated by the hypervisor's branch loop (0, and the call returns 0).
+/// `max` (CSV2 = 3, SSBS): v2 and BHB not required (1), v4 left to SSBS (-1).
+#[test]
+fn smccc_workarounds_are_answered_from_the_host_cpu() {
+    for (cpu, want) in [
+        (
+            "cortex-a72",
+            "features wa1 -1 wa2 -1 wa3 0 calls wa1 -1 wa2 -1 wa3 0",
+        ),
+        (
+            "max",
+            "features wa1 1 wa2 -1 wa3 1 calls wa1 0 wa2 -1 wa3 0",
+        ),
+    ] {
+        let Some(r) = boot_guest_on(&format!("smccc-{cpu}"), "smccc", &[], (1, 3, cpu), &[]) else {
+            return;
+        };
+        r.assert_status(0);
+        let line = r
+            .line_after("[smccc] SMCCC: ")
+            .unwrap_or_else(|| panic!("{cpu}: no SMCCC line; log ends:\n{}", r.tail(30)));
+        assert!(line.starts_with("version 0x10001 "), "{cpu}: {line}");
+        assert!(line.ends_with(want), "{cpu}: {line:?}, want {want:?}");
+    }
+}

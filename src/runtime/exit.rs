@@ -123,6 +123,7 @@ fn smccc(v: &mut Vcpu, frame: &mut GuestRegs, esr: u64) {
     }
     match action {
         PsciAction::Return(_) | PsciAction::Suspend => {}
+        PsciAction::Mitigate(m) => crate::arch::aarch64::mitigation::carry_out(m),
         PsciAction::StartVcpu {
             target,
             entry,

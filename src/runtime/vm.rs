@@ -47,6 +47,8 @@ pub struct MachineView {
     /// FEAT_S2FWB: stage 2 can force write-back cacheability (HCR_EL2.FWB), so guest memory
     /// needs no cache cleaning when it is handed over.
     pub fwb: bool,
+    /// The CPU-vulnerability workarounds guests are offered (`mitigations`).
+    pub smccc: SmcccConfig,
 }
 
 /// The images a VM starts from (kept for resets).
@@ -341,7 +343,7 @@ impl Vm {
         let vm = Vm {
             id,
             name: cfg.name.clone(),
-            psci: Psci::new(&mpidrs, 0, SmcccConfig::default()),
+            psci: Psci::new(&mpidrs, 0, m.smccc),
             images: images.clone(),
             pcpus,
             mpidrs,

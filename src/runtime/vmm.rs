@@ -120,7 +120,13 @@ pub fn run(platform: &'static Platform) -> ! {
         "kestrel: caches: {}",
         crate::arch::aarch64::cache::cache_type()
     );
+    let smccc = crate::arch::aarch64::mitigation::host_cpu().smccc_config();
+    info!(
+        "kestrel: SMCCC workarounds for guests: 1 {:?}, 2 {:?}, 3 {:?}",
+        smccc.workaround_1, smccc.workaround_2, smccc.workaround_3
+    );
     MACHINE.call_once(|| MachineView {
+        smccc,
         fwb,
         gic_v3: platform.gic.version == crate::platform::GicVersion::V3,
         gicv: platform.gic.gicv.map(|r| r.start),
@@ -355,6 +361,9 @@ fn start_vcpu(req: StartRequest) {
     vcpu_hw::reset_el1();
     vcpu_hw::configure_el2(vm.vttbr, vm.vtcr, mpidr, vm.fwb);
     vcpu_hw::reset_fp_state();
+    if let Some(m) = MACHINE.get() {
+        crate::arch::aarch64::mitigation::prepare_cpu(&m.smccc);
+    }
     // A VMID may have been used before: drop whatever this CPU's TLB holds for it.
     // SAFETY: TLB invalidation for the VMID just loaded; no memory effect.
     unsafe { core::arch::asm!("tlbi vmalls12e1", "dsb nsh", "isb", options(nostack)) };

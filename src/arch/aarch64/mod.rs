@@ -9,6 +9,7 @@ pub mod exception;
 pub mod gic;
 pub mod heap;
 pub mod id_space;
+pub mod mitigation;
 pub mod mmu;
 pub mod psci_fw;
 pub mod stage2_hw;

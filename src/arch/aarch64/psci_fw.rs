@@ -4,6 +4,9 @@ use core::arch::asm;
 use core::sync::atomic::{AtomicU8, Ordering};
 
 pub const PSCI_VERSION: u32 = 0x8400_0000;
+pub const PSCI_FEATURES: u32 = 0x8400_000a;
+pub const SMCCC_VERSION: u32 = 0x8000_0000;
+pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
 pub const CPU_ON_64: u32 = 0xc400_0003;
 pub const SYSTEM_OFF: u32 = 0x8400_0008;
 pub const SYSTEM_RESET: u32 = 0x8400_0009;
@@ -68,4 +71,24 @@ pub fn system_off() -> Option<i64> {
 
 pub fn system_reset() -> Option<i64> {
     call(SYSTEM_RESET, 0, 0, 0)
+}
+
+/// The firmware's SMCCC_ARCH_FEATURES answer for `fid`, or `None` when there is no firmware
+/// or it implements less than SMCCC 1.1. Discovered as Linux does it (DEN0028 §7.1): PSCI
+/// 1.0 or later, PSCI_FEATURES says SMCCC_VERSION exists, SMCCC_VERSION >= 1.1. An SMCCC call
+/// other than PSCI is never made to firmware that did not say it takes one (QEMU's built-in
+/// PSCI, for one, would make it UNDEFINED).
+pub fn arch_features(fid: u32) -> Option<i32> {
+    let version = call(PSCI_VERSION, 0, 0, 0)? as u32;
+    if version >> 16 < 1 {
+        return None;
+    }
+    if call(PSCI_FEATURES, u64::from(SMCCC_VERSION), 0, 0)? as i32 != 0 {
+        return None;
+    }
+    let smccc = call(SMCCC_VERSION, 0, 0, 0)? as i32;
+    if smccc < 0x1_0001 {
+        return None;
+    }
+    Some(call(SMCCC_ARCH_FEATURES, u64::from(fid), 0, 0)? as i32)
 }
