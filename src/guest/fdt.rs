@@ -3,10 +3,11 @@
 //! The tree follows what QEMU's `virt` machine gives a Linux guest (same node names and
 //! compatibles, so a kernel that boots on QEMU virt finds what it expects), restricted to what
 //! the hypervisor provides: RAM, the vCPUs (enable-method PSCI over HVC), the (virtual) GIC,
-//! the architected timer, an emulated PL011 and `/chosen`. Bindings used (Linux
+//! the architected timer, the PMU, an emulated PL011 and `/chosen`. Bindings used (Linux
 //! `Documentation/devicetree/bindings/`): `arm/cpus.yaml`, `arm/psci.yaml`,
 //! `interrupt-controller/arm,gic-v3.yaml`, `interrupt-controller/arm,gic.yaml`,
-//! `timer/arm,arch_timer.yaml`, `serial/pl011.yaml`, `clock/fixed-clock.yaml`.
+//! `timer/arm,arch_timer.yaml`, `perf/arm,pmu.yaml`, `serial/pl011.yaml`,
+//! `clock/fixed-clock.yaml`.
 //!
 //! Passthrough device nodes are not generated here (a VM may later carry a DTB fragment).
 #![forbid(unsafe_code)]
@@ -42,6 +43,8 @@ pub const GICV2_MAX_CPUS: usize = 8;
 pub const TIMER_PPIS: [u32; 4] = [13, 14, 11, 10];
 /// The GIC maintenance interrupt as QEMU virt describes it: PPI 9 (INTID 25).
 pub const GIC_MAINTENANCE_PPI: u32 = 9;
+/// The PMU overflow interrupt as QEMU virt and the Arm BSA have it: PPI 7 (INTID 23).
+pub const PMU_PPI: u32 = 7;
 /// The PL011's reference clock on QEMU virt, 24 MHz.
 pub const UART_CLOCK_HZ: u32 = 24_000_000;
 
@@ -97,6 +100,9 @@ pub struct GuestDtbSpec<'a> {
     /// Passthrough devices; those with `compatible` strings get a node (reg at their IPA,
     /// their SPIs level-high, and the APB clock when they are AMBA primecells).
     pub devices: &'a [DeviceConfig],
+    /// The PPI (relative to INTID 16) of the PMUv3 overflow interrupt, for a `/pmu` node
+    /// (`arm,armv8-pmuv3`); `None` when the vCPUs have no PMUv3.
+    pub pmu_ppi: Option<u32>,
 }
 
 /// MPIDR_EL1 bit 31 is RES1 (Arm ARM D23.2 "MPIDR_EL1").
@@ -136,6 +142,7 @@ impl<'a> GuestDtbSpec<'a> {
             initrd: layout.initrd,
             rng_seed: None,
             devices: &config.devices,
+            pmu_ppi: None,
         }
     }
 }
@@ -378,6 +385,14 @@ pub fn build(spec: &GuestDtbSpec<'_>) -> Result<Vec<u8>, FdtError> {
     w.property_null("always-on")?;
     w.end_node(timer)?;
 
+    if let Some(ppi) = spec.pmu_ppi {
+        // As QEMU virt writes it: level-high, with the GICv2 CPU mask like the timer's.
+        let pmu = w.begin_node("pmu")?;
+        w.property_string("compatible", "arm,armv8-pmuv3")?;
+        w.property_array_u32("interrupts", &[GIC_PPI, ppi, ppi_flags])?;
+        w.end_node(pmu)?;
+    }
+
     let described: Vec<&DeviceConfig> = spec
         .devices
         .iter()
@@ -478,6 +493,7 @@ mod tests {
             initrd: Some(r(0x4000_0000 + 30 * M, 0x12_3456)),
             rng_seed: Some(&[1, 2, 3, 4, 5, 6, 7, 8]),
             devices: &[],
+            pmu_ppi: Some(PMU_PPI),
         }
     }
 
@@ -583,6 +599,11 @@ mod tests {
             [1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4]
         );
         assert!(timer.property("always-on").is_some());
+
+        // As QEMU virt writes it for a CPU with a PMUv3: PPI 7 (INTID 23), level-high.
+        let pmu = fdt.find_node("/pmu").unwrap();
+        assert_eq!(string_list(pmu, "compatible"), ["arm,armv8-pmuv3"]);
+        assert_eq!(cells_u32(pmu, "interrupts"), [1, 7, 4]);
 
         let clk = fdt.find_node("/apb-pclk").unwrap();
         assert_eq!(string_list(clk, "compatible"), ["fixed-clock"]);
@@ -722,6 +743,12 @@ mod tests {
             cells_u32(timer, "interrupts"),
             [1, 13, 0x304, 1, 14, 0x304, 1, 11, 0x304, 1, 10, 0x304]
         );
+        let pmu = fdt.find_node("/pmu").unwrap();
+        assert_eq!(cells_u32(pmu, "interrupts"), [1, 7, 0x304]);
+        // Without a PMUv3 there is no node.
+        spec.pmu_ppi = None;
+        let blob = build(&spec).unwrap();
+        assert!(Fdt::new(&blob).unwrap().find_node("/pmu").is_none());
     }
 
     #[test]

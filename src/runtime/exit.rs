@@ -40,6 +40,7 @@ pub fn handle(frame: &mut GuestRegs, kind: u64) {
     let k = v.vm.vgic.sync_from_lrs(&mut v.vgic, &mut v.lrs);
     vmm::kick(&v.vm, k, v.index);
     release_timers(v);
+    release_pmu(v);
     match kind {
         KIND_SYNC => sync(v, frame),
         KIND_IRQ | KIND_FIQ => {
@@ -481,6 +482,10 @@ fn irq(v: &mut Vcpu) {
                 }
                 continue;
             }
+            gic::PPI_PMU => {
+                forward_pmu(v, a);
+                continue;
+            }
             gic::PPI_MAINTENANCE => maintenance = true,
             gic::SGI_KICK => {}
             _ if vmm::passthrough_owner(intid) == Some(v.vm.id) => {
@@ -503,6 +508,33 @@ fn irq(v: &mut Vcpu) {
         vmm::kick(&v.vm, k, v.index);
     }
     release_timers(v);
+    release_pmu(v);
+}
+
+/// The PMU overflow interrupt (level, asserted while an enabled counter's overflow flag is
+/// set) goes to the guest that owns the PMU, like the timers: on GICv3 hardware-linked (the
+/// guest's deactivation deactivates the physical PPI), on GICv2 held active until the guest
+/// has completed the virtual one (`release_pmu`), so a line the guest has not yet cleared does
+/// not fire again at once.
+fn forward_pmu(v: &mut Vcpu, a: gic::Acked) {
+    if let Ok(mask) = v.vm.vgic.inject_ppi(v.index, gic::PPI_PMU) {
+        vmm::kick(&v.vm, mask, v.index);
+    }
+    if !vmm::vtimer_hw_linked()
+        && let Some(old) = v.pmu_held.replace(a)
+    {
+        gic::deactivate(old);
+    }
+}
+
+/// GICv2: deactivates the held physical PMU interrupt once the guest is done with its copy.
+fn release_pmu(v: &mut Vcpu) {
+    if v.pmu_held.is_some()
+        && !v.vm.vgic.in_flight(v.index, gic::PPI_PMU)
+        && let Some(a) = v.pmu_held.take()
+    {
+        gic::deactivate(a);
+    }
 }
 
 /// GICv2: once the guest has acknowledged and completed a timer interrupt, the physical one

@@ -411,7 +411,9 @@ impl Vm {
                         maintenance_ppi: Some(9),
                     }
                 };
-                let spec = GuestDtbSpec::for_vm(&im.config, l, &self.mpidrs, gic);
+                let mut spec = GuestDtbSpec::for_vm(&im.config, l, &self.mpidrs, gic);
+                spec.pmu_ppi = crate::arch::aarch64::vcpu_hw::has_pmuv3()
+                    .then_some(crate::guest::fdt::PMU_PPI);
                 Cow::Owned(crate::guest::fdt::build(&spec).map_err(VmBuildError::Dtb)?)
             }
         };

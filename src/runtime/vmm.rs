@@ -40,6 +40,9 @@ pub struct Vcpu {
     /// the guest is done with it. GICv3 links them with the list register's HW bit instead
     /// (see `exit::irq`).
     pub timer_held: [Option<gic::Acked>; 2],
+    /// GICv2: the physical PMU overflow interrupt, held active while the guest handles its
+    /// virtual copy, as the timers are (see `exit::forward_pmu`).
+    pub pmu_held: Option<gic::Acked>,
 }
 
 /// Whether the virtual timer is forwarded with the list registers' HW bit (GICv3), or held and
@@ -377,6 +380,7 @@ fn start_vcpu(req: StartRequest) {
     if vtimer_hw_linked() {
         let _ = vm.vgic.map_hw_ppi(idx, gic::PPI_VTIMER, gic::PPI_VTIMER);
         let _ = vm.vgic.map_hw_ppi(idx, gic::PPI_PTIMER, gic::PPI_PTIMER);
+        let _ = vm.vgic.map_hw_ppi(idx, gic::PPI_PMU, gic::PPI_PMU);
     }
     let frame = vcpu_hw::this_cpu_frame();
     *frame = GuestRegs {
@@ -393,6 +397,7 @@ fn start_vcpu(req: StartRequest) {
         vgic,
         lrs,
         timer_held: [None, None],
+        pmu_held: None,
     }));
     if let Some(v) = this_vcpu() {
         let kick_mask = vm2.vgic.flush_to_lrs(&mut v.vgic, &mut v.lrs);
@@ -414,6 +419,9 @@ pub fn park() -> ! {
     gic::disable_virtual_interface();
     if let Some(mut v) = cur {
         for a in v.timer_held.iter_mut().filter_map(Option::take) {
+            gic::deactivate(a);
+        }
+        if let Some(a) = v.pmu_held.take() {
             gic::deactivate(a);
         }
         v.memcache

@@ -23,6 +23,8 @@ pub const PPI_MAINTENANCE: u32 = 25;
 pub const PPI_VTIMER: u32 = 27;
 /// The EL1 (non-secure) physical timer, which guests also program directly.
 pub const PPI_PTIMER: u32 = 30;
+/// The PMU overflow interrupt (PMUv3, PPI 7 as on QEMU virt), forwarded to the guest.
+pub const PPI_PMU: u32 = 23;
 pub const INTID_SPURIOUS: u32 = 1023;
 /// Priority the hypervisor gives every interrupt it enables.
 const PRIORITY: u8 = 0xa0;
@@ -230,7 +232,11 @@ pub fn init_cpu() -> Result<(), &'static str> {
             sysreg_write!("icc_igrpen1_el1", 1u64);
             wr32(
                 sgi + GICD_ISENABLER,
-                (1 << SGI_KICK) | (1 << PPI_MAINTENANCE) | (1 << PPI_VTIMER) | (1 << PPI_PTIMER),
+                (1 << SGI_KICK)
+                    | (1 << PPI_MAINTENANCE)
+                    | (1 << PPI_VTIMER)
+                    | (1 << PPI_PTIMER)
+                    | (1 << PPI_PMU),
             );
         }
         GicVersion::V2 => {
@@ -248,7 +254,11 @@ pub fn init_cpu() -> Result<(), &'static str> {
             wr32(gicc + GICC_CTLR, GICC_CTLR_ENABLE | GICC_CTLR_EOIMODE_NS);
             wr32(
                 gicd + GICD_ISENABLER,
-                (1 << SGI_KICK) | (1 << PPI_MAINTENANCE) | (1 << PPI_VTIMER) | (1 << PPI_PTIMER),
+                (1 << SGI_KICK)
+                    | (1 << PPI_MAINTENANCE)
+                    | (1 << PPI_VTIMER)
+                    | (1 << PPI_PTIMER)
+                    | (1 << PPI_PMU),
             );
             // With the Security Extensions, Secure (Group 0) interrupts are RAZ/WI to us (GICv2
             // 4.3.1): the enable did not stick unless the firmware made them Group 1 from EL3.

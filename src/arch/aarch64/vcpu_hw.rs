@@ -461,9 +461,33 @@ pub fn this_cpu_frame() -> &'static mut GuestRegs {
 pub fn quiesce_guest() {
     CNTV_CTL_EL0.set(0);
     CNTP_CTL_EL0.set(0);
+    quiesce_pmu();
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
     super::gic::clear_active_private(super::gic::PPI_VTIMER);
     super::gic::clear_active_private(super::gic::PPI_PTIMER);
+    super::gic::clear_active_private(super::gic::PPI_PMU);
+}
+
+/// The guest's PMU overflow interrupt off (interrupt enables and overflow flags cleared), so
+/// an idle CPU is not interrupted by a line its stopped guest left high.
+fn quiesce_pmu() {
+    if !has_pmuv3() {
+        return;
+    }
+    // SAFETY: PMU registers of the stopped guest's state; no memory effect.
+    unsafe {
+        asm!("msr pmintenclr_el1, {all}", "msr pmovsclr_el0, {all}", all = in(reg) u64::MAX,
+            options(nostack, nomem))
+    };
+}
+
+/// Whether this CPU has a PMUv3 (ID_AA64DFR0_EL1.PMUVer [11:8] neither 0 nor 0xF,
+/// IMPLEMENTATION DEFINED), which guests get with its overflow interrupt.
+pub fn has_pmuv3() -> bool {
+    let dfr0: u64;
+    // SAFETY: reading ID_AA64DFR0_EL1 has no side effect.
+    unsafe { asm!("mrs {}, id_aa64dfr0_el1", out(reg) dfr0, options(nomem, nostack)) };
+    !matches!((dfr0 >> 8) & 0xf, 0 | 0xf)
 }
 
 // SAFETY: these symbols are defined in boot/*.S (or the linker script) with exactly these
