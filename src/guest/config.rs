@@ -27,6 +27,8 @@ use crate::addr::{Ipa, PAGE_SIZE, PhysAddr};
 
 /// How errors name the emulated devices' window (`layout::guest_map`).
 pub const EMULATED_DEVICES: &str = "emulated devices (0x8000000..0xa000000)";
+/// How errors name the virtio-mmio window (`layout::guest_map::VIRTIO_MMIO`).
+pub const VIRTIO_MMIO_SLOTS: &str = "virtio-mmio slots (0xa000000..0xa004000)";
 
 /// Granularity of guest RAM size and base: one 4 KiB page, as for KVM. Stage 2 still maps
 /// with 1 GiB and 2 MiB blocks wherever the IPA and PA alignment and the region's bounds allow,
@@ -848,6 +850,13 @@ pub fn parse(text: &[u8], folder: &str) -> Result<VmConfig, ConfigError> {
         return Err(ConfigError::Overlap {
             key: "memory".to_owned(),
             with: EMULATED_DEVICES.to_owned(),
+        });
+    }
+    let virtio = super::layout::guest_map::VIRTIO_MMIO;
+    if overlaps((ram_base, memory), (virtio.start.as_u64(), virtio.size)) {
+        return Err(ConfigError::Overlap {
+            key: "memory".to_owned(),
+            with: VIRTIO_MMIO_SLOTS.to_owned(),
         });
     }
 

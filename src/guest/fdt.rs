@@ -23,6 +23,7 @@ use vm_fdt::FdtWriter;
 use super::config::{Console, DeviceConfig, VmConfig};
 use super::layout::{GuestLayout, IpaRange, guest_map};
 use crate::addr::Ipa;
+use crate::vdev::virtio_mmio_slots;
 
 /// Largest DTB the arm64 boot protocol accepts (booting.rst section 2).
 pub const MAX_DTB_SIZE: usize = 2 << 20;
@@ -30,8 +31,9 @@ pub const MAX_DTB_SIZE: usize = 2 << 20;
 /// GIC interrupt specifier, first cell (bindings/interrupt-controller/arm,gic.yaml).
 const GIC_SPI: u32 = 0;
 const GIC_PPI: u32 = 1;
-/// Third cell, bits [3:0]: trigger type; 4 = level-sensitive, active high.
+/// Third cell, bits [3:0]: trigger type; 4 = level-sensitive, active high; 1 = rising edge.
 const IRQ_TYPE_LEVEL_HIGH: u32 = 4;
+const IRQ_TYPE_EDGE_RISING: u32 = 1;
 /// Third cell, bits [15:8]: for PPIs on GICv2 only, the mask of CPUs the PPI is wired to.
 const GICV2_PPI_CPU_MASK_SHIFT: u32 = 8;
 /// GICv2 targets at most 8 CPUs (GICv2 architecture specification, GICD_ITARGETSR).
@@ -103,6 +105,9 @@ pub struct GuestDtbSpec<'a> {
     /// The PPI (relative to INTID 16) of the PMUv3 overflow interrupt, for a `/pmu` node
     /// (`arm,armv8-pmuv3`); `None` when the vCPUs have no PMUv3.
     pub pmu_ppi: Option<u32>,
+    /// The empty virtio-mmio transports (bit `i`: slot `i` of
+    /// `vdev::virtio_mmio_slots`), each described as QEMU virt does.
+    pub virtio_mmio_slots: u32,
 }
 
 /// MPIDR_EL1 bit 31 is RES1 (Arm ARM D23.2 "MPIDR_EL1").
@@ -143,6 +148,10 @@ impl<'a> GuestDtbSpec<'a> {
             rng_seed: None,
             devices: &config.devices,
             pmu_ppi: None,
+            virtio_mmio_slots: crate::vdev::virtio_mmio_slots::present_slots(
+                config.devices.iter().map(|d| (d.ipa.as_u64(), d.size)),
+                config.spis,
+            ),
         }
     }
 }
@@ -393,6 +402,28 @@ pub fn build(spec: &GuestDtbSpec<'_>) -> Result<Vec<u8>, FdtError> {
         w.end_node(pmu)?;
     }
 
+    // QEMU virt's virtio-mmio transports, lowest address first (QEMU writes them in reverse
+    // so that they come out in this order): reg, SPI 16 + slot edge-rising, dma-coherent.
+    for slot in 0..virtio_mmio_slots::SLOTS {
+        if spec.virtio_mmio_slots & (1 << slot) == 0 {
+            continue;
+        }
+        let base = virtio_mmio_slots::BASE + slot as u64 * virtio_mmio_slots::SLOT_SIZE;
+        let node = w.begin_node(&format!("virtio_mmio@{base:x}"))?;
+        w.property_string("compatible", "virtio,mmio")?;
+        w.property_array_u64("reg", &[base, virtio_mmio_slots::SLOT_SIZE])?;
+        w.property_array_u32(
+            "interrupts",
+            &[
+                GIC_SPI,
+                virtio_mmio_slots::FIRST_SPI + slot as u32,
+                IRQ_TYPE_EDGE_RISING,
+            ],
+        )?;
+        w.property_null("dma-coherent")?;
+        w.end_node(node)?;
+    }
+
     let described: Vec<&DeviceConfig> = spec
         .devices
         .iter()
@@ -494,6 +525,7 @@ mod tests {
             rng_seed: Some(&[1, 2, 3, 4, 5, 6, 7, 8]),
             devices: &[],
             pmu_ppi: Some(PMU_PPI),
+            virtio_mmio_slots: 0b11,
         }
     }
 
@@ -692,6 +724,35 @@ mod tests {
         assert_eq!(
             cells_u32(fdt.find_node("/pl011@9000000").unwrap(), "interrupts"),
             [0, 1, 4]
+        );
+        // QEMU virt's 32 virtio-mmio transports, as QEMU writes them.
+        let virtio: Vec<_> = fdt.find_all_nodes("/virtio_mmio").collect();
+        assert_eq!(virtio.len(), 32);
+        let last = fdt.find_node("/virtio_mmio@a003e00").unwrap();
+        assert_eq!(string_list(last, "compatible"), ["virtio,mmio"]);
+        assert_eq!(cells_u64(last, "reg"), [0x0a00_3e00, 0x200]);
+        assert_eq!(cells_u32(last, "interrupts"), [0, 47, 1]);
+        assert!(last.property("dma-coherent").is_some());
+        // A passthrough device on slots 24..=31 (the host's own virtio-mmio page) keeps them;
+        // 32 SPIs leave slots 16.. without one.
+        let mut pt = config::parse(
+            b"kernel = \"I\"\n[[devices]]\nname = \"v\"\nbase = 0x0a003000\nsize = \"4K\"\n",
+            "vm",
+        )
+        .unwrap();
+        let blob = build(&GuestDtbSpec::for_vm(&pt, &plan, &mpidrs, gic_v3_default())).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        assert_eq!(fdt.find_all_nodes("/virtio_mmio").count(), 24);
+        assert!(fdt.find_node("/virtio_mmio@a002e00").is_some());
+        assert!(fdt.find_node("/virtio_mmio@a003000").is_none());
+        pt.spis = 32;
+        let blob = build(&GuestDtbSpec::for_vm(&pt, &plan, &mpidrs, gic_v3_default())).unwrap();
+        assert_eq!(
+            Fdt::new(&blob)
+                .unwrap()
+                .find_all_nodes("/virtio_mmio")
+                .count(),
+            16
         );
         // console = "none": no UART node.
         let quiet = config::parse(b"kernel = \"I\"\nconsole = \"none\"", "vm").unwrap();

@@ -30,7 +30,8 @@ use crate::addr::{Ipa, PAGE_SIZE, SZ_1G, SZ_2M};
 
 /// The guest-physical addresses of the emulated devices, as on QEMU's `virt` machine (so a
 /// guest kernel finds what it would find there). Guest RAM and passthrough devices must stay
-/// out of [`EMULATED_DEVICE_WINDOW`] (`config::parse` checks).
+/// out of [`EMULATED_DEVICE_WINDOW`], and guest RAM out of [`VIRTIO_MMIO`] (`config::parse`
+/// checks; a passthrough device there takes the virtio-mmio slots it covers).
 pub mod guest_map {
     use super::IpaRange;
     use crate::addr::Ipa;
@@ -59,6 +60,12 @@ pub mod guest_map {
         size: 0x1000,
     };
     pub const UART_SPI: u32 = 1;
+    /// QEMU virt's virtio-mmio window: 32 transports of 0x200 bytes, SPIs 16..=47
+    /// (`vdev::virtio_mmio_slots`).
+    pub const VIRTIO_MMIO: IpaRange = IpaRange {
+        start: Ipa::new(crate::vdev::virtio_mmio_slots::BASE),
+        size: crate::vdev::virtio_mmio_slots::WINDOW_SIZE,
+    };
 
     /// The GICv3 redistributor region for `vcpus` vCPUs (at most 64 fit the window).
     pub const fn gicv3_redistributors(vcpus: usize) -> IpaRange {

@@ -328,6 +328,16 @@ impl Vm {
                 dev: Arc::new(Gicv2Distributor::new(vgic.clone())),
             });
         }
+        let virtio = crate::vdev::virtio_mmio_slots::present_slots(
+            cfg.devices.iter().map(|d| (d.ipa.as_u64(), d.size)),
+            cfg.spis,
+        );
+        if virtio != 0 {
+            devices.push(DeviceSlot {
+                range: Range::new(guest_map::VIRTIO_MMIO.start, guest_map::VIRTIO_MMIO.size),
+                dev: Arc::new(crate::vdev::virtio_mmio_slots::VirtioMmioSlots::new(virtio)),
+            });
+        }
         let pl011 = match cfg.console {
             Console::Pl011 => {
                 let p = Arc::new(Pl011::with_firmware_setup(32 + guest_map::UART_SPI));
@@ -655,8 +665,10 @@ fn alloc_identity_ram(
     let clash = |base: u64| {
         let ram = (base, cfg.memory);
         let window = guest_map::EMULATED_DEVICE_WINDOW;
+        let virtio = guest_map::VIRTIO_MMIO;
         base + cfg.memory > MAX_IPA
             || overlaps(ram, (window.start.as_u64(), window.size))
+            || overlaps(ram, (virtio.start.as_u64(), virtio.size))
             || cfg
                 .devices
                 .iter()

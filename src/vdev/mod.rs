@@ -148,3 +148,4 @@ pub mod gicv2_dist;
 pub mod gicv3_dist;
 pub mod gicv3_redist;
 pub mod pl011;
+pub mod virtio_mmio_slots;

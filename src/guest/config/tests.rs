@@ -444,6 +444,21 @@ fn checks_ram_base_alignment_and_range() {
             with: EMULATED_DEVICES.to_string()
         }
     );
+    // RAM may start right after the emulated devices, but not on QEMU virt's virtio-mmio
+    // window (0xa000000..0xa004000) nor run into it.
+    assert_eq!(
+        err("ram_base = 0xa000000\nmemory = \"64M\""),
+        ConfigError::Overlap {
+            key: "memory".to_string(),
+            with: crate::guest::config::VIRTIO_MMIO_SLOTS.to_string()
+        }
+    );
+    assert_eq!(
+        with("ram_base = 0xa004000\nmemory = \"64M\"")
+            .unwrap()
+            .ram_base,
+        Ipa::new(0x0a00_4000)
+    );
     assert_eq!(
         err("ram_base = 0xff_ffe0_0000"),
         ConfigError::OutsideIpaSpace {
