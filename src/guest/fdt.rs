@@ -76,6 +76,15 @@ pub enum GicSpec<'a> {
     },
 }
 
+/// The guest's PMUv3.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct GuestPmu {
+    /// The PPI (relative to INTID 16) of its overflow interrupt, or `None` when the host's
+    /// PMU interrupt is not a PPI the vCPU can be given (the node then has no `interrupts`:
+    /// counting works, sampling does not, as Linux's arm_pmu driver reports it).
+    pub ppi: Option<u32>,
+}
+
 /// The emulated PL011.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct UartSpec {
@@ -102,9 +111,8 @@ pub struct GuestDtbSpec<'a> {
     /// Passthrough devices; those with `compatible` strings get a node (reg at their IPA,
     /// their SPIs level-high, and the APB clock when they are AMBA primecells).
     pub devices: &'a [DeviceConfig],
-    /// The PPI (relative to INTID 16) of the PMUv3 overflow interrupt, for a `/pmu` node
-    /// (`arm,armv8-pmuv3`); `None` when the vCPUs have no PMUv3.
-    pub pmu_ppi: Option<u32>,
+    /// A `/pmu` node (`arm,armv8-pmuv3`) when the vCPUs have a PMUv3; `None` otherwise.
+    pub pmu: Option<GuestPmu>,
     /// The empty virtio-mmio transports (bit `i`: slot `i` of
     /// `vdev::virtio_mmio_slots`), each described as QEMU virt does.
     pub virtio_mmio_slots: u32,
@@ -147,7 +155,7 @@ impl<'a> GuestDtbSpec<'a> {
             initrd: layout.initrd,
             rng_seed: None,
             devices: &config.devices,
-            pmu_ppi: None,
+            pmu: None,
             virtio_mmio_slots: crate::vdev::virtio_mmio_slots::present_slots(
                 config.devices.iter().map(|d| (d.ipa.as_u64(), d.size)),
                 config.spis,
@@ -394,12 +402,14 @@ pub fn build(spec: &GuestDtbSpec<'_>) -> Result<Vec<u8>, FdtError> {
     w.property_null("always-on")?;
     w.end_node(timer)?;
 
-    if let Some(ppi) = spec.pmu_ppi {
+    if let Some(pmu) = spec.pmu {
         // As QEMU virt writes it: level-high, with the GICv2 CPU mask like the timer's.
-        let pmu = w.begin_node("pmu")?;
+        let node = w.begin_node("pmu")?;
         w.property_string("compatible", "arm,armv8-pmuv3")?;
-        w.property_array_u32("interrupts", &[GIC_PPI, ppi, ppi_flags])?;
-        w.end_node(pmu)?;
+        if let Some(ppi) = pmu.ppi {
+            w.property_array_u32("interrupts", &[GIC_PPI, ppi, ppi_flags])?;
+        }
+        w.end_node(node)?;
     }
 
     // QEMU virt's virtio-mmio transports, lowest address first (QEMU writes them in reverse
@@ -524,7 +534,7 @@ mod tests {
             initrd: Some(r(0x4000_0000 + 30 * M, 0x12_3456)),
             rng_seed: Some(&[1, 2, 3, 4, 5, 6, 7, 8]),
             devices: &[],
-            pmu_ppi: Some(PMU_PPI),
+            pmu: Some(GuestPmu { ppi: Some(PMU_PPI) }),
             virtio_mmio_slots: 0b11,
         }
     }
@@ -806,8 +816,15 @@ mod tests {
         );
         let pmu = fdt.find_node("/pmu").unwrap();
         assert_eq!(cells_u32(pmu, "interrupts"), [1, 7, 0x304]);
+        // A PMU whose interrupt is not a PPI: a node without interrupts.
+        spec.pmu = Some(GuestPmu { ppi: None });
+        let blob = build(&spec).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let pmu = fdt.find_node("/pmu").unwrap();
+        assert_eq!(string_list(pmu, "compatible"), ["arm,armv8-pmuv3"]);
+        assert!(pmu.property("interrupts").is_none());
         // Without a PMUv3 there is no node.
-        spec.pmu_ppi = None;
+        spec.pmu = None;
         let blob = build(&spec).unwrap();
         assert!(Fdt::new(&blob).unwrap().find_node("/pmu").is_none());
     }

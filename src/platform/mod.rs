@@ -311,6 +311,10 @@ pub struct Platform {
     pub console: Uart,
     pub gic: Gic,
     pub timer: TimerIrqs,
+    /// The PMU's overflow interrupt when the DTB's `arm,armv8-pmuv3` node gives one PPI (as
+    /// on QEMU virt: INTID 23); `None` without a PMU node, or for a PMU wired to one SPI per
+    /// CPU (the Raspberry Pi 4), which a guest's vCPU cannot be given as its own.
+    pub pmu_intid: Option<u32>,
     /// CPUs in DTB order.
     pub cpus: Vec<Cpu>,
     /// The header's `boot_cpuid_phys`.
@@ -338,6 +342,7 @@ const GICV2_COMPATIBLE: &[&str] = &[
 const GICV3_COMPATIBLE: &[&str] = &["arm,gic-v3"];
 const ITS_COMPATIBLE: &[&str] = &["arm,gic-v3-its"];
 const TIMER_COMPATIBLE: &[&str] = &["arm,armv8-timer"];
+const PMU_COMPATIBLE: &[&str] = &["arm,armv8-pmuv3"];
 
 impl Platform {
     /// Reads and checks the DTB `blob` (the bytes at `params.dtb_base`; the slice may be longer
@@ -398,6 +403,7 @@ impl Platform {
         let console = parse_console(&fdt, chosen)?;
         let gic = parse_gic(&fdt)?;
         let timer = parse_timer(&fdt)?;
+        let pmu_intid = parse_pmu(&fdt);
         let cpus = parse_cpus(&fdt, params.max_cpus)?;
         let psci = parse_psci(&fdt)?;
 
@@ -409,6 +415,7 @@ impl Platform {
             console,
             gic,
             timer,
+            pmu_intid,
             cpus,
             boot_cpuid: header.boot_cpuid_phys,
             psci,
@@ -789,6 +796,16 @@ fn parse_timer(fdt: &Fdt<'_>) -> Result<TimerIrqs, PlatformError> {
             hyp_virt: rest.first().copied(),
         }),
         _ => Err(PlatformError::NoTimer),
+    }
+}
+
+/// The PMU's interrupt (Linux `perf/arm,pmu.yaml`: one PPI, or one SPI per CPU) when it is
+/// a single PPI. The PMU is optional: a node that cannot be read counts as none.
+fn parse_pmu(fdt: &Fdt<'_>) -> Option<u32> {
+    let chain = find_compatible(fdt, PMU_COMPATIBLE).ok()??;
+    match tree::gic_interrupts(fdt, &chain).ok()?[..] {
+        [intid] if (16..32).contains(&intid) => Some(intid),
+        _ => None,
     }
 }
 

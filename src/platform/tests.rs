@@ -144,6 +144,7 @@ fn qemu_virt_gicv3_is_read_exactly() {
         console: qemu_pl011(),
         gic: qemu_gicv3(),
         timer: QEMU_TIMER,
+        pmu_intid: Some(23),
         cpus: psci_cpus(4),
         boot_cpuid: 0,
         psci: Some(QEMU_PSCI),
@@ -164,6 +165,8 @@ fn qemu_virt_gicv2_lists_the_four_frames_in_order() {
     assert_eq!(p.cpus, psci_cpus(4));
     assert_eq!(p.console, qemu_pl011());
     assert_eq!(p.psci, Some(QEMU_PSCI));
+    // The PMU's PPI 7 with a CPU mask (0xf04) is still INTID 23.
+    assert_eq!(p.pmu_intid, Some(23));
 }
 
 #[test]
@@ -274,6 +277,8 @@ fn raspi4b_console_and_gic_are_translated_through_soc_ranges() {
     };
     let p = Platform::parse(RASPI4B, &params).unwrap();
     assert_eq!(p.model, "Raspberry Pi 4 Model B");
+    // The BCM2711 wires each core's PMU to its own SPI (16..=19): not a PPI a guest can own.
+    assert_eq!(p.pmu_intid, None);
     assert_eq!(
         p.compatible,
         vec![String::from("raspberrypi,4-model-b"), "brcm,bcm2711".into()]
@@ -420,6 +425,7 @@ fn synthetic_board_is_read_exactly() {
             hyp_virt: Some(28),
             ..QEMU_TIMER
         },
+        pmu_intid: None,
         cpus: vec![
             Cpu {
                 mpidr: 0,

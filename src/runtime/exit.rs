@@ -482,7 +482,7 @@ fn irq(v: &mut Vcpu) {
                 }
                 continue;
             }
-            gic::PPI_PMU => {
+            gic::PPI_PMU if vmm::pmu_forwarded() => {
                 forward_pmu(v, a);
                 continue;
             }

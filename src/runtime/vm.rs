@@ -422,8 +422,12 @@ impl Vm {
                     }
                 };
                 let mut spec = GuestDtbSpec::for_vm(&im.config, l, &self.mpidrs, gic);
-                spec.pmu_ppi = crate::arch::aarch64::vcpu_hw::has_pmuv3()
-                    .then_some(crate::guest::fdt::PMU_PPI);
+                spec.pmu = crate::arch::aarch64::vcpu_hw::has_pmuv3().then_some(
+                    crate::guest::fdt::GuestPmu {
+                        ppi: crate::runtime::vmm::pmu_forwarded()
+                            .then_some(crate::guest::fdt::PMU_PPI),
+                    },
+                );
                 Cow::Owned(crate::guest::fdt::build(&spec).map_err(VmBuildError::Dtb)?)
             }
         };

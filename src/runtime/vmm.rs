@@ -136,6 +136,7 @@ pub fn run(platform: &'static Platform) -> ! {
         pa_range,
         vmid16,
     });
+    PMU_FORWARDED.store(platform.pmu_intid == Some(gic::PPI_PMU), Ordering::Relaxed);
     if let Some(intid) = platform.console.intid {
         crate::arch::aarch64::console::enable_rx_interrupt();
         gic::enable_spi(intid, 0, false);
@@ -218,6 +219,15 @@ pub fn run(platform: &'static Platform) -> ! {
 }
 
 static CONSOLE_IRQ: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// The host's PMU interrupt is PPI 23 (`gic::PPI_PMU`), which the vCPU on each CPU is given.
+static PMU_FORWARDED: AtomicBool = AtomicBool::new(false);
+
+/// Whether guests get the PMU overflow interrupt (PPI 23, forwarded by `exit::irq`): the
+/// platform's PMU node names that PPI. Elsewhere (one SPI per CPU, as on the Pi 4) guests
+/// count but do not sample.
+pub fn pmu_forwarded() -> bool {
+    PMU_FORWARDED.load(Ordering::Relaxed)
+}
 
 /// The console UART's interrupt (keyboard input), if it has one.
 pub fn console_irq() -> usize {
