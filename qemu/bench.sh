@@ -227,16 +227,17 @@ EOF
     "$here/mkramdisk.sh" "$build/bench.cpio" "$build/guests/vm-bench" 2>/dev/null
 
     # The direct boot's device tree: QEMU's own for the same machine, minus every device kestrel
-    # does not give its guests (PCIe, virtio-mmio, fw_cfg, RTC, GPIO, flash, PMU, the GIC ITS), so
-    # that both kernels probe the same hardware. /chosen (bootargs, initrd) is filled in by QEMU at
-    # boot as usual.
+    # does not give its guests (PCIe, fw_cfg, RTC, GPIO, flash, the GIC ITS), so that both
+    # kernels probe the same hardware (kestrel's guests have the PMU and QEMU's 32 empty
+    # virtio-mmio transports too). /chosen (bootargs, initrd) is filled in by QEMU at boot as
+    # usual.
     for n in 1 2; do
         f=$build/direct-${n}cpu.dtb
         qemu-system-aarch64 -machine "virt,gic-version=3,dtb-randomness=off,dumpdtb=$f" \
             -cpu cortex-a72 -smp "$n" -m 512M -nographic >/dev/null 2>&1
         for node in $(fdtget -l "$f" /); do
             case $node in
-            psci | memory@* | pl011@* | intc@* | cpus | timer | apb-pclk | aliases | chosen) ;;
+            psci | memory@* | pl011@* | intc@* | cpus | timer | pmu | virtio_mmio@* | apb-pclk | aliases | chosen) ;;
             *) fdtput -r "$f" "/$node" ;;
             esac
         done

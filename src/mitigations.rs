@@ -32,8 +32,8 @@ use crate::psci::{SmcccConfig, Workaround};
 /// What a mitigation does when the guest calls for it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Mitigation {
-    /// Make the same call to the firmware (function ID, x1).
-    Firmware(u32, u64),
+    /// Make the same call (this function ID, no arguments) to the firmware.
+    Firmware(u32),
     /// Run `k` taken branches, then DSB and ISB (Linux's BHB loop).
     BhbLoop(u8),
     /// Execute CLRBHB (FEAT_CLRBHB).
@@ -158,7 +158,7 @@ impl HostCpu {
             return Workaround::NotRequired;
         }
         match self.firmware[0] {
-            Some(FW_SUCCESS) => Workaround::Mitigated(Mitigation::Firmware(WORKAROUND_1, 0)),
+            Some(FW_SUCCESS) => Workaround::Mitigated(Mitigation::Firmware(WORKAROUND_1)),
             Some(FW_UNAFFECTED) => Workaround::NotRequired,
             _ => Workaround::NotSupported,
         }
@@ -204,7 +204,7 @@ impl HostCpu {
         } else if let Some(k) = loop_k {
             Mitigation::BhbLoop(k)
         } else if firmware {
-            Mitigation::Firmware(WORKAROUND_3, 0)
+            Mitigation::Firmware(WORKAROUND_3)
         } else {
             return Workaround::NotSupported;
         };
@@ -278,7 +278,7 @@ mod tests {
         assert_eq!(
             host.smccc_config(),
             config(
-                Mitigated(Mitigation::Firmware(WORKAROUND_1, 0)),
+                Mitigated(Mitigation::Firmware(WORKAROUND_1)),
                 PermanentlyMitigated,
                 Mitigated(Mitigation::BhbLoop(8))
             )
@@ -356,7 +356,7 @@ mod tests {
         };
         assert_eq!(
             a73_fw.smccc_config().workaround_3,
-            Mitigated(Mitigation::Firmware(WORKAROUND_3, 0))
+            Mitigated(Mitigation::Firmware(WORKAROUND_3))
         );
         // FEAT_CSV2_3 is unaffected whatever the model.
         let a72_csv2_3 = HostCpu {

@@ -353,10 +353,10 @@ impl Psci {
         };
         match fid.without_hints() {
             SMCCC_VERSION => ret_value(u64::from(SMCCC_VERSION_1_1)),
-            SMCCC_ARCH_FEATURES => ret(self.arch_features(arg(1) as u32)),
-            SMCCC_ARCH_WORKAROUND_1 => self.workaround_call(self.config.workaround_1),
-            SMCCC_ARCH_WORKAROUND_2 => self.workaround_call(self.config.workaround_2),
-            SMCCC_ARCH_WORKAROUND_3 => self.workaround_call(self.config.workaround_3),
+            f @ (SMCCC_ARCH_FEATURES
+            | SMCCC_ARCH_WORKAROUND_1
+            | SMCCC_ARCH_WORKAROUND_2
+            | SMCCC_ARCH_WORKAROUND_3) => self.arch_call(f, arg(1) as u32),
             psci::PSCI_VERSION => ret_value(u64::from(PSCI_VERSION_1_1)),
             psci::PSCI_FEATURES => match arg(1) as u32 {
                 psci::PSCI_CPU_SUSPEND_32 | psci::PSCI_CPU_SUSPEND_64 => {
@@ -380,6 +380,18 @@ impl Psci {
             // CPU_FREEZE, CPU_DEFAULT_SUSPEND, NODE_HW_STATE, stats, MEM_PROTECT, every other
             // owner and every yielding call: "Unknown Function Identifier" (DEN0028 §7.1).
             _ => ret(perr::NOT_SUPPORTED),
+        }
+    }
+
+    /// SMCCC_ARCH_FEATURES and the workaround calls, kept out of line: the exit path inlines
+    /// [`Psci::call`], and these rare calls would otherwise cost every HVC a larger frame.
+    #[inline(never)]
+    fn arch_call(&self, fid: u32, arg1: u32) -> PsciAction {
+        match fid {
+            SMCCC_ARCH_FEATURES => ret(self.arch_features(arg1)),
+            SMCCC_ARCH_WORKAROUND_1 => self.workaround_call(self.config.workaround_1),
+            SMCCC_ARCH_WORKAROUND_2 => self.workaround_call(self.config.workaround_2),
+            _ => self.workaround_call(self.config.workaround_3),
         }
     }
 
@@ -626,7 +638,7 @@ mod tests {
     #[test]
     fn mitigated_workarounds_answer_success_and_calls_carry_out_the_mitigation() {
         let q = |p: &Psci, f: u32| call(p, 0, [u64::from(SMCCC_ARCH_FEATURES), u64::from(f), 0, 0]);
-        let fw = Mitigation::Firmware(SMCCC_ARCH_WORKAROUND_1, 0);
+        let fw = Mitigation::Firmware(SMCCC_ARCH_WORKAROUND_1);
         let p = Psci::new(
             &MPIDRS,
             0,

@@ -40,11 +40,12 @@ impl GuestRegs {
     /// takes the next condition, and the block ends after its last one), as KVM's
     /// `kvm_skip_instr32` does.
     pub fn skip_instruction(&mut self, il32: bool) {
-        let len = if il32 { 4 } else { 2 };
         if !self.is_aarch32() {
-            self.pc = self.pc.wrapping_add(len);
+            // A64 instructions are all 32 bits (IL = 1).
+            self.pc = self.pc.wrapping_add(4);
             return;
         }
+        let len = if il32 { 4 } else { 2 };
         self.pc = self.pc.wrapping_add(len) & 0xffff_ffff;
         let it = pstate::aarch32_itstate(self.pstate);
         if self.pstate & pstate::AARCH32_T != 0 && it != 0 {

@@ -118,10 +118,20 @@ fn smccc(v: &mut Vcpu, frame: &mut GuestRegs, esr: u64) {
     }
     let vm = &v.vm;
     let args = [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
-    let action = vm.psci.call(v.index, args, |entry| vm.is_ram(entry));
+    match vm.psci.call(v.index, args, |entry| vm.is_ram(entry)) {
+        PsciAction::Return(r) => frame.x[..4].copy_from_slice(&r),
+        other => psci_action(v, frame, other),
+    }
+}
+
+/// The PSCI/SMCCC actions beyond writing return values, out of line so that the common
+/// calls (PSCI_VERSION, AFFINITY_INFO, ...) keep a small exit path.
+#[inline(never)]
+fn psci_action(v: &mut Vcpu, frame: &mut GuestRegs, action: PsciAction) {
     if let Some(r) = action.caller_regs() {
         frame.x[..4].copy_from_slice(&r);
     }
+    let vm = &v.vm;
     match action {
         PsciAction::Return(_) | PsciAction::Suspend => {}
         PsciAction::Mitigate(m) => crate::arch::aarch64::mitigation::carry_out(m),
@@ -528,9 +538,17 @@ fn forward_pmu(v: &mut Vcpu, a: gic::Acked) {
 }
 
 /// GICv2: deactivates the held physical PMU interrupt once the guest is done with its copy.
+/// (Inline: on every exit this is one test of `pmu_held`, almost always empty.)
+#[inline(always)]
 fn release_pmu(v: &mut Vcpu) {
-    if v.pmu_held.is_some()
-        && !v.vm.vgic.in_flight(v.index, gic::PPI_PMU)
+    if v.pmu_held.is_some() {
+        release_held_pmu(v);
+    }
+}
+
+#[inline(never)]
+fn release_held_pmu(v: &mut Vcpu) {
+    if !v.vm.vgic.in_flight(v.index, gic::PPI_PMU)
         && let Some(a) = v.pmu_held.take()
     {
         gic::deactivate(a);

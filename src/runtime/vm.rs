@@ -328,16 +328,6 @@ impl Vm {
                 dev: Arc::new(Gicv2Distributor::new(vgic.clone())),
             });
         }
-        let virtio = crate::vdev::virtio_mmio_slots::present_slots(
-            cfg.devices.iter().map(|d| (d.ipa.as_u64(), d.size)),
-            cfg.spis,
-        );
-        if virtio != 0 {
-            devices.push(DeviceSlot {
-                range: Range::new(guest_map::VIRTIO_MMIO.start, guest_map::VIRTIO_MMIO.size),
-                dev: Arc::new(crate::vdev::virtio_mmio_slots::VirtioMmioSlots::new(virtio)),
-            });
-        }
         let pl011 = match cfg.console {
             Console::Pl011 => {
                 let p = Arc::new(Pl011::with_firmware_setup(32 + guest_map::UART_SPI));
@@ -349,6 +339,17 @@ impl Vm {
             }
             Console::None => None,
         };
+        // Last: the empty transports are rarely touched, the devices above on every exit.
+        let virtio = crate::vdev::virtio_mmio_slots::present_slots(
+            cfg.devices.iter().map(|d| (d.ipa.as_u64(), d.size)),
+            cfg.spis,
+        );
+        if virtio != 0 {
+            devices.push(DeviceSlot {
+                range: Range::new(guest_map::VIRTIO_MMIO.start, guest_map::VIRTIO_MMIO.size),
+                dev: Arc::new(crate::vdev::virtio_mmio_slots::VirtioMmioSlots::new(virtio)),
+            });
+        }
 
         let vm = Vm {
             id,

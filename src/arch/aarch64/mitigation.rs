@@ -36,8 +36,8 @@ pub fn host_cpu() -> HostCpu {
 /// Carries out `m` for the guest that called for it.
 pub fn carry_out(m: Mitigation) {
     match m {
-        Mitigation::Firmware(fid, x1) => {
-            let _ = psci_fw::call(fid, x1, 0, 0);
+        Mitigation::Firmware(fid) => {
+            let _ = psci_fw::call(fid, 0, 0, 0);
         }
         Mitigation::BhbLoop(k) => {
             // SAFETY: k taken branches overwrite the branch history (Linux's
