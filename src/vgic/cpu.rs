@@ -285,15 +285,15 @@ impl Vgic {
                 match victim(cpu, k) {
                     Some(i) => {
                         let old = cpu.lrs[i].intid;
-                        let v2 = d.is_v2_sgi(old);
-                        if let Some(irq) = d.irq_mut(v, old) {
-                            irq.evict(v2);
-                        }
                         cpu.used &= !(1 << i);
                         cpu.lrs[i] = LrValue::default();
-                        // The evicted interrupt now waits outside like the others.
-                        d.set_hint(v, old);
-                        total += 1;
+                        // The evicted interrupt now waits outside like the others; an SPI
+                        // rerouted while it sat here is its new target's to take.
+                        kick |= d.evict(v, old, false);
+                        if d.targets_vcpu(old, v) {
+                            d.set_hint(v, old);
+                            total += 1;
+                        }
                         i
                     }
                     None => break,
@@ -349,31 +349,27 @@ impl Vgic {
     }
 
     /// The vCPU is reset (PSCI CPU_ON after CPU_OFF, system reset): every LR is cleared, the
-    /// pending state they held returns to the model, their active state is dropped, UIE off.
-    pub fn reset_cpu<L: ListRegisters + ?Sized>(&self, cpu: &mut VgicCpu, lrs: &mut L) {
+    /// pending state they held returns to the model (an SPI to whichever target may take it
+    /// now), their active state is dropped, UIE off. Returns the other vCPUs to kick.
+    pub fn reset_cpu<L: ListRegisters + ?Sized>(&self, cpu: &mut VgicCpu, lrs: &mut L) -> VcpuMask {
         // Fold first so that what the guest already acknowledged is not pended again.
-        let kick = self.sync_from_lrs(cpu, lrs);
-        self.raise(kick);
+        let mut kick = self.sync_from_lrs(cpu, lrs);
         let mut d = self.lock();
         for i in bits(cpu.used) {
-            let intid = cpu.lrs[i].intid;
-            let v2 = d.is_v2_sgi(intid);
-            if let Some(irq) = d.irq_mut(cpu.vcpu, intid) {
-                irq.evict(v2);
-                irq.active = false;
-                irq.req = 0;
-            }
+            kick |= d.evict(cpu.vcpu, cpu.lrs[i].intid, true);
         }
+        d.request_rescan(bit(cpu.vcpu));
         drop(d);
+        self.raise(kick);
         for i in 0..lrs.count().min(MAX_LRS) {
             lrs.write(i, 0);
         }
         lrs.set_underflow_irq(false);
-        self.lock().request_rescan(bit(cpu.vcpu));
         *cpu = VgicCpu::new(cpu.vcpu);
         if let Some(flag) = self.work.get(cpu.vcpu) {
             flag.0.store(true, Ordering::Release);
         }
+        kick & !bit(cpu.vcpu)
     }
 }
 

@@ -252,6 +252,24 @@ impl Dist {
         targets & targets.wrapping_neg()
     }
 
+    /// Takes the interrupt out of the list register of `vcpu` that holds it (evicted for a
+    /// more urgent one, or the vCPU is reset): its pending state returns to the model and
+    /// whoever may take it now is hinted, which for an SPI rerouted meanwhile is another vCPU.
+    /// Returns those vCPUs. With `drop_active`, the LR's active state is discarded too (the
+    /// vCPU that acknowledged it is gone).
+    pub fn evict(&mut self, vcpu: usize, intid: u32, drop_active: bool) -> VcpuMask {
+        let v2 = self.v2_sgi(intid);
+        let Some(irq) = self.irq_mut(vcpu, intid) else {
+            return 0;
+        };
+        irq.evict(v2);
+        if drop_active {
+            irq.active = false;
+            irq.req = 0;
+        }
+        self.notify(vcpu, intid)
+    }
+
     fn notify_owner(irq: &Irq) -> VcpuMask {
         if irq.resident() {
             bit(usize::from(irq.owner))
