@@ -377,7 +377,10 @@ mod tests {
         wr(&d, 0x0104, W, u64::from(u32::MAX));
         wr(&d, IROUTER + 8 * 50, D, 1 << 31);
         assert_eq!(rd(&d, IROUTER + 8 * 50, D), Ok(1 << 31));
-        // Every redistributor still asleep (ProcessorSleep == 1): nobody to take it.
+        // Every redistributor asleep (ProcessorSleep == 1): nobody to take it.
+        for c in 0..4 {
+            v.with_dist(|dd| ((), dd.set_sleep(c, true)));
+        }
         assert_eq!(v.raise_edge(50), Ok(0));
         v.with_dist(|dd| ((), dd.set_sleep(1, false)));
         v.with_dist(|dd| ((), dd.set_sleep(3, false)));

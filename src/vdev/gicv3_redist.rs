@@ -8,6 +8,8 @@
 //! No LPIs: GICR_CTLR.EnableLPIs, GICR_PROPBASER, GICR_PENDBASER, GICR_SETLPIR... are RAZ/WI.
 //! GICR_WAKER implements the ProcessorSleep / ChildrenAsleep handshake: ChildrenAsleep follows
 //! ProcessorSleep at once; while ProcessorSleep == 1 no interrupt is forwarded to the vCPU.
+//! Redistributors come out of reset awake (ProcessorSleep == 0), as under KVM: guests such as
+//! kvm-unit-tests or Zephyr expect firmware to have woken them.
 #![forbid(unsafe_code)]
 
 use alloc::sync::Arc;
@@ -246,21 +248,46 @@ mod tests {
     }
 
     #[test]
+    fn redistributors_come_out_of_reset_awake() {
+        // As under KVM: a guest that expects firmware to have woken its redistributor
+        // (kvm-unit-tests, Zephyr) gets interrupts without touching GICR_WAKER.
+        let (v, d) = dev(2);
+        for n in 0..2 {
+            assert_eq!(rd(&d, n * GICR_FRAME_STRIDE + WAKER, W), Ok(0), "vCPU {n}");
+        }
+        v.with_dist(|dd| {
+            dd.write_bits(1, crate::vgic::dist::BitReg::SetEnable, 0, 1 << 3);
+            ((), dd.set_group_enables(true, true))
+        });
+        let sgi3_to_vcpu1 = (3 << 24) | 0b10;
+        assert_eq!(
+            v.send_sgi_v3(0, sgi3_to_vcpu1, crate::vgic::SgiRegister::Sgi1r),
+            Ok(0b10),
+            "forwarded to the awake redistributor"
+        );
+    }
+
+    #[test]
     fn waker_handshake() {
         let (_, d) = dev(2);
         let waker = GICR_FRAME_STRIDE + WAKER;
         assert_eq!(
+            wr(&d, waker, W, 0b010),
+            0b10,
+            "sleeping: the vCPU lets go of its LRs"
+        );
+        assert_eq!(
             rd(&d, waker, W),
             Ok(0b110),
-            "reset: ProcessorSleep, ChildrenAsleep"
+            "ChildrenAsleep follows ProcessorSleep at once"
+        );
+        assert_eq!(
+            rd(&d, WAKER, W),
+            Ok(0),
+            "vCPU 0's redistributor still awake"
         );
         assert_eq!(wr(&d, waker, W, 0), 0b10, "waking kicks the woken vCPU");
         assert_eq!(rd(&d, waker, W), Ok(0), "ChildrenAsleep follows at once");
-        assert_eq!(
-            rd(&d, WAKER, W),
-            Ok(0b110),
-            "vCPU 0's redistributor still asleep"
-        );
         // ChildrenAsleep is read-only.
         wr(&d, waker, W, 0b100);
         assert_eq!(rd(&d, waker, W), Ok(0));

@@ -101,11 +101,9 @@ impl Dist {
             route: vec![0; nr_spis],
             route_vcpu: vec![NO_OWNER; nr_spis],
             aff: mpidrs.iter().map(|m| m & Affinity::MASK).collect(),
-            // A redistributor resets with ProcessorSleep == 1 (IHI 0069H, GICR_WAKER).
-            asleep: match version {
-                GicVersion::V3 => all_mask(nr_vcpus),
-                GicVersion::V2 => 0,
-            },
+            // Hardware redistributors reset with ProcessorSleep == 1 (IHI 0069H, GICR_WAKER)
+            // and firmware wakes them; a VM has no firmware, so they start awake, as under KVM.
+            asleep: 0,
             hints: (0..nr_vcpus)
                 .map(|_| core::array::from_fn(|_| Cell::new(0)))
                 .collect(),

@@ -63,9 +63,9 @@ register_bitfields![u32,
     ],
     /// GICR_WAKER (IHI 0069H, GICR_WAKER).
     pub GICR_WAKER [
-        /// [1] ProcessorSleep. Resets to 1.
+        /// [1] ProcessorSleep. Resets to 1 in hardware; a VM's redistributors start awake (0).
         PROCESSOR_SLEEP OFFSET(1) NUMBITS(1) [],
-        /// [2] ChildrenAsleep, RO. Resets to 1.
+        /// [2] ChildrenAsleep, RO, follows ProcessorSleep.
         CHILDREN_ASLEEP OFFSET(2) NUMBITS(1) []
     ]
 ];
