@@ -36,15 +36,15 @@ pub fn handle(frame: &mut GuestRegs, kind: u64) {
         );
         cpu::halt();
     };
-    // Fold the list registers first, so that what the exit adds meets an up-to-date model.
+    // Fold the list registers first, so that what the exit adds meets an up-to-date model
+    // (this also samples the guest's timer lines while a timer interrupt is in flight).
     let k = v.vm.vgic.sync_from_lrs(&mut v.vgic, &mut v.lrs);
     vmm::kick(&v.vm, k, v.index);
-    release_timers(v);
-    release_pmu(v);
+    let mut maintenance_left_active = None;
     match kind {
         KIND_SYNC => sync(v, frame),
         KIND_IRQ | KIND_FIQ => {
-            irq(v);
+            maintenance_left_active = irq(v);
             vmm::dump_if_asked(Some(frame));
         }
         _ => {
@@ -64,6 +64,11 @@ pub fn handle(frame: &mut GuestRegs, kind: u64) {
     }
     let k = v.vm.vgic.flush_to_lrs(&mut v.vgic, &mut v.lrs);
     vmm::kick(&v.vm, k, v.index);
+    if let Some(a) = maintenance_left_active {
+        // Still asserted after this exit's refill: taken again right after `eret`, a fresh
+        // exit that checks for a stop request, rather than a loop here that never ends.
+        gic::deactivate(a);
+    }
 }
 
 fn stop_this_vm(v: &Vcpu, kind: StopKind) -> ! {
@@ -465,38 +470,49 @@ pub fn apply_effects(vm: &Vm, me: usize, fx: &Effects) {
                 }
             }
             Effect::KickVcpus(mask) => vmm::kick(vm, mask, me),
+            Effect::HwTriggerChanged => vmm::match_passthrough_triggers(vm),
         }
     }
 }
 
-/// A physical interrupt while the guest ran.
-fn irq(v: &mut Vcpu) {
+/// A physical interrupt while the guest ran. Returns the maintenance interrupt when it was
+/// still asserted after being handled once in this exit (the caller deactivates it last).
+fn irq(v: &mut Vcpu) -> Option<gic::Acked> {
     ExitStats::bump(&v.vm.stats.irq);
-    let mut maintenance = false;
+    let mut maintenance_handled = false;
     while let Some(a) = gic::ack() {
         gic::priority_drop(a);
         let intid = a.intid;
         match intid {
             gic::PPI_VTIMER | gic::PPI_PTIMER => {
-                // The guest's own EL1 timers. GICv3: hardware-linked, the guest's deactivation
-                // of the virtual interrupt deactivates the physical one. GICv2: held active
-                // until the guest is done with it (see `release_timers`).
-                if let Ok(mask) = v.vm.vgic.inject_ppi(v.index, intid) {
+                // The guest's own EL1 timers: left active. The vGIC deactivates the physical
+                // interrupt once the guest is done with it (GICv3: the guest's deactivation of
+                // the HW-linked LR does), or when its line drops before the guest took it.
+                if let Ok(mask) = v.vm.vgic.phys_fired(&mut v.vgic, &mut v.lrs, intid) {
                     vmm::kick(&v.vm, mask, v.index);
-                }
-                let slot = usize::from(intid == gic::PPI_PTIMER);
-                if !vmm::vtimer_hw_linked()
-                    && let Some(old) = v.timer_held[slot].replace(a)
-                {
-                    gic::deactivate(old);
                 }
                 continue;
             }
             gic::PPI_PMU if vmm::pmu_forwarded() => {
-                forward_pmu(v, a);
+                // The PMU overflow interrupt (level, asserted while an enabled counter's
+                // overflow flag is set), forwarded like the timers.
+                if let Ok(mask) = v.vm.vgic.phys_fired(&mut v.vgic, &mut v.lrs, intid) {
+                    vmm::kick(&v.vm, mask, v.index);
+                }
                 continue;
             }
-            gic::PPI_MAINTENANCE => maintenance = true,
+            gic::PPI_MAINTENANCE if maintenance_handled => {
+                // Asserted again within this exit: do not spin on it with interrupts masked.
+                return Some(a);
+            }
+            gic::PPI_MAINTENANCE => {
+                // Handled before it is deactivated: the condition (EOI, underflow) holds until
+                // the LRs are folded and refilled, and a level interrupt deactivated while
+                // still asserted is taken again at once.
+                maintenance_handled = true;
+                let k = v.vm.vgic.handle_maintenance(&mut v.vgic, &mut v.lrs);
+                vmm::kick(&v.vm, k, v.index);
+            }
             gic::SGI_KICK => {}
             _ if vmm::passthrough_owner(intid) == Some(v.vm.id) => {
                 // Hardware-linked: the guest's deactivation deactivates the physical SPI.
@@ -513,57 +529,5 @@ fn irq(v: &mut Vcpu) {
         }
         gic::deactivate(a);
     }
-    if maintenance {
-        let k = v.vm.vgic.handle_maintenance(&mut v.vgic, &mut v.lrs);
-        vmm::kick(&v.vm, k, v.index);
-    }
-    release_timers(v);
-    release_pmu(v);
-}
-
-/// The PMU overflow interrupt (level, asserted while an enabled counter's overflow flag is
-/// set) goes to the guest that owns the PMU, like the timers: on GICv3 hardware-linked (the
-/// guest's deactivation deactivates the physical PPI), on GICv2 held active until the guest
-/// has completed the virtual one (`release_pmu`), so a line the guest has not yet cleared does
-/// not fire again at once.
-fn forward_pmu(v: &mut Vcpu, a: gic::Acked) {
-    if let Ok(mask) = v.vm.vgic.inject_ppi(v.index, gic::PPI_PMU) {
-        vmm::kick(&v.vm, mask, v.index);
-    }
-    if !vmm::vtimer_hw_linked()
-        && let Some(old) = v.pmu_held.replace(a)
-    {
-        gic::deactivate(old);
-    }
-}
-
-/// GICv2: deactivates the held physical PMU interrupt once the guest is done with its copy.
-/// (Inline: on every exit this is one test of `pmu_held`, almost always empty.)
-#[inline(always)]
-fn release_pmu(v: &mut Vcpu) {
-    if v.pmu_held.is_some() {
-        release_held_pmu(v);
-    }
-}
-
-#[inline(never)]
-fn release_held_pmu(v: &mut Vcpu) {
-    if !v.vm.vgic.in_flight(v.index, gic::PPI_PMU)
-        && let Some(a) = v.pmu_held.take()
-    {
-        gic::deactivate(a);
-    }
-}
-
-/// GICv2: once the guest has acknowledged and completed a timer interrupt, the physical one
-/// held active since it fired is deactivated, so it can fire again.
-pub fn release_timers(v: &mut Vcpu) {
-    for (slot, intid) in [gic::PPI_VTIMER, gic::PPI_PTIMER].into_iter().enumerate() {
-        if v.timer_held[slot].is_some()
-            && !v.vm.vgic.in_flight(v.index, intid)
-            && let Some(a) = v.timer_held[slot].take()
-        {
-            gic::deactivate(a);
-        }
-    }
+    None
 }

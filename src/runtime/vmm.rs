@@ -35,21 +35,14 @@ pub struct Vcpu {
     pub memcache: MemCache,
     pub vgic: VgicCpu,
     pub lrs: HwListRegisters,
-    /// GICv2: the physical timer interrupts (virtual timer, EL1 physical timer), each kept
-    /// active (not deactivated) while the guest handles its virtual copy and deactivated once
-    /// the guest is done with it. GICv3 links them with the list register's HW bit instead
-    /// (see `exit::irq`).
-    pub timer_held: [Option<gic::Acked>; 2],
-    /// GICv2: the physical PMU overflow interrupt, held active while the guest handles its
-    /// virtual copy, as the timers are (see `exit::forward_pmu`).
-    pub pmu_held: Option<gic::Acked>,
 }
 
-/// Whether the virtual timer is forwarded with the list registers' HW bit (GICv3), or held and
-/// deactivated by the hypervisor after the guest's EOI (GICv2). QEMU's GICv2 model does not
-/// re-evaluate the physical interrupt when a hardware-linked virtual interrupt is deactivated,
-/// so a timer that fired again meanwhile is lost and an idle guest sleeps forever; the held
-/// scheme costs one maintenance exit per timer interrupt and works on every GICv2.
+/// Whether the EL1 timers (and the PMU overflow interrupt) are forwarded with the list
+/// registers' HW bit (GICv3), or held active and deactivated by the vGIC after the guest's EOI
+/// (GICv2; both through `Vgic::map_phys_ppi`). QEMU's GICv2 model does not re-evaluate the physical interrupt when a
+/// hardware-linked virtual interrupt is deactivated, so a timer that fired again meanwhile is
+/// lost and an idle guest sleeps forever; the held scheme costs one maintenance exit per timer
+/// interrupt and works on every GICv2.
 pub fn vtimer_hw_linked() -> bool {
     MACHINE.get().is_some_and(|m| m.gic_v3)
 }
@@ -307,7 +300,7 @@ pub fn post_start(pcpu: usize, req: StartRequest) {
 /// Kicks the physical CPUs of the vCPUs in `mask` (other than this one) so they pick up new
 /// interrupt state or a stop request.
 pub fn kick(vm: &Vm, mask: VcpuMask, me: usize) {
-    let mut m = mask & !(1u64 << me);
+    let mut m = crate::vgic::others(mask, me);
     while m != 0 {
         let v = m.trailing_zeros() as usize;
         m &= m - 1;
@@ -386,11 +379,13 @@ fn start_vcpu(req: StartRequest) {
         vm.run.lock().running -= 1;
         return;
     };
-    vm.vgic.reset_cpu(&mut vgic, &mut lrs);
-    if vtimer_hw_linked() {
-        let _ = vm.vgic.map_hw_ppi(idx, gic::PPI_VTIMER, gic::PPI_VTIMER);
-        let _ = vm.vgic.map_hw_ppi(idx, gic::PPI_PTIMER, gic::PPI_PTIMER);
-        let _ = vm.vgic.map_hw_ppi(idx, gic::PPI_PMU, gic::PPI_PMU);
+    let others = vm.vgic.reset_cpu(&mut vgic, &mut lrs);
+    kick(&vm, others, idx);
+    for ppi in [gic::PPI_VTIMER, gic::PPI_PTIMER, gic::PPI_PMU] {
+        if ppi == gic::PPI_PMU && !pmu_forwarded() {
+            continue;
+        }
+        let _ = vm.vgic.map_phys_ppi(idx, ppi, ppi, vtimer_hw_linked());
     }
     let frame = vcpu_hw::this_cpu_frame();
     *frame = GuestRegs {
@@ -406,8 +401,6 @@ fn start_vcpu(req: StartRequest) {
         memcache: MemCache::new(),
         vgic,
         lrs,
-        timer_held: [None, None],
-        pmu_held: None,
     }));
     if let Some(v) = this_vcpu() {
         let kick_mask = vm2.vgic.flush_to_lrs(&mut v.vgic, &mut v.lrs);
@@ -425,15 +418,17 @@ pub fn park() -> ! {
         // SAFETY: as in `this_vcpu`; the exit handler holds no reference across this call.
         unsafe { (*slot.vcpu.get()).take() }
     };
+    let mut cur = cur;
+    if let Some(v) = cur.as_mut() {
+        // Hand back what the LRs hold while they are still readable: pending state to the
+        // model (SPIs to their other targets), the physical interrupts the guest will now
+        // never deactivate deactivated.
+        let others = v.vm.vgic.vcpu_off(&mut v.vgic, &mut v.lrs);
+        kick(&v.vm, others, v.index);
+    }
     vcpu_hw::quiesce_guest();
     gic::disable_virtual_interface();
     if let Some(mut v) = cur {
-        for a in v.timer_held.iter_mut().filter_map(Option::take) {
-            gic::deactivate(a);
-        }
-        if let Some(a) = v.pmu_held.take() {
-            gic::deactivate(a);
-        }
         v.memcache
             .drain(&PAGES, &crate::arch::aarch64::stage2_hw::HypTableMemory);
         let vm = v.vm.clone();
@@ -666,9 +661,23 @@ fn claim_passthrough(vm: &Vm) -> Result<(), crate::runtime::vm::VmBuildError> {
         }
     }
     for &intid in &vm.passthrough {
-        gic::enable_spi(intid, vm.pcpus.first().copied().unwrap_or(0), false);
+        let edge = vm.vgic.edge_triggered(intid).unwrap_or(false);
+        gic::enable_spi(intid, vm.pcpus.first().copied().unwrap_or(0), edge);
     }
     Ok(())
+}
+
+/// Configures each of the VM's passthrough interrupts with the trigger mode the guest gave
+/// its virtual SPI (GICD_ICFGR): an edge-triggered device configured level-sensitive loses the
+/// edges that come and go before the CPU takes them.
+pub fn match_passthrough_triggers(vm: &Vm) {
+    for &intid in &vm.passthrough {
+        if passthrough_owner(intid) == Some(vm.id)
+            && let Ok(edge) = vm.vgic.edge_triggered(intid)
+        {
+            gic::set_spi_trigger(intid, edge);
+        }
+    }
 }
 
 /// Gives a VM's passthrough interrupts back (at VM end): disabled, inactive, unowned.

@@ -189,8 +189,12 @@ impl MmioDevice for Gicv2Distributor {
                     .unwrap_or_else(|| check(offset, width, Widths::Any).map(|()| 0)),
             };
             let mask = *r.as_ref().unwrap_or(&0);
-            (r, mask)
+            ((r, d.take_hw_trigger_changed()), mask)
         });
+        let (r, hw_trigger) = r;
+        if hw_trigger {
+            fx.push(Effect::HwTriggerChanged);
+        }
         if mask != 0 {
             fx.push(Effect::KickVcpus(mask));
         }

@@ -154,8 +154,12 @@ impl MmioDevice for Gicv3Distributor {
                     .unwrap_or_else(|| check(offset, width, Widths::Any).map(|()| 0)),
             };
             let mask = *r.as_ref().unwrap_or(&0);
-            (r, mask)
+            ((r, d.take_hw_trigger_changed()), mask)
         });
+        let (r, hw_trigger) = r;
+        if hw_trigger {
+            fx.push(Effect::HwTriggerChanged);
+        }
         kick(fx, mask);
         r.map(|_| ())
     }
@@ -344,6 +348,27 @@ mod tests {
         // Int_config[1] of INTIDs 32 and 47 edge; Int_config[0] bits are RES0.
         wr(&d, 0x0c08, W, 0x8000_0003);
         assert_eq!(rd(&d, 0x0c08, W), Ok(0x8000_0002));
+    }
+
+    #[test]
+    fn icfgr_of_a_passthrough_spi_asks_for_the_physical_trigger_to_follow() {
+        let (v, d) = dev();
+        v.map_hw_spi(33, 33).unwrap();
+        let write = |value: u64| {
+            let mut fx = Effects::new();
+            d.write(AccessCtx { vcpu: 0 }, 0x0c08, W, value, &mut fx)
+                .unwrap();
+            fx.iter().any(|e| e == Effect::HwTriggerChanged)
+        };
+        assert!(
+            !write(0b10),
+            "INTID 32 (not passthrough) edge: nothing to do"
+        );
+        assert!(write(0b1010), "INTID 33 edge");
+        assert_eq!(v.edge_triggered(33), Ok(true));
+        assert!(!write(0b1010), "unchanged");
+        assert!(write(0), "INTID 33 level again");
+        assert_eq!(v.edge_triggered(33), Ok(false));
     }
 
     #[test]

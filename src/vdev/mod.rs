@@ -42,6 +42,9 @@ pub enum Effect {
     IrqLine { intid: u32, level: bool },
     /// These vCPUs (bit n = vCPU n) have new interrupt state to pick up: kick them.
     KickVcpus(u64),
+    /// The guest changed the trigger mode (GICD_ICFGR) of a virtual SPI linked to a physical
+    /// one (passthrough): configure the physical interrupts to match (`Vgic::edge_triggered`).
+    HwTriggerChanged,
 }
 
 /// A small fixed-capacity list of effects (no allocation on the exit path).

@@ -37,6 +37,10 @@ pub struct VgicCpu {
     used: u64,
     /// Last known content of each LR (what we wrote, with the state updated by `sync`).
     lrs: [LrValue; MAX_LRS],
+    /// Private interrupts (bit n = INTID n) driven by a physical PPI that is active: taken by
+    /// the hypervisor and not yet deactivated (see `Irq::phys`). While any is, every exit
+    /// samples its line and gives the physical interrupt back once the guest is done with it.
+    held: u32,
     /// Whether UIE is currently set.
     uie: bool,
     /// `sync_from_lrs` ran since the last `flush_to_lrs`.
@@ -49,6 +53,7 @@ impl VgicCpu {
             vcpu,
             used: 0,
             lrs: [LrValue::default(); MAX_LRS],
+            held: 0,
             uie: false,
             synced: false,
         }
@@ -63,6 +68,10 @@ impl VgicCpu {
     /// Whether the underflow maintenance interrupt is enabled.
     pub fn underflow_enabled(&self) -> bool {
         self.uie
+    }
+    /// Private interrupts whose physical PPI is held active (bit n = INTID n).
+    pub fn held_physical(&self) -> u32 {
+        self.held
     }
 }
 
@@ -143,17 +152,21 @@ impl Vgic {
         lrs: &mut L,
     ) -> VcpuMask {
         cpu.synced = true;
-        if cpu.used == 0 {
+        if cpu.used == 0 && cpu.held == 0 {
             return 0;
         }
         let fmt = lrs.format();
-        let elrsr = lrs.empty_mask();
-        let eisr = lrs.eoi_mask();
         let mut kick = 0;
         let mut d = self.lock();
+        let (elrsr, eisr) = if cpu.used != 0 {
+            (lrs.empty_mask(), lrs.eoi_mask())
+        } else {
+            (0, 0)
+        };
         for i in bits(cpu.used) {
             let before = cpu.lrs[i].state;
-            let now = if (elrsr | eisr) & (1 << i) != 0 {
+            let emptied = (elrsr | eisr) & (1 << i) != 0;
+            let now = if emptied {
                 LrState::Invalid
             } else {
                 fmt.decode(lrs.read(i)).state
@@ -161,7 +174,18 @@ impl Vgic {
             cpu.lrs[i].state = now;
             let intid = cpu.lrs[i].intid;
             let left = match d.irq_mut(cpu.vcpu, intid) {
-                Some(irq) => irq.fold(before, now),
+                Some(irq) => {
+                    if emptied && irq.hw && irq.phys {
+                        // The guest's deactivation deactivated the physical interrupt.
+                        irq.phys_active = false;
+                    }
+                    let left = irq.fold(before, now);
+                    if left && irq.phys {
+                        // Done with: if the physical line is still high it fires again.
+                        irq.line = false;
+                    }
+                    left
+                }
                 None => {
                     debug_assert!(false, "LR {i} holds unknown INTID {intid}");
                     true
@@ -177,9 +201,42 @@ impl Vgic {
                 kick |= d.notify(cpu.vcpu, intid);
             }
         }
+        if cpu.held != 0 {
+            kick |= settle_physical(&mut d, cpu, lrs, true);
+        }
         drop(d);
         self.raise(kick);
         kick & !bit(cpu.vcpu)
+    }
+
+    /// Physical PPI behind private interrupt `intid` of this vCPU fired (the hypervisor took it
+    /// at EL2 on this vCPU's CPU and left it active): its line is high. For interrupts set up
+    /// with [`Vgic::map_phys_ppi`]; the vGIC deactivates the physical interrupt through
+    /// [`ListRegisters::deactivate`] once the guest is done with it or its line was sampled
+    /// low before the guest took it. Folds the LRs first if this exit has not (an LR the guest
+    /// emptied must not be mistaken for the new activation). Returns the vCPUs to kick.
+    pub fn phys_fired<L: ListRegisters + ?Sized>(
+        &self,
+        cpu: &mut VgicCpu,
+        lrs: &mut L,
+        intid: u32,
+    ) -> Result<VcpuMask, super::VgicError> {
+        if !(16..32).contains(&intid) {
+            return Err(super::VgicError::BadIntid);
+        }
+        let mut kick = 0;
+        if !cpu.synced {
+            kick |= self.sync_from_lrs(cpu, lrs);
+        }
+        let (phys, k) = self.with_dist_hinted(|d| match d.phys_fired(cpu.vcpu, intid) {
+            Some(k) => (true, k),
+            None => (false, 0),
+        });
+        if !phys {
+            return Err(super::VgicError::BadIntid);
+        }
+        cpu.held |= 1 << intid;
+        Ok(kick | k)
     }
 
     /// Exit path, last step before returning to the guest: brings the list registers up to
@@ -226,6 +283,10 @@ impl Vgic {
                     kick |= d.notify(v, cur.intid);
                 }
             }
+        }
+
+        if cpu.held != 0 {
+            kick |= settle_physical(&mut d, cpu, lrs, false);
         }
 
         // 2. Candidates: not in any LR, and active or deliverable-pending, for this vCPU. Only
@@ -359,6 +420,7 @@ impl Vgic {
             kick |= d.evict(cpu.vcpu, cpu.lrs[i].intid, true);
         }
         d.request_rescan(bit(cpu.vcpu));
+        d.online |= bit(cpu.vcpu);
         drop(d);
         self.raise(kick);
         for i in 0..lrs.count().min(MAX_LRS) {
@@ -371,6 +433,90 @@ impl Vgic {
         }
         kick & !bit(cpu.vcpu)
     }
+
+    /// The vCPU stops (PSCI CPU_OFF, or its VM ends) and its CPU leaves the guest: everything
+    /// its LRs held goes back to the model (pending state kept, SPIs offered to their other
+    /// targets, active state dropped), the physical interrupts it held or had acknowledged
+    /// through a HW-linked LR are deactivated (its timers stop with it), and it no longer
+    /// takes 1-of-N SPIs until [`Vgic::reset_cpu`]. The LRs are cleared and UIE is off.
+    /// Returns the other vCPUs to kick.
+    pub fn vcpu_off<L: ListRegisters + ?Sized>(&self, cpu: &mut VgicCpu, lrs: &mut L) -> VcpuMask {
+        let v = cpu.vcpu;
+        let mut kick = self.sync_from_lrs(cpu, lrs);
+        let mut d = self.lock();
+        for i in bits(cpu.used) {
+            let intid = cpu.lrs[i].intid;
+            if let Some(irq) = d.irq(v, intid)
+                && irq.hw
+                && !irq.phys
+                && irq.active
+            {
+                // Acknowledged by the guest on this vCPU, which will never deactivate it.
+                lrs.deactivate(u32::from(irq.pintid));
+            }
+            kick |= d.evict(v, intid, true);
+        }
+        for intid in bits(u64::from(cpu.held)) {
+            if let Some(irq) = d.irq_mut(v, intid as u32) {
+                irq.line = false;
+                if irq.phys_active {
+                    irq.phys_active = false;
+                    lrs.deactivate(u32::from(irq.pintid));
+                }
+            }
+        }
+        kick |= d.set_offline(v);
+        drop(d);
+        self.raise(kick);
+        for i in 0..lrs.count().min(MAX_LRS) {
+            lrs.write(i, 0);
+        }
+        lrs.set_underflow_irq(false);
+        *cpu = VgicCpu::new(v);
+        kick & !bit(v)
+    }
+}
+
+/// For each private interrupt whose physical PPI this vCPU holds active: with `sample`, reads
+/// its line when that can still change what the guest sees (not while the guest has it
+/// active) and lowers the model's line when it dropped; then deactivates the physical
+/// interrupt once no LR holds the virtual one and nothing is pending. Returns vCPUs to kick
+/// (this one, when a pending LR must be taken back by the flush).
+fn settle_physical<L: ListRegisters + ?Sized>(
+    d: &mut Dist,
+    cpu: &mut VgicCpu,
+    lrs: &mut L,
+    sample: bool,
+) -> VcpuMask {
+    let v = cpu.vcpu;
+    let mut kick = 0;
+    for intid in bits(u64::from(cpu.held)) {
+        let Some(irq) = d.irq_mut(v, intid as u32) else {
+            cpu.held &= !(1 << intid);
+            continue;
+        };
+        if !irq.phys_active {
+            cpu.held &= !(1 << intid);
+            continue;
+        }
+        if sample
+            && irq.line
+            && !(irq.resident() && irq.active)
+            && !lrs.line_level(u32::from(irq.pintid))
+        {
+            // Disabled, masked or reprogrammed before the guest took it: no longer pending.
+            irq.line = false;
+            if irq.resident() {
+                kick |= bit(v);
+            }
+        }
+        if !irq.resident() && !irq.pending_outside() {
+            lrs.deactivate(u32::from(irq.pintid));
+            irq.phys_active = false;
+            cpu.held &= !(1 << intid);
+        }
+    }
+    kick
 }
 
 /// What LR `cur` (held by `vcpu`) should contain now; `None` releases it.

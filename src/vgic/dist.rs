@@ -71,6 +71,8 @@ pub(crate) struct Dist {
     pub aff: Vec<u64>,
     /// GICv3: vCPUs whose redistributor has GICR_WAKER.ProcessorSleep == 1.
     pub asleep: VcpuMask,
+    /// vCPUs that run (started and not stopped): a 1-of-N SPI goes to one of them when it can.
+    pub online: VcpuMask,
     /// Per vCPU, one bit per INTID that may want a list register there: set by every
     /// [`Dist::notify`] that names the vCPU, cleared by the flush that finds the interrupt
     /// placed or not wanting one. The flush looks only at these bits, so a timer interrupt does
@@ -79,6 +81,9 @@ pub(crate) struct Dist {
     /// vCPUs whose next flush must look at every interrupt (after register writes, whose
     /// effects on deliverability are not tracked bit by bit).
     rescan: Cell<VcpuMask>,
+    /// A GICD_ICFGR write changed the trigger mode of a HW-linked SPI, for the device to
+    /// report (`Effect::HwTriggerChanged`).
+    hw_trigger_changed: bool,
 }
 
 /// INTIDs 0..1024 in 64-bit words.
@@ -104,10 +109,12 @@ impl Dist {
             // Hardware redistributors reset with ProcessorSleep == 1 (IHI 0069H, GICR_WAKER)
             // and firmware wakes them; a VM has no firmware, so they start awake, as under KVM.
             asleep: 0,
+            online: 0,
             hints: (0..nr_vcpus)
                 .map(|_| core::array::from_fn(|_| Cell::new(0)))
                 .collect(),
             rescan: Cell::new(all_mask(nr_vcpus)),
+            hw_trigger_changed: false,
         };
         for spi in 0..nr_spis {
             d.route_vcpu[spi] = d.match_affinity(0);
@@ -246,8 +253,11 @@ impl Dist {
         } else {
             self.spi_targets((intid - 32) as usize)
         } & !self.asleep;
-        // One target is enough: whichever target flushes first takes the interrupt.
-        targets & targets.wrapping_neg()
+        // One target is enough: whichever target flushes first takes the interrupt. Prefer one
+        // that runs; when none does, the first to start looks at everything anyway.
+        let running = targets & self.online;
+        let pick = if running != 0 { running } else { targets };
+        pick & pick.wrapping_neg()
     }
 
     /// Takes the interrupt out of the list register of `vcpu` that holds it (evicted for a
@@ -401,7 +411,10 @@ impl Dist {
                 continue;
             }
             if let Some(irq) = self.irq_mut(bank, intid) {
-                irq.edge = value & (1 << (2 * i + 1)) != 0;
+                let edge = value & (1 << (2 * i + 1)) != 0;
+                let hw_changed = irq.hw && !irq.phys && irq.edge != edge;
+                irq.edge = edge;
+                self.hw_trigger_changed |= hw_changed;
                 kick |= self.notify(bank, intid);
             }
         }
@@ -608,6 +621,54 @@ impl Dist {
         }
     }
 
+    /// Physical PPI `irq.pintid` behind private interrupt `intid` of `vcpu` fired and was left
+    /// active: its line is high.
+    /// `None` when `intid` is not driven by a physical interrupt.
+    pub fn phys_fired(&mut self, vcpu: usize, intid: u32) -> Option<VcpuMask> {
+        match self.irq_mut(vcpu, intid) {
+            Some(irq) if irq.phys => {
+                irq.line = true;
+                irq.phys_active = true;
+                Some(self.notify(vcpu, intid))
+            }
+            _ => None,
+        }
+    }
+
+    /// Marks private interrupt `intid` of `vcpu` as driven by physical PPI `pintid` (see
+    /// `Irq::phys`), linked to it in the LR when `hw_link`.
+    pub fn set_phys(&mut self, vcpu: usize, intid: u32, pintid: u16, hw_link: bool) -> bool {
+        match self.irq_mut(vcpu, intid) {
+            Some(irq) if intid < 32 => {
+                irq.phys = true;
+                irq.hw = hw_link;
+                irq.pintid = pintid;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The vCPU stops (PSCI CPU_OFF, its VM ends): it no longer takes 1-of-N SPIs, and the SPIs
+    /// hinted to it are offered to their other targets. Returns the vCPUs to kick.
+    pub fn set_offline(&mut self, vcpu: usize) -> VcpuMask {
+        self.online &= !bit(vcpu);
+        let mut kick = 0;
+        for w in 0..HINT_WORDS {
+            let mut m = self.hint_word(vcpu, w);
+            if w == 0 {
+                m &= !0xffff_ffff; // private interrupts stay with their vCPU
+            }
+            while m != 0 {
+                let intid = (w * 64) as u32 + m.trailing_zeros();
+                m &= m - 1;
+                self.clear_hint(vcpu, intid);
+                kick |= self.notify(vcpu, intid);
+            }
+        }
+        kick & !bit(vcpu)
+    }
+
     pub fn set_hw(&mut self, bank: usize, intid: u32, pintid: Option<u16>) -> bool {
         match self.irq_mut(bank, intid) {
             Some(irq) => {
@@ -617,6 +678,17 @@ impl Dist {
             }
             None => false,
         }
+    }
+
+    /// Whether the trigger mode of a HW-linked SPI changed since the last call (see
+    /// `Effect::HwTriggerChanged`).
+    pub fn take_hw_trigger_changed(&mut self) -> bool {
+        core::mem::take(&mut self.hw_trigger_changed)
+    }
+
+    /// Whether `intid` (bank `vcpu` for private ones) is edge-triggered.
+    pub fn is_edge(&self, bank: usize, intid: u32) -> Option<bool> {
+        self.irq(bank, intid).map(|i| i.edge)
     }
 
     /// Whether the GICv2 per-source SGI rules apply to `intid`.

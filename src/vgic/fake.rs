@@ -18,6 +18,10 @@ pub(crate) struct FakeLrs {
     pub writes: usize,
     /// Physical INTIDs deactivated through HW-linked LRs.
     pub phys_deactivated: Vec<u32>,
+    /// Physical INTIDs the vGIC deactivated itself (`ListRegisters::deactivate`).
+    pub hyp_deactivated: Vec<u32>,
+    /// Levels of the physical PPI lines (bit n = INTID n) that `line_level` reports.
+    pub lines: u32,
 }
 
 impl FakeLrs {
@@ -30,6 +34,8 @@ impl FakeLrs {
             reads: core::cell::Cell::new(0),
             writes: 0,
             phys_deactivated: Vec::new(),
+            hyp_deactivated: Vec::new(),
+            lines: 0,
         }
     }
 
@@ -145,5 +151,11 @@ impl ListRegisters for FakeLrs {
     fn set_underflow_irq(&mut self, on: bool) {
         self.uie = on;
         self.uie_calls.push(on);
+    }
+    fn deactivate(&mut self, pintid: u32) {
+        self.hyp_deactivated.push(pintid);
+    }
+    fn line_level(&self, pintid: u32) -> bool {
+        pintid < 32 && self.lines & (1 << pintid) != 0
     }
 }

@@ -44,6 +44,13 @@ pub(crate) struct Irq {
     pub edge: bool,
     /// Linked to physical interrupt `pintid` (list register HW == 1).
     pub hw: bool,
+    /// A private interrupt driven by physical PPI `pintid` of the vCPU's own CPU, which the
+    /// hypervisor takes at EL2 and leaves active (the EL1 timers): `line` follows it (see
+    /// [`Irq::level_line`]). With `hw` the guest's deactivation also deactivates the physical
+    /// one; without, the hypervisor does once the guest is done with it.
+    pub phys: bool,
+    /// With `phys`: the physical interrupt is active (taken, not yet deactivated).
+    pub phys_active: bool,
     /// While resident: the LR's pending bit as last seen or written.
     pub lr_pending: bool,
     pub priority: u8,
@@ -70,6 +77,8 @@ impl Irq {
             group1: false,
             edge: intid < 16,
             hw: false,
+            phys: false,
+            phys_active: false,
             lr_pending: false,
             priority: 0,
             owner: NO_OWNER,
@@ -80,9 +89,13 @@ impl Irq {
         }
     }
 
-    /// Level-sensitive and driven by a software line (not HW-mapped).
-    pub const fn level_sw(&self) -> bool {
-        !self.edge && !self.hw
+    /// Level-sensitive with its line modelled here: a software line (device models), or the
+    /// line of a physical interrupt the hypervisor takes and holds active (`phys`: the timers),
+    /// raised when it fires and lowered when sampled low or completed. Other HW-linked
+    /// interrupts (passthrough SPIs) keep their level at the physical distributor and are
+    /// latched once per injection instead.
+    pub const fn level_line(&self) -> bool {
+        !self.edge && (!self.hw || self.phys)
     }
 
     pub const fn resident(&self) -> bool {
@@ -91,7 +104,7 @@ impl Irq {
 
     /// Pending state that is not (yet) in a list register.
     pub const fn pending_outside(&self) -> bool {
-        self.latch || (self.level_sw() && self.line)
+        self.latch || (self.level_line() && self.line)
     }
 
     /// Pending as GICD_ISPENDR reads it.
@@ -129,7 +142,7 @@ impl Irq {
         self.req = 0;
         // A level-sensitive interrupt's latched pending state (from GICD_ISPENDR) is consumed
         // when the interrupt is acknowledged (IHI 0069H, "Interrupt handling state machine").
-        if self.level_sw() && before.pending() && !now.pending() {
+        if self.level_line() && before.pending() && !now.pending() {
             self.latch = false;
         }
         self.lr_pending = p;
@@ -147,7 +160,7 @@ impl Irq {
         if v2_sgi {
             self.sources |= 1 << (self.src & 7);
             self.latch = true;
-        } else if !self.level_sw() {
+        } else if !self.level_line() {
             self.latch = true;
         }
         // Level-sensitive: the line (and its latch) still hold the pending state.
@@ -176,7 +189,7 @@ impl Irq {
             self.src = src;
             self.latch = self.sources != 0;
             true
-        } else if self.level_sw() {
+        } else if self.level_line() {
             self.line || self.latch
         } else if self.latch {
             self.latch = false;
@@ -209,7 +222,7 @@ impl Irq {
             self.give_back(v2_sgi);
             p = false;
         }
-        if p && self.level_sw() && !self.line && !self.latch {
+        if p && self.level_line() && !self.line && !self.latch {
             // The line dropped before the guest acknowledged it.
             p = false;
         }
@@ -218,7 +231,7 @@ impl Irq {
             if v2_sgi {
                 self.sources &= !(1 << (self.src & 7));
                 self.latch = self.sources != 0;
-            } else if !self.level_sw() {
+            } else if !self.level_line() {
                 self.latch = false;
             }
         } else if deliverable {
@@ -236,7 +249,7 @@ impl Irq {
             group1: self.group1,
             hw: self.hw,
             pintid: if self.hw { u32::from(self.pintid) } else { 0 },
-            eoi_maintenance: !self.hw && (self.level_sw() || more_sources),
+            eoi_maintenance: !self.hw && (self.level_line() || more_sources),
             source_cpu: if v2_sgi { self.src & 7 } else { 0 },
         })
     }

@@ -233,6 +233,14 @@ pub trait ListRegisters {
     /// `GICH_HCR.UIE` (bit 1). When set, the maintenance interrupt fires while at most one LR
     /// holds a valid interrupt.
     fn set_underflow_irq(&mut self, on: bool);
+    /// Deactivates physical interrupt `pintid`, which the hypervisor took and left active and
+    /// which no HW-linked LR will deactivate any more: `ICC_DIR_EL1` / `GICC_DIR` for a PPI of
+    /// this CPU, the distributor's `GICD_ICACTIVER` for an SPI.
+    fn deactivate(&mut self, pintid: u32);
+    /// The current level of the line behind physical PPI `pintid` of this CPU, for interrupts
+    /// set up with `Vgic::map_phys_ppi`: for the EL1 timers `ENABLE && ISTATUS && !IMASK` of
+    /// `CNTV_CTL_EL0` / `CNTP_CTL_EL0` (Arm ARM D11, "The timer output signal").
+    fn line_level(&self, pintid: u32) -> bool;
 }
 
 #[cfg(test)]

@@ -51,10 +51,16 @@ pub use lr::{
 };
 pub use sgi::{Affinity, SgiRegister};
 
-use dist::Dist;
+use dist::{Dist, bit};
 
 /// vCPUs as a bitmap, bit n = vCPU n of the VM.
 pub type VcpuMask = u64;
+
+/// The vCPUs of `mask` other than `me`; `me` may be out of range (`usize::MAX` when the caller
+/// is no vCPU of this VM, such as the idle loop), which excludes nobody.
+pub const fn others(mask: VcpuMask, me: usize) -> VcpuMask {
+    mask & !bit(me)
+}
 
 /// Most vCPUs a GICv3 VM can have here (one bit each in [`VcpuMask`]).
 pub const MAX_VCPUS_V3: usize = 64;
@@ -372,11 +378,42 @@ impl Vgic {
         self.map_hw(vcpu, intid, Some(pintid))
     }
 
+    /// Drives private interrupt `intid` (16..=31) of `vcpu` from physical PPI `pintid` of the
+    /// vCPU's CPU (the EL1 timers): a level-sensitive interrupt whose line is raised by
+    /// [`Vgic::phys_fired`] and sampled on exits through [`ListRegisters::line_level`] while
+    /// the physical interrupt is held active. With `hw_link` its LR carries the HW bit, so the
+    /// guest's deactivation deactivates the physical interrupt (GICv3); without, the vGIC
+    /// deactivates it through [`ListRegisters::deactivate`] once the guest is done (GICv2,
+    /// with an EOI maintenance interrupt; see docs/design.md, "Timers").
+    pub fn map_phys_ppi(
+        &self,
+        vcpu: usize,
+        intid: u32,
+        pintid: u32,
+        hw_link: bool,
+    ) -> Result<(), VgicError> {
+        self.check_vcpu(vcpu)?;
+        if !(16..32).contains(&intid) || !(16..32).contains(&pintid) {
+            return Err(VgicError::BadIntid);
+        }
+        self.with_dist(|d| (d.set_phys(vcpu, intid, pintid as u16, hw_link), bit(vcpu)));
+        Ok(())
+    }
+
     /// Links SPI `intid` to physical interrupt `pintid` (passthrough); injected with
     /// [`Vgic::raise_edge`] or [`Vgic::set_spi_level`]`(intid, true)` when it fires.
     pub fn map_hw_spi(&self, intid: u32, pintid: u32) -> Result<(), VgicError> {
         self.check_spi(intid)?;
         self.map_hw(0, intid, Some(pintid))
+    }
+
+    /// Whether SPI `intid` is edge-triggered (GICD_ICFGR as the guest programmed it): what
+    /// the physical interrupt of a passthrough SPI must be configured as.
+    pub fn edge_triggered(&self, intid: u32) -> Result<bool, VgicError> {
+        self.check_spi(intid)?;
+        Ok(self
+            .with_dist(|d| (d.is_edge(0, intid).unwrap_or(false), 0))
+            .0)
     }
 
     /// Removes a HW link (`vcpu` is ignored for SPIs).

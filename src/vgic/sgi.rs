@@ -110,6 +110,23 @@ impl Sgi1r {
         }
     }
 
+    /// The `ICC_SGI1R_EL1` value that sends SGI `intid` (0..=15) to the one PE with MPIDR_EL1
+    /// affinity `mpidr`: TargetList bit `Aff0 % 16` with range selector `Aff0 / 16` (RS is
+    /// only honoured where ICC_CTLR_EL1.RSS == 1; below Aff0 16 it is 0 either way).
+    pub fn encode_one(mpidr: u64, intid: u8) -> u64 {
+        let a = Affinity::from_mpidr(mpidr);
+        let mut r = LocalRegisterCopy::<u64, ICC_SGI1R::Register>::new(0);
+        r.modify(
+            ICC_SGI1R::TARGETLIST.val(1 << (a.aff0 % 16))
+                + ICC_SGI1R::AFF1.val(u64::from(a.aff1))
+                + ICC_SGI1R::INTID.val(u64::from(intid & 0xf))
+                + ICC_SGI1R::AFF2.val(u64::from(a.aff2))
+                + ICC_SGI1R::RS.val(u64::from(a.aff0 / 16))
+                + ICC_SGI1R::AFF3.val(u64::from(a.aff3)),
+        );
+        r.get()
+    }
+
     /// Whether a PE with this MPIDR_EL1 value is named by the target list (not used for
     /// `AllButSelf`, which depends on the sender).
     pub fn names(&self, mpidr: u64) -> bool {
@@ -248,6 +265,27 @@ mod tests {
                 }
             }
         );
+    }
+
+    #[test]
+    fn encode_one_names_exactly_its_target_for_every_aff0() {
+        // The physical kick used `1 << (Aff0 & 0xf)` with RS 0: a CPU with Aff0 >= 16 was
+        // never reached, and Aff0 - 16 was kicked instead.
+        for aff0 in 0..=255u64 {
+            let target = (0x3u64 << 32) | (0x2 << 16) | (0x1 << 8) | aff0;
+            let v = Sgi1r::encode_one(target, 9);
+            let d = Sgi1r::decode(v);
+            assert_eq!(d.intid, 9);
+            for other in 0..=255u64 {
+                let m = (target & !0xff) | other;
+                assert_eq!(
+                    d.names(m),
+                    other == aff0,
+                    "Aff0 {aff0}: {v:#x} vs Aff0 {other}"
+                );
+            }
+            assert!(!d.names(target ^ (1 << 8)), "other Aff1");
+        }
     }
 
     #[test]

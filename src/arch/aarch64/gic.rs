@@ -339,6 +339,13 @@ pub fn deactivate(a: Acked) {
     }
 }
 
+/// Deactivates PPI `intid` of this CPU, taken earlier and left active (a PPI's IAR value is its
+/// INTID: only GICv2 SGIs carry a source CPU).
+#[inline]
+pub fn deactivate_ppi(intid: u32) {
+    deactivate(Acked { intid, raw: intid })
+}
+
 /// Sends SGI `sgi` to physical CPU `target`.
 pub fn send_sgi(target: usize, sgi: u32) {
     match gic().version {
@@ -347,12 +354,8 @@ pub fn send_sgi(target: usize, sgi: u32) {
                 return;
             };
             let mpidr = pc.mpidr.load(Ordering::Relaxed);
-            let aff0 = mpidr & 0xf;
-            let v = (1u64 << aff0)
-                | (((mpidr >> 8) & 0xff) << 16)
-                | ((sgi as u64 & 0xf) << 24)
-                | (((mpidr >> 16) & 0xff) << 32)
-                | (((mpidr >> 32) & 0xff) << 48);
+            // TargetList bit Aff0 % 16 in range Aff0 / 16.
+            let v = crate::vgic::sgi::Sgi1r::encode_one(mpidr, sgi as u8);
             aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
             sysreg_write!("icc_sgi1r_el1", v);
             aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
@@ -411,6 +414,36 @@ pub fn enable_spi(intid: u32, target: usize, edge: bool) {
         gicd + GICD_ISENABLER + (intid as usize / 32) * 4,
         1 << (intid % 32),
     );
+}
+
+/// Sets the trigger mode of SPI `intid` (GICD_ICFGR Int_config[1]: 1 = edge), disabling it
+/// around the change (changing the configuration of an enabled interrupt is UNPREDICTABLE,
+/// IHI 0069H and IHI 0048B, GICD_ICFGR<n>).
+pub fn set_spi_trigger(intid: u32, edge: bool) {
+    let g = gic();
+    if intid < 32 || intid >= g.spi_limit {
+        return;
+    }
+    let gicd = g.frames.gicd as usize;
+    let cfg = gicd + GICD_ICFGR + (intid as usize / 16) * 4;
+    let bit = 1 << ((intid % 16) * 2 + 1);
+    let old = rd32(cfg);
+    if (old & bit != 0) == edge {
+        return;
+    }
+    let en_word = (intid as usize / 32) * 4;
+    let en_bit = 1 << (intid % 32);
+    let enabled = rd32(gicd + GICD_ISENABLER + en_word) & en_bit != 0;
+    if enabled {
+        wr32(gicd + GICD_ICENABLER + en_word, en_bit);
+        if g.version == GicVersion::V3 {
+            dist_wait_rwp(gicd);
+        }
+    }
+    wr32(cfg, if edge { old | bit } else { old & !bit });
+    if enabled {
+        wr32(gicd + GICD_ISENABLER + en_word, en_bit);
+    }
 }
 
 pub fn disable_spi(intid: u32) {
@@ -611,6 +644,35 @@ impl crate::vgic::ListRegisters for HwListRegisters {
         if v != self.hcr {
             self.hcr = v;
             write_hcr(v);
+        }
+    }
+    fn deactivate(&mut self, pintid: u32) {
+        if pintid < 32 {
+            deactivate_ppi(pintid);
+        } else {
+            // Possibly taken on another CPU (a passthrough SPI is routed to the VM's first):
+            // clear it at the distributor.
+            clear_active_spi(pintid);
+        }
+    }
+    fn line_level(&self, pintid: u32) -> bool {
+        use aarch64_cpu::registers::{CNTP_CTL_EL0, CNTV_CTL_EL0, Readable};
+        // The timer output (Arm ARM D11.2.4): condition met, enabled and not masked.
+        match pintid {
+            PPI_VTIMER => {
+                let c = CNTV_CTL_EL0.extract();
+                c.is_set(CNTV_CTL_EL0::ENABLE)
+                    && c.is_set(CNTV_CTL_EL0::ISTATUS)
+                    && !c.is_set(CNTV_CTL_EL0::IMASK)
+            }
+            PPI_PTIMER => {
+                let c = CNTP_CTL_EL0.extract();
+                c.is_set(CNTP_CTL_EL0::ENABLE)
+                    && c.is_set(CNTP_CTL_EL0::ISTATUS)
+                    && !c.is_set(CNTP_CTL_EL0::IMASK)
+            }
+            // No way to sample: assume still high (the physical GIC re-signals on completion).
+            _ => true,
         }
     }
 }
