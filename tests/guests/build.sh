@@ -31,6 +31,7 @@ vm_defaults() { # name -> "memory cpus bootargs..."
     checksum) echo '64M 1 checksum.rounds=20' ;;
     hostile) echo '64M 2 console=ttyAMA0' ;;
     bench) echo '64M 1 bench.n=10000' ;;
+    irqs) echo '64M 2 console=ttyAMA0' ;;
     *) echo '64M 1 console=ttyAMA0' ;;
     esac
 }

@@ -27,7 +27,13 @@ for gic in 3 2; do
     check "bench gicv$gic" "$logs/bench-gic$gic-smp1.log" '^BENCH: done'
     qemu hostile $gic 2 "hostile.hv=0x60000000 hostile.peer=0x70000000 hostile.flood=8192 hostile.spin_ms=100" 60 || true
     check "hostile gicv$gic smp2" "$logs/hostile-gic$gic-smp2.log" '^HOSTILE: done [0-9]+ actions'
+    qemu irqs $gic 2 "irqs.rounds=10" 60 || true
+    check "irqs gicv$gic smp2" "$logs/irqs-gic$gic-smp2.log" '^IRQS: done'
 done
+for l in "flood ok" "cpuoff spi-rerouted ok" "cpuoff pending-sgi ok" "cpuoff new-sgi ok"; do
+    check "irqs gicv3 $l" "$logs/irqs-gic3-smp2.log" "^IRQS: $l"
+done
+check "irqs gicv2 skipped" "$logs/irqs-gic2-smp2.log" '^IRQS: skipped \(needs a GICv3'
 check "bench gicv3 timer" "$logs/bench-gic3-smp1.log" '^BENCH: timer ticks_per_op='
 check "bench gicv2 timer skipped" "$logs/bench-gic2-smp1.log" '^BENCH: timer skipped \(GICv2'
 check "hostile secondary" "$logs/hostile-gic3-smp2.log" '^HOSTILE: wait for secondary 0x1: ok came up'
