@@ -15,7 +15,7 @@ use crate::mm::stage2::{FaultKind, FaultOutcome, Stage2Error, Stage2Fault};
 use crate::psci::PsciAction;
 use crate::runtime::vm::{ExitStats, StopKind, Vm};
 use crate::runtime::vmm::{self, Vcpu};
-use crate::trap::esr::{self, Esr, ExceptionClass, FaultStatus, InjectedAbort, IpaSource, SysReg};
+use crate::trap::esr::{self, Esr, ExceptionClass, FaultStatus, InjectedAbort, IpaSource};
 use crate::trap::idregs;
 use crate::vcpu::{GuestRegs, VectorKind, inject_exception, pstate};
 use crate::vdev::{AccessCtx, Effect, Effects};
@@ -36,10 +36,15 @@ pub fn handle(frame: &mut GuestRegs, kind: u64) {
         );
         cpu::halt();
     };
-    // Fold the list registers first, so that what the exit adds meets an up-to-date model
-    // (this also samples the guest's timer lines while a timer interrupt is in flight).
-    let k = v.vm.vgic.sync_from_lrs(&mut v.vgic, &mut v.lrs);
-    vmm::kick(&v.vm, k, v.index);
+    // A trap may read or change interrupt state (emulated GIC registers, SGIs): fold the list
+    // registers first so that it meets an up-to-date model (this also samples the guest's
+    // timer lines while a timer interrupt is in flight). A physical interrupt needs no early
+    // fold: the inputs it feeds fold first when they must, and the final flush folds too,
+    // under the one lock.
+    if kind == KIND_SYNC {
+        let k = v.vm.vgic.sync_from_lrs(&mut v.vgic, &mut v.lrs);
+        vmm::kick(&v.vm, k, v.index);
+    }
     let mut maintenance_left_active = None;
     match kind {
         KIND_SYNC => sync(v, frame),
@@ -80,6 +85,7 @@ fn stop_this_vm(v: &Vcpu, kind: StopKind) -> ! {
 /// field before the full decode.
 const EC_HVC64: u64 = 0x16;
 const EC_SMC64: u64 = 0x17;
+const EC_SYSREG: u64 = 0x18;
 const EC_DABT_LOWER: u64 = 0x24;
 
 fn sync(v: &mut Vcpu, frame: &mut GuestRegs) {
@@ -96,6 +102,8 @@ fn sync(v: &mut Vcpu, frame: &mut GuestRegs) {
             smccc(v, frame, raw);
         }
         EC_DABT_LOWER => data_abort(v, frame, esr),
+        // The GICv3 SGI registers (IPIs).
+        EC_SYSREG => sysreg(v, frame, esr),
         _ => sync_other(v, frame, esr),
     }
 }
@@ -370,6 +378,19 @@ fn stage2_fault(v: &mut Vcpu, fault: &Stage2Fault) -> Option<FaultOutcome> {
 
 fn sysreg(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
     ExitStats::bump(&v.vm.stats.sysreg);
+    // IPIs first, without the full decode.
+    if let Some((reg, rt)) = crate::vgic::SgiRegister::from_msr_esr(esr.0) {
+        let value = frame.reg(rt);
+        match v.vm.vgic.send_sgi_v3(v.index, value, reg) {
+            Ok(mask) => vmm::kick(&v.vm, mask, v.index),
+            Err(e) => warn!(
+                "kestrel: vm {}: SGI write {value:#x} refused: {e:?}",
+                v.vm.name
+            ),
+        }
+        frame.skip_instruction(esr.il32());
+        return;
+    }
     let Some(acc) = esr.sysreg() else {
         return undef(v, frame, "bad system register trap", esr);
     };
@@ -382,24 +403,6 @@ fn sysreg(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
             sve: vcpu_hw::guest_sve_usable(),
         };
         frame.set_reg(acc.rt, idregs::sanitise_one(i, id_space::read(i), caps));
-        frame.skip_instruction(esr.il32());
-        return;
-    }
-    let sgi = match acc.reg {
-        SysReg::ICC_SGI1R_EL1 => Some(crate::vgic::SgiRegister::Sgi1r),
-        SysReg::ICC_SGI0R_EL1 => Some(crate::vgic::SgiRegister::Sgi0r),
-        SysReg::ICC_ASGI1R_EL1 => Some(crate::vgic::SgiRegister::Asgi1r),
-        _ => None,
-    };
-    if let (Some(reg), false) = (sgi, acc.read) {
-        let value = frame.reg(acc.rt);
-        match v.vm.vgic.send_sgi_v3(v.index, value, reg) {
-            Ok(mask) => vmm::kick(&v.vm, mask, v.index),
-            Err(e) => warn!(
-                "kestrel: vm {}: SGI write {value:#x} refused: {e:?}",
-                v.vm.name
-            ),
-        }
         frame.skip_instruction(esr.il32());
         return;
     }

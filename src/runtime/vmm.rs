@@ -299,8 +299,15 @@ pub fn post_start(pcpu: usize, req: StartRequest) {
 
 /// Kicks the physical CPUs of the vCPUs in `mask` (other than this one) so they pick up new
 /// interrupt state or a stop request.
+#[inline]
 pub fn kick(vm: &Vm, mask: VcpuMask, me: usize) {
-    let mut m = crate::vgic::others(mask, me);
+    let m = crate::vgic::others(mask, me);
+    if m != 0 {
+        kick_others(vm, m);
+    }
+}
+
+fn kick_others(vm: &Vm, mut m: VcpuMask) {
     while m != 0 {
         let v = m.trailing_zeros() as usize;
         m &= m - 1;
@@ -570,8 +577,16 @@ pub fn request_dump() {
 
 /// Prints this CPU's vCPU state if a dump was asked for (`frame`: the guest registers when
 /// called from the exit path).
+#[inline]
 pub fn dump_if_asked(frame: Option<&GuestRegs>) {
     let me = cpu::current_index();
+    if DUMP[me].load(Ordering::Relaxed) {
+        dump(me, frame);
+    }
+}
+
+#[inline(never)]
+fn dump(me: usize, frame: Option<&GuestRegs>) {
     if !DUMP[me].swap(false, Ordering::SeqCst) {
         return;
     }

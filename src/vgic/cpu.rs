@@ -23,7 +23,7 @@
 
 use core::sync::atomic::Ordering;
 
-use super::dist::{Dist, HINT_WORDS, bit};
+use super::dist::{Dist, bit};
 use super::irq::{Irq, NO_OWNER};
 use super::lr::{ListRegisters, LrState, LrValue};
 use super::{MAX_LRS, VcpuMask, Vgic};
@@ -45,6 +45,8 @@ pub struct VgicCpu {
     uie: bool,
     /// `sync_from_lrs` ran since the last `flush_to_lrs`.
     synced: bool,
+    /// Scratch space of `flush_to_lrs` (kept here so that a flush does not clear it).
+    best: TopK,
 }
 
 impl VgicCpu {
@@ -56,6 +58,7 @@ impl VgicCpu {
             held: 0,
             uie: false,
             synced: false,
+            best: TopK::new(),
         }
     }
     pub fn vcpu(&self) -> usize {
@@ -85,20 +88,31 @@ fn rank(key: u32) -> u32 {
     key >> 10
 }
 
+/// Most interrupts one flush places: more than any GIC implementation we know of has LRs
+/// (GIC-400 and QEMU: 4; GICv3 at most 16); with more LRs, the rest follow on the underflow
+/// maintenance interrupt. Keeps the candidate array small (it is built on every busy flush).
+const MAX_PLACED: usize = 16;
+
 /// The best `cap` candidates, sorted by key.
+#[derive(Debug)]
 struct TopK {
-    keys: [u32; MAX_LRS],
+    keys: [u32; MAX_PLACED],
     len: usize,
     cap: usize,
 }
 
 impl TopK {
-    fn new(cap: usize) -> Self {
+    const fn new() -> Self {
         TopK {
-            keys: [0; MAX_LRS],
+            keys: [0; MAX_PLACED],
             len: 0,
-            cap: cap.min(MAX_LRS),
+            cap: 0,
         }
+    }
+    /// Empties it for up to `cap` candidates (the keys beyond `len` are never read).
+    fn reset(&mut self, cap: usize) {
+        self.len = 0;
+        self.cap = cap.min(MAX_PLACED);
     }
     fn insert(&mut self, key: u32) {
         if self.cap == 0 || (self.len == self.cap && key >= self.keys[self.len - 1]) {
@@ -116,8 +130,8 @@ impl TopK {
         }
         self.keys[i] = key;
     }
-    fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        self.keys[..self.len].iter().copied()
+    fn get(&self, i: usize) -> Option<u32> {
+        self.keys[..self.len].get(i).copied()
     }
 }
 
@@ -146,6 +160,7 @@ impl Vgic {
     /// Exit path, early: folds the list registers back into the model. Without any LR in
     /// use it touches neither the LRs nor the lock. Returns other vCPUs to kick (rarely
     /// non-zero: an SPI that left this vCPU's LR still pending but now routed elsewhere).
+    #[inline(always)]
     pub fn sync_from_lrs<L: ListRegisters + ?Sized>(
         &self,
         cpu: &mut VgicCpu,
@@ -155,55 +170,12 @@ impl Vgic {
         if cpu.used == 0 && cpu.held == 0 {
             return 0;
         }
-        let fmt = lrs.format();
-        let mut kick = 0;
+        self.sync_busy(cpu, lrs)
+    }
+
+    fn sync_busy<L: ListRegisters + ?Sized>(&self, cpu: &mut VgicCpu, lrs: &mut L) -> VcpuMask {
         let mut d = self.lock();
-        let (elrsr, eisr) = if cpu.used != 0 {
-            (lrs.empty_mask(), lrs.eoi_mask())
-        } else {
-            (0, 0)
-        };
-        for i in bits(cpu.used) {
-            let before = cpu.lrs[i].state;
-            let emptied = (elrsr | eisr) & (1 << i) != 0;
-            let now = if emptied {
-                LrState::Invalid
-            } else {
-                fmt.decode(lrs.read(i)).state
-            };
-            cpu.lrs[i].state = now;
-            let intid = cpu.lrs[i].intid;
-            let left = match d.irq_mut(cpu.vcpu, intid) {
-                Some(irq) => {
-                    if emptied && irq.hw && irq.phys {
-                        // The guest's deactivation deactivated the physical interrupt.
-                        irq.phys_active = false;
-                    }
-                    let left = irq.fold(before, now);
-                    if left && irq.phys {
-                        // Done with: if the physical line is still high it fires again.
-                        irq.line = false;
-                    }
-                    left
-                }
-                None => {
-                    debug_assert!(false, "LR {i} holds unknown INTID {intid}");
-                    true
-                }
-            };
-            if left {
-                cpu.used &= !(1 << i);
-                cpu.lrs[i] = LrValue::default();
-                if elrsr & (1 << i) == 0 {
-                    // Clears ICH_EISR_EL2 / GICH_EISR, and with it the maintenance interrupt.
-                    lrs.write(i, 0);
-                }
-                kick |= d.notify(cpu.vcpu, intid);
-            }
-        }
-        if cpu.held != 0 {
-            kick |= settle_physical(&mut d, cpu, lrs, true);
-        }
+        let kick = fold_lrs(&mut d, cpu, lrs);
         drop(d);
         self.raise(kick);
         kick & !bit(cpu.vcpu)
@@ -243,28 +215,52 @@ impl Vgic {
     /// date with the model. Costs one atomic load when nothing is in flight for this vCPU.
     /// Runs [`Vgic::sync_from_lrs`] first if it was not called on this exit. Returns other
     /// vCPUs to kick (rarely non-zero).
+    #[inline(always)]
     pub fn flush_to_lrs<L: ListRegisters + ?Sized>(
         &self,
         cpu: &mut VgicCpu,
         lrs: &mut L,
     ) -> VcpuMask {
-        let mut kick = 0;
-        if !cpu.synced {
-            kick |= self.sync_from_lrs(cpu, lrs);
-        }
+        let fold = !cpu.synced && (cpu.used != 0 || cpu.held != 0);
         cpu.synced = false;
+        let flagged = self
+            .work
+            .get(cpu.vcpu)
+            .is_some_and(|f| f.0.load(Ordering::Acquire));
+        if fold || flagged {
+            self.flush_busy(cpu, lrs, fold)
+        } else {
+            0
+        }
+    }
+
+    fn flush_busy<L: ListRegisters + ?Sized>(
+        &self,
+        cpu: &mut VgicCpu,
+        lrs: &mut L,
+        fold: bool,
+    ) -> VcpuMask {
         let v = cpu.vcpu;
         let Some(flag) = self.work.get(v) else {
-            return kick;
+            return 0;
         };
-        if !flag.0.load(Ordering::Acquire) {
+        let mut d = self.lock();
+        let mut kick = 0;
+        if fold {
+            // Not synced on this exit: fold under the same lock.
+            kick = fold_lrs(&mut d, cpu, lrs);
+            cpu.synced = false;
+        }
+        if !flag.0.load(Ordering::Acquire) && kick & bit(v) == 0 {
+            drop(d);
+            self.raise(kick);
             return kick;
         }
         flag.0.store(false, Ordering::Release);
+        kick &= !bit(v);
 
         let fmt = lrs.format();
         let n = lrs.count().min(MAX_LRS);
-        let mut d = self.lock();
 
         // 1. Reconcile the LRs that already hold an interrupt.
         for i in bits(cpu.used) {
@@ -291,9 +287,13 @@ impl Vgic {
 
         // 2. Candidates: not in any LR, and active or deliverable-pending, for this vCPU. Only
         //    the interrupts hinted for this vCPU are looked at (every interrupt after register
-        //    writes); a hint that turns out stale is dropped.
-        let mut best = TopK::new(n);
+        //    writes); a hint that turns out stale is dropped. While free LRs last, a hinted
+        //    candidate goes straight into one (the order matters only once they run out: then
+        //    the rest are ranked, and may displace what was placed here).
+        cpu.best.reset(n);
+        let all_lrs = if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
         let mut total = 0usize;
+        let mut placed = 0usize;
         let wants = |intid: u32, irq: &Irq, d: &Dist| {
             !irq.resident()
                 && (irq.active || (irq.pending_outside() && d.deliverable(irq, v)))
@@ -304,7 +304,7 @@ impl Vgic {
                 if wants(intid, irq, d) {
                     d.set_hint(v, intid);
                     total += 1;
-                    best.insert(key(irq, intid));
+                    cpu.best.insert(key(irq, intid));
                 } else {
                     d.clear_hint(v, intid);
                 }
@@ -318,7 +318,10 @@ impl Vgic {
                 consider(intid, irq, &d);
             }
         } else {
-            for w in 0..HINT_WORDS {
+            let mut words = d.hint_summary(v);
+            while words != 0 {
+                let w = words.trailing_zeros() as usize;
+                words &= words - 1;
                 let mut m = d.hint_word(v, w);
                 while m != 0 {
                     let intid = (w * 64) as u32 + m.trailing_zeros();
@@ -326,7 +329,16 @@ impl Vgic {
                     match d.irq(v, intid) {
                         Some(irq) if wants(intid, irq, &d) => {
                             total += 1;
-                            best.insert(key(irq, intid));
+                            let free = all_lrs & !cpu.used;
+                            if free == 0 || cpu.best.len != 0 {
+                                cpu.best.insert(key(irq, intid));
+                            } else {
+                                let deliverable = d.deliverable(irq, v);
+                                let slot = free.trailing_zeros() as usize;
+                                if place(&mut d, cpu, lrs, intid, deliverable, slot) {
+                                    placed += 1;
+                                }
+                            }
                         }
                         _ => d.clear_hint(v, intid),
                     }
@@ -334,10 +346,11 @@ impl Vgic {
             }
         }
 
-        // 3. Place them: free LRs first, then displace a pending-only LR of lower priority.
-        let all_lrs = if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
-        let mut placed = 0usize;
-        for k in best.iter() {
+        // 3. Place the ranked ones: free LRs first, then displace a pending-only LR of lower
+        //    priority.
+        let mut next = 0;
+        while let Some(k) = cpu.best.get(next) {
+            next += 1;
             let intid = k & 0x3ff;
             let free = all_lrs & !cpu.used;
             let slot = if free != 0 {
@@ -360,20 +373,10 @@ impl Vgic {
                     None => break,
                 }
             };
-            let v2 = d.is_v2_sgi(intid);
             let deliverable = d.irq(v, intid).is_some_and(|irq| d.deliverable(irq, v));
-            let Some(irq) = d.irq_mut(v, intid) else {
-                continue;
-            };
-            let Some(val) = irq.desired_lr(intid, v2, deliverable) else {
-                continue;
-            };
-            irq.owner = v as u8;
-            d.clear_hint(v, intid);
-            lrs.write(slot, fmt.encode(&val));
-            cpu.lrs[slot] = val;
-            cpu.used |= 1 << slot;
-            placed += 1;
+            if place(&mut d, cpu, lrs, intid, deliverable, slot) {
+                placed += 1;
+            }
         }
         drop(d);
 
@@ -517,6 +520,95 @@ fn settle_physical<L: ListRegisters + ?Sized>(
         }
     }
     kick
+}
+
+/// Folds the LRs of `cpu` into the model (the lock held): what `sync_from_lrs` does. Returns
+/// the vCPUs with something new, this one included.
+fn fold_lrs<L: ListRegisters + ?Sized>(d: &mut Dist, cpu: &mut VgicCpu, lrs: &mut L) -> VcpuMask {
+    cpu.synced = true;
+    let fmt = lrs.format();
+    let mut kick = 0;
+    let (elrsr, eisr) = if cpu.used != 0 {
+        (lrs.empty_mask(), lrs.eoi_mask())
+    } else {
+        (0, 0)
+    };
+    for i in bits(cpu.used) {
+        let before = cpu.lrs[i].state;
+        let emptied = (elrsr | eisr) & (1 << i) != 0;
+        let now = if emptied {
+            LrState::Invalid
+        } else {
+            fmt.decode(lrs.read(i)).state
+        };
+        cpu.lrs[i].state = now;
+        let intid = cpu.lrs[i].intid;
+        let (left, again) = match d.irq_mut(cpu.vcpu, intid) {
+            Some(irq) => {
+                if emptied && irq.hw && irq.phys {
+                    // The guest's deactivation deactivated the physical interrupt.
+                    irq.phys_active = false;
+                }
+                let left = irq.fold(before, now);
+                if left && irq.phys {
+                    // Done with: if the physical line is still high it fires again.
+                    irq.line = false;
+                }
+                (left, irq.pending_outside() || irq.active)
+            }
+            None => {
+                debug_assert!(false, "LR {i} holds unknown INTID {intid}");
+                (true, false)
+            }
+        };
+        if left {
+            cpu.used &= !(1 << i);
+            cpu.lrs[i] = LrValue::default();
+            if elrsr & (1 << i) == 0 {
+                // Clears ICH_EISR_EL2 / GICH_EISR, and with it the maintenance interrupt.
+                lrs.write(i, 0);
+            }
+            if intid >= 32 {
+                // It may go to another target now.
+                kick |= d.notify(cpu.vcpu, intid);
+            } else if again {
+                // Pending again (a new SGI, a level line still high): this vCPU's flush takes
+                // it if it can (a hint that turns out stale is dropped there).
+                d.set_hint(cpu.vcpu, intid);
+                kick |= bit(cpu.vcpu);
+            }
+        }
+    }
+    if cpu.held != 0 {
+        kick |= settle_physical(d, cpu, lrs, true);
+    }
+    kick
+}
+
+/// Puts `intid` into LR `slot` of `cpu` (free, or just emptied); false when it turns out to
+/// need none. `deliverable`: whether the distributor may forward it to this vCPU now.
+fn place<L: ListRegisters + ?Sized>(
+    d: &mut Dist,
+    cpu: &mut VgicCpu,
+    lrs: &mut L,
+    intid: u32,
+    deliverable: bool,
+    slot: usize,
+) -> bool {
+    let v = cpu.vcpu;
+    let v2 = d.is_v2_sgi(intid);
+    let Some(irq) = d.irq_mut(v, intid) else {
+        return false;
+    };
+    let Some(val) = irq.desired_lr(intid, v2, deliverable) else {
+        return false;
+    };
+    irq.owner = v as u8;
+    d.clear_hint(v, intid);
+    lrs.write(slot, lrs.format().encode(&val));
+    cpu.lrs[slot] = val;
+    cpu.used |= 1 << slot;
+    true
 }
 
 /// What LR `cur` (held by `vcpu`) should contain now; `None` releases it.

@@ -77,7 +77,7 @@ pub(crate) struct Dist {
     /// [`Dist::notify`] that names the vCPU, cleared by the flush that finds the interrupt
     /// placed or not wanting one. The flush looks only at these bits, so a timer interrupt does
     /// not cost a scan of every interrupt of the VM.
-    hints: Vec<[Cell<u64>; HINT_WORDS]>,
+    hints: Vec<Hints>,
     /// vCPUs whose next flush must look at every interrupt (after register writes, whose
     /// effects on deliverability are not tracked bit by bit).
     rescan: Cell<VcpuMask>,
@@ -88,6 +88,14 @@ pub(crate) struct Dist {
 
 /// INTIDs 0..1024 in 64-bit words.
 pub(crate) const HINT_WORDS: usize = 16;
+
+/// One vCPU's hints: a bit per INTID, and a bit per non-zero word so that a flush looks at
+/// the few words that matter.
+#[derive(Default)]
+struct Hints {
+    words: [Cell<u64>; HINT_WORDS],
+    summary: Cell<u16>,
+}
 
 impl Dist {
     pub fn new(version: GicVersion, mpidrs: &[u64], nr_irqs: u32) -> Self {
@@ -110,9 +118,7 @@ impl Dist {
             // and firmware wakes them; a VM has no firmware, so they start awake, as under KVM.
             asleep: 0,
             online: 0,
-            hints: (0..nr_vcpus)
-                .map(|_| core::array::from_fn(|_| Cell::new(0)))
-                .collect(),
+            hints: (0..nr_vcpus).map(|_| Hints::default()).collect(),
             rescan: Cell::new(all_mask(nr_vcpus)),
             hw_trigger_changed: false,
         };
@@ -187,33 +193,34 @@ impl Dist {
     /// Who must look at this interrupt after a change: its owner when a list register holds
     /// it, else one target vCPU when it has become deliverable or active there.
     pub fn notify(&self, bank: usize, intid: u32) -> VcpuMask {
+        // At most one vCPU (the owner, or one target).
         let m = self.notify_targets(bank, intid);
-        let mut rest = m;
-        while rest != 0 {
-            let v = rest.trailing_zeros() as usize;
-            rest &= rest - 1;
-            self.set_hint(v, intid);
+        if m != 0 {
+            self.set_hint(m.trailing_zeros() as usize, intid);
         }
         m
     }
 
     pub fn set_hint(&self, vcpu: usize, intid: u32) {
-        if let Some(h) = self
-            .hints
-            .get(vcpu)
-            .and_then(|h| h.get(intid as usize / 64))
+        let w = intid as usize / 64;
+        if let Some(h) = self.hints.get(vcpu)
+            && let Some(word) = h.words.get(w)
         {
-            h.set(h.get() | 1 << (intid % 64));
+            word.set(word.get() | 1 << (intid % 64));
+            h.summary.set(h.summary.get() | 1 << w);
         }
     }
 
     pub fn clear_hint(&self, vcpu: usize, intid: u32) {
-        if let Some(h) = self
-            .hints
-            .get(vcpu)
-            .and_then(|h| h.get(intid as usize / 64))
+        let w = intid as usize / 64;
+        if let Some(h) = self.hints.get(vcpu)
+            && let Some(word) = h.words.get(w)
         {
-            h.set(h.get() & !(1 << (intid % 64)));
+            let left = word.get() & !(1 << (intid % 64));
+            word.set(left);
+            if left == 0 {
+                h.summary.set(h.summary.get() & !(1 << w));
+            }
         }
     }
 
@@ -221,8 +228,13 @@ impl Dist {
     pub fn hint_word(&self, vcpu: usize, w: usize) -> u64 {
         self.hints
             .get(vcpu)
-            .and_then(|h| h.get(w))
+            .and_then(|h| h.words.get(w))
             .map_or(0, Cell::get)
+    }
+
+    /// The hint words of `vcpu` that are not zero (bit w = word w).
+    pub fn hint_summary(&self, vcpu: usize) -> u16 {
+        self.hints.get(vcpu).map_or(0, |h| h.summary.get())
     }
 
     /// Asks the next flush of the vCPUs in `mask` to look at every interrupt.
@@ -561,6 +573,7 @@ impl Dist {
         }
         self.grp0 = grp0;
         self.grp1 = grp1;
+        self.request_rescan(self.all());
         self.all()
     }
 
@@ -570,13 +583,16 @@ impl Dist {
         if was == sleep {
             return 0;
         }
+        // Waking: pick up what waited. Sleeping: release pending LRs (IHI 0069H, GICR_WAKER)
+        // and offer the SPIs hinted to it to their other targets.
+        self.request_rescan(bit(vcpu));
         if sleep {
             self.asleep |= bit(vcpu);
+            bit(vcpu) | self.reoffer_spis(vcpu)
         } else {
             self.asleep &= !bit(vcpu);
+            bit(vcpu)
         }
-        // Waking: pick up what waited. Sleeping: release pending LRs (IHI 0069H, GICR_WAKER).
-        bit(vcpu)
     }
 
     // ----- inputs from the hypervisor --------------------------------------------------------
@@ -643,6 +659,7 @@ impl Dist {
                 irq.phys = true;
                 irq.hw = hw_link;
                 irq.pintid = pintid;
+                self.request_rescan(bit(vcpu));
                 true
             }
             _ => false,
@@ -653,8 +670,17 @@ impl Dist {
     /// hinted to it are offered to their other targets. Returns the vCPUs to kick.
     pub fn set_offline(&mut self, vcpu: usize) -> VcpuMask {
         self.online &= !bit(vcpu);
+        self.reoffer_spis(vcpu)
+    }
+
+    /// Offers the SPIs hinted to `vcpu`, which can no longer take them, to their other
+    /// targets. Returns those (not `vcpu`).
+    fn reoffer_spis(&mut self, vcpu: usize) -> VcpuMask {
         let mut kick = 0;
-        for w in 0..HINT_WORDS {
+        let mut words = self.hint_summary(vcpu);
+        while words != 0 {
+            let w = words.trailing_zeros() as usize;
+            words &= words - 1;
             let mut m = self.hint_word(vcpu, w);
             if w == 0 {
                 m &= !0xffff_ffff; // private interrupts stay with their vCPU
@@ -674,6 +700,7 @@ impl Dist {
             Some(irq) => {
                 irq.hw = pintid.is_some();
                 irq.pintid = pintid.unwrap_or(0);
+                self.request_rescan(self.all());
                 true
             }
             None => false,

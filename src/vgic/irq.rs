@@ -214,6 +214,7 @@ impl Irq {
     /// forward it now (enabled, group enabled, redistributor awake). Returns `None` when
     /// the interrupt needs no LR (neither pending in it nor active); the caller then
     /// releases the LR or does not take one.
+    #[inline(always)]
     pub fn desired_lr(&mut self, intid: u32, v2_sgi: bool, deliverable: bool) -> Option<LrValue> {
         let mut p = self.resident() && self.lr_pending;
         let a = self.active;

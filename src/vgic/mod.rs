@@ -234,26 +234,21 @@ impl Vgic {
     }
 
     /// Runs `f` on the distributor state under the lock; raises the flags of the vCPUs `f`
-    /// returns and passes them on as the vCPUs to kick. For the MMIO devices.
+    /// returns and passes them on as the vCPUs to kick. For the MMIO devices and the injection
+    /// paths. Every change to one interrupt goes through `Dist::notify`, which leaves a precise
+    /// hint for the vCPU that may take it; the few changes that affect every interrupt at once
+    /// (group enables, a redistributor's sleep state, HW links) ask the vCPUs concerned to look
+    /// at everything on their next flush (`Dist::request_rescan`).
     pub(crate) fn with_dist<R>(&self, f: impl FnOnce(&mut Dist) -> (R, VcpuMask)) -> (R, VcpuMask) {
         let mut d = self.lock();
         let (r, kick) = f(&mut d);
-        // Register writes can change what is deliverable in ways the hints do not track bit
-        // by bit: the vCPUs they concern look at everything on their next flush.
-        d.request_rescan(kick);
         drop(d);
         self.raise(kick);
         (r, kick)
     }
 
-    /// As [`Vgic::with_dist`], for the injection paths, whose every change goes through
-    /// `Dist::notify` and so leaves precise hints.
     fn with_dist_hinted<R>(&self, f: impl FnOnce(&mut Dist) -> (R, VcpuMask)) -> (R, VcpuMask) {
-        let mut d = self.lock();
-        let (r, kick) = f(&mut d);
-        drop(d);
-        self.raise(kick);
-        (r, kick)
+        self.with_dist(f)
     }
 
     fn check_vcpu(&self, vcpu: usize) -> Result<(), VgicError> {

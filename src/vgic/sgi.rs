@@ -62,6 +62,31 @@ pub enum SgiRegister {
 }
 
 impl SgiRegister {
+    /// The SGI register that a trapped `MSR` writes, and its source register Rt, from the
+    /// ESR_EL2 value of an exception with EC 0x18 (trapped MSR/MRS/system instruction); `None`
+    /// for any other register or a read. ISS layout (Arm ARM DDI 0487, ESR_ELx, "ISS encoding
+    /// for an exception from MSR, MRS, or System instruction execution in AArch64 state"):
+    /// Op0 `[21:20]`, Op2 `[19:17]`, Op1 `[16:14]`, CRn `[13:10]`, Rt `[9:5]`, CRm `[4:1]`,
+    /// Direction `[0]` (0 = write). The exit path's shortcut for IPIs; `trap::esr` decodes
+    /// every other register.
+    pub const fn from_msr_esr(esr: u64) -> Option<(SgiRegister, u8)> {
+        const fn iss(op0: u64, op1: u64, crn: u64, crm: u64, op2: u64) -> u64 {
+            (op0 << 20) | (op2 << 17) | (op1 << 14) | (crn << 10) | (crm << 1)
+        }
+        // Everything but Rt [9:5], with Direction [0] = 0 (a write).
+        const MASK: u64 = 0x1ff_ffff & !(0x1f << 5);
+        let rt = ((esr >> 5) & 0x1f) as u8;
+        let reg = match esr & MASK {
+            // ICC_SGI1R_EL1 S3_0_C12_C11_5, ICC_ASGI1R_EL1 S3_1_C12_C11_6,
+            // ICC_SGI0R_EL1 S3_2_C12_C11_7 (IHI 0069H, ICC_SGI1R_EL1 and neighbours).
+            x if x == iss(3, 0, 12, 11, 5) => SgiRegister::Sgi1r,
+            x if x == iss(3, 1, 12, 11, 6) => SgiRegister::Asgi1r,
+            x if x == iss(3, 2, 12, 11, 7) => SgiRegister::Sgi0r,
+            _ => return None,
+        };
+        Some((reg, rt))
+    }
+
     /// Whether an SGI configured in Group 1 is raised by a write to this register.
     pub const fn raises_group1(self) -> bool {
         matches!(self, SgiRegister::Sgi1r)
@@ -265,6 +290,55 @@ mod tests {
                 }
             }
         );
+    }
+
+    #[test]
+    fn msr_esr_shortcut_agrees_with_the_full_decoder() {
+        use crate::trap::esr::{Esr, SysReg};
+        let ec = 0x18u64 << 26 | 1 << 25;
+        let regs = [
+            (
+                (3, 0, 12, 11, 5),
+                Some(SgiRegister::Sgi1r),
+                SysReg::ICC_SGI1R_EL1,
+            ),
+            (
+                (3, 1, 12, 11, 6),
+                Some(SgiRegister::Asgi1r),
+                SysReg::ICC_ASGI1R_EL1,
+            ),
+            (
+                (3, 2, 12, 11, 7),
+                Some(SgiRegister::Sgi0r),
+                SysReg::ICC_SGI0R_EL1,
+            ),
+            // ICC_EOIR1_EL1 (S3_0_C12_C12_1) and ICC_SRE_EL1 (S3_0_C12_C12_5): not SGIs.
+            ((3, 0, 12, 12, 1), None, SysReg::new(3, 0, 12, 12, 1)),
+            ((3, 0, 12, 12, 5), None, SysReg::new(3, 0, 12, 12, 5)),
+        ];
+        for ((op0, op1, crn, crm, op2), want, sysreg) in regs {
+            for rt in [0u64, 5, 30, 31] {
+                for read in [false, true] {
+                    let iss = (op0 << 20)
+                        | (op2 << 17)
+                        | (op1 << 14)
+                        | (crn << 10)
+                        | (rt << 5)
+                        | (crm << 1)
+                        | u64::from(read);
+                    let esr = ec | iss;
+                    let full = Esr(esr).sysreg().expect("EC 0x18 decodes");
+                    assert_eq!((full.reg, full.rt as u64, full.read), (sysreg, rt, read));
+                    let got = SgiRegister::from_msr_esr(esr);
+                    let expect = if read {
+                        None
+                    } else {
+                        want.map(|r| (r, rt as u8))
+                    };
+                    assert_eq!(got, expect, "{esr:#x}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use super::boot::MAX_CPUS;
 use super::cpu;
 use core::arch::asm;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
 
 /// The SGI the hypervisor uses to kick another physical CPU (new virtual interrupts to pick up,
@@ -94,6 +94,27 @@ struct Gic {
 }
 
 static GIC: Once<Gic> = Once::new();
+/// The exit path's view of `GIC` (version and frame addresses), as plain loads: written once in
+/// `init_distributor` before any CPU takes an interrupt or runs a guest.
+static IS_V3: AtomicBool = AtomicBool::new(false);
+static GICC_BASE: AtomicUsize = AtomicUsize::new(0);
+static GICH_BASE: AtomicUsize = AtomicUsize::new(0);
+static GICD_BASE: AtomicUsize = AtomicUsize::new(0);
+/// Per physical CPU (GICv3): the ICC_SGI1R_EL1 value that targets it, INTID field 0.
+static SGI1R_TARGET: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+#[inline]
+fn v3() -> bool {
+    IS_V3.load(Ordering::Relaxed)
+}
+#[inline]
+fn gicc() -> usize {
+    GICC_BASE.load(Ordering::Relaxed)
+}
+#[inline]
+fn gich() -> usize {
+    GICH_BASE.load(Ordering::Relaxed)
+}
 /// Per physical CPU: its redistributor's RD_base (GICv3).
 static RD_BASE: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 /// Per physical CPU: its GICv2 CPU interface bit, as ITARGETSR reports it.
@@ -193,6 +214,10 @@ pub fn init_distributor(version: GicVersion, frames: GicFrames) {
             (rd32(frames.gich as usize + GICH_VTR) & 0x3f) as usize + 1
         }
     };
+    IS_V3.store(version == GicVersion::V3, Ordering::Relaxed);
+    GICC_BASE.store(frames.gicc as usize, Ordering::Relaxed);
+    GICH_BASE.store(frames.gich as usize, Ordering::Relaxed);
+    GICD_BASE.store(frames.gicd as usize, Ordering::Relaxed);
     GIC.call_once(|| Gic {
         version,
         frames,
@@ -211,6 +236,10 @@ pub fn init_cpu() -> Result<(), &'static str> {
             let rd = find_redistributor(&g.frames.gicr, cpu::mpidr_affinity())
                 .ok_or("no GICv3 redistributor matches this CPU's MPIDR")?;
             RD_BASE[me].store(rd, Ordering::Relaxed);
+            SGI1R_TARGET[me].store(
+                crate::vgic::sgi::Sgi1r::encode_one(cpu::mpidr_affinity(), 0),
+                Ordering::Relaxed,
+            );
             let w = rd32(rd + GICR_WAKER) & !GICR_WAKER_PROCESSOR_SLEEP;
             wr32(rd + GICR_WAKER, w);
             while rd32(rd + GICR_WAKER) & GICR_WAKER_CHILDREN_ASLEEP != 0 {
@@ -308,15 +337,12 @@ pub struct Acked {
 /// Acknowledges the highest-priority pending interrupt; `None` when none is pending.
 #[inline]
 pub fn ack() -> Option<Acked> {
-    let (raw, intid) = match gic().version {
-        GicVersion::V3 => {
-            let r = sysreg_read!("icc_iar1_el1") as u32 & 0xff_ffff;
-            (r, r)
-        }
-        GicVersion::V2 => {
-            let r = rd32(gic().frames.gicc as usize + GICC_IAR) & 0x1fff;
-            (r, r & 0x3ff)
-        }
+    let (raw, intid) = if v3() {
+        let r = sysreg_read!("icc_iar1_el1") as u32 & 0xff_ffff;
+        (r, r)
+    } else {
+        let r = rd32(gicc() + GICC_IAR) & 0x1fff;
+        (r, r & 0x3ff)
     };
     (intid < INTID_SPURIOUS).then_some(Acked { intid, raw })
 }
@@ -325,17 +351,19 @@ pub fn ack() -> Option<Acked> {
 /// until the guest deactivates the hardware-linked virtual interrupt).
 #[inline]
 pub fn priority_drop(a: Acked) {
-    match gic().version {
-        GicVersion::V3 => sysreg_write!("icc_eoir1_el1", a.raw),
-        GicVersion::V2 => wr32(gic().frames.gicc as usize + GICC_EOIR, a.raw),
+    if v3() {
+        sysreg_write!("icc_eoir1_el1", a.raw)
+    } else {
+        wr32(gicc() + GICC_EOIR, a.raw)
     }
 }
 
 #[inline]
 pub fn deactivate(a: Acked) {
-    match gic().version {
-        GicVersion::V3 => sysreg_write!("icc_dir_el1", a.raw),
-        GicVersion::V2 => wr32(gic().frames.gicc as usize + GICC_DIR, a.raw),
+    if v3() {
+        sysreg_write!("icc_dir_el1", a.raw)
+    } else {
+        wr32(gicc() + GICC_DIR, a.raw)
     }
 }
 
@@ -348,29 +376,26 @@ pub fn deactivate_ppi(intid: u32) {
 
 /// Sends SGI `sgi` to physical CPU `target`.
 pub fn send_sgi(target: usize, sgi: u32) {
-    match gic().version {
-        GicVersion::V3 => {
-            let Some(pc) = cpu::percpu(target) else {
-                return;
-            };
-            let mpidr = pc.mpidr.load(Ordering::Relaxed);
-            // TargetList bit Aff0 % 16 in range Aff0 / 16.
-            let v = crate::vgic::sgi::Sgi1r::encode_one(mpidr, sgi as u8);
-            aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
-            sysreg_write!("icc_sgi1r_el1", v);
-            aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
-        }
-        GicVersion::V2 => {
-            let Some(mask) = V2_CPU_MASK.get(target) else {
-                return;
-            };
-            let m = mask.load(Ordering::Relaxed) as u32;
-            aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
-            wr32(
-                gic().frames.gicd as usize + GICD_SGIR,
-                (m << 16) | (sgi & 0xf),
-            );
-        }
+    if v3() {
+        // TargetList bit Aff0 % 16 in range Aff0 / 16 (Sgi1r::encode_one, set up by the
+        // target CPU in `init_cpu`).
+        let Some(t) = SGI1R_TARGET.get(target) else {
+            return;
+        };
+        let v = t.load(Ordering::Relaxed) | (u64::from(sgi) & 0xf) << 24;
+        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
+        sysreg_write!("icc_sgi1r_el1", v);
+        aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+    } else {
+        let Some(mask) = V2_CPU_MASK.get(target) else {
+            return;
+        };
+        let m = mask.load(Ordering::Relaxed) as u32;
+        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
+        wr32(
+            GICD_BASE.load(Ordering::Relaxed) + GICD_SGIR,
+            (m << 16) | (sgi & 0xf),
+        );
     }
 }
 
@@ -513,35 +538,39 @@ macro_rules! ich_lr {
 /// Raw list register `i` (ICH_LR<i>_EL2, or GICH_LR<i> zero-extended).
 #[inline]
 pub fn read_lr(i: usize) -> u64 {
-    match gic().version {
-        GicVersion::V3 => ich_lr!(read i),
-        GicVersion::V2 => rd32(gic().frames.gich as usize + GICH_LR0 + i * 4) as u64,
+    if v3() {
+        ich_lr!(read i)
+    } else {
+        rd32(gich() + GICH_LR0 + i * 4) as u64
     }
 }
 
 #[inline]
 pub fn write_lr(i: usize, v: u64) {
-    match gic().version {
-        GicVersion::V3 => ich_lr!(write i, v),
-        GicVersion::V2 => wr32(gic().frames.gich as usize + GICH_LR0 + i * 4, v as u32),
+    if v3() {
+        ich_lr!(write i, v)
+    } else {
+        wr32(gich() + GICH_LR0 + i * 4, v as u32)
     }
 }
 
 /// Bit i set when list register i holds no interrupt (ICH_ELRSR_EL2 / GICH_ELRSR0).
 #[inline]
 pub fn empty_lrs() -> u64 {
-    match gic().version {
-        GicVersion::V3 => sysreg_read!("ich_elrsr_el2"),
-        GicVersion::V2 => rd32(gic().frames.gich as usize + GICH_ELRSR0) as u64,
+    if v3() {
+        sysreg_read!("ich_elrsr_el2")
+    } else {
+        rd32(gich() + GICH_ELRSR0) as u64
     }
 }
 
 /// ICH_HCR_EL2 / GICH_HCR (En, UIE, ... in the same bit positions in both versions).
 #[inline]
 pub fn write_hcr(v: u64) {
-    match gic().version {
-        GicVersion::V3 => sysreg_write!("ich_hcr_el2", v),
-        GicVersion::V2 => wr32(gic().frames.gich as usize + GICH_HCR, v as u32),
+    if v3() {
+        sysreg_write!("ich_hcr_el2", v)
+    } else {
+        wr32(gich() + GICH_HCR, v as u32)
     }
 }
 
@@ -579,9 +608,10 @@ pub fn reset_virtual_interface() {
 /// ICH_EISR_EL2 / GICH_EISR0: list registers with an outstanding EOI maintenance interrupt.
 #[inline]
 pub fn eoi_lrs() -> u64 {
-    match gic().version {
-        GicVersion::V3 => sysreg_read!("ich_eisr_el2"),
-        GicVersion::V2 => rd32(gic().frames.gich as usize + 0x020) as u64,
+    if v3() {
+        sysreg_read!("ich_eisr_el2")
+    } else {
+        rd32(gich() + 0x020) as u64
     }
 }
 
@@ -615,9 +645,10 @@ impl Default for HwListRegisters {
 
 impl crate::vgic::ListRegisters for HwListRegisters {
     fn format(&self) -> crate::vgic::LrFormat {
-        match gic().version {
-            GicVersion::V3 => crate::vgic::LrFormat::V3,
-            GicVersion::V2 => crate::vgic::LrFormat::V2,
+        if v3() {
+            crate::vgic::LrFormat::V3
+        } else {
+            crate::vgic::LrFormat::V2
         }
     }
     fn count(&self) -> usize {
