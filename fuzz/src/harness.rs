@@ -554,6 +554,7 @@ fn check_effects(fx: &Effects, intid: u32, line: &mut bool) {
             }
             Effect::ConsoleByte(_) => {}
             Effect::KickVcpus(_) => panic!("a PL011 does not kick vCPUs"),
+            Effect::HwTriggerChanged => panic!("a PL011 has no HW-linked interrupt"),
         }
     }
 }
@@ -702,6 +703,10 @@ impl ListRegisters for FakeLrs {
     }
     fn set_underflow_irq(&mut self, on: bool) {
         self.uie = on;
+    }
+    fn deactivate(&mut self, _pintid: u32) {}
+    fn line_level(&self, _pintid: u32) -> bool {
+        false
     }
 }
 

@@ -47,6 +47,10 @@ pub struct VgicCpu {
     synced: bool,
     /// Scratch space of `flush_to_lrs` (kept here so that a flush does not clear it).
     best: TopK,
+    /// LRs that the last fold filled again with the interrupt that had just left them (see
+    /// `rearm`): counted as injections, and not reconciled again by a flush under the same
+    /// lock.
+    rearmed: u64,
 }
 
 impl VgicCpu {
@@ -59,6 +63,7 @@ impl VgicCpu {
             uie: false,
             synced: false,
             best: TopK::new(),
+            rearmed: 0,
         }
     }
     pub fn vcpu(&self) -> usize {
@@ -177,8 +182,18 @@ impl Vgic {
         let mut d = self.lock();
         let kick = fold_lrs(&mut d, cpu, lrs);
         drop(d);
+        self.count_rearmed(cpu);
         self.raise(kick);
         kick & !bit(cpu.vcpu)
+    }
+
+    fn count_rearmed(&self, cpu: &mut VgicCpu) {
+        if cpu.rearmed != 0 {
+            self.stats
+                .injections
+                .fetch_add(u64::from(cpu.rearmed.count_ones()), Ordering::Relaxed);
+            cpu.rearmed = 0;
+        }
     }
 
     /// Physical PPI behind private interrupt `intid` of this vCPU fired (the hypervisor took it
@@ -246,24 +261,44 @@ impl Vgic {
         };
         let mut d = self.lock();
         let mut kick = 0;
+        // LRs filled under this lock: nothing can have changed for them since.
+        let mut fresh = 0;
         if fold {
             // Not synced on this exit: fold under the same lock.
             kick = fold_lrs(&mut d, cpu, lrs);
             cpu.synced = false;
+            fresh = cpu.rearmed;
         }
         if !flag.0.load(Ordering::Acquire) && kick & bit(v) == 0 {
             drop(d);
+            self.count_rearmed(cpu);
             self.raise(kick);
             return kick;
         }
         flag.0.store(false, Ordering::Release);
         kick &= !bit(v);
 
+        if cpu.used & !fresh == 0
+            && cpu.held == 0
+            && d.hint_summary(v) == 0
+            && !d.rescan_requested(v)
+        {
+            // Nothing resident to look at and nothing hinted (the fold may have done it all).
+            drop(d);
+            self.count_rearmed(cpu);
+            if cpu.uie {
+                lrs.set_underflow_irq(false);
+                cpu.uie = false;
+            }
+            self.raise(kick);
+            return kick;
+        }
+
         let fmt = lrs.format();
         let n = lrs.count().min(MAX_LRS);
 
         // 1. Reconcile the LRs that already hold an interrupt.
-        for i in bits(cpu.used) {
+        for i in bits(cpu.used & !fresh) {
             let cur = cpu.lrs[i];
             let want = reconcile(&mut d, v, &cur);
             match want {
@@ -380,9 +415,12 @@ impl Vgic {
         }
         drop(d);
 
-        self.stats
-            .injections
-            .fetch_add(placed as u64, Ordering::Relaxed);
+        self.count_rearmed(cpu);
+        if placed != 0 {
+            self.stats
+                .injections
+                .fetch_add(placed as u64, Ordering::Relaxed);
+        }
         let overflow = total > placed;
         if overflow {
             self.stats.lr_overflows.fetch_add(1, Ordering::Relaxed);
@@ -526,7 +564,6 @@ fn settle_physical<L: ListRegisters + ?Sized>(
 /// the vCPUs with something new, this one included.
 fn fold_lrs<L: ListRegisters + ?Sized>(d: &mut Dist, cpu: &mut VgicCpu, lrs: &mut L) -> VcpuMask {
     cpu.synced = true;
-    let fmt = lrs.format();
     let mut kick = 0;
     let (elrsr, eisr) = if cpu.used != 0 {
         (lrs.empty_mask(), lrs.eoi_mask())
@@ -539,7 +576,7 @@ fn fold_lrs<L: ListRegisters + ?Sized>(d: &mut Dist, cpu: &mut VgicCpu, lrs: &mu
         let now = if emptied {
             LrState::Invalid
         } else {
-            fmt.decode(lrs.read(i)).state
+            lrs.format().decode(lrs.read(i)).state
         };
         cpu.lrs[i].state = now;
         let intid = cpu.lrs[i].intid;
@@ -562,8 +599,8 @@ fn fold_lrs<L: ListRegisters + ?Sized>(d: &mut Dist, cpu: &mut VgicCpu, lrs: &mu
             }
         };
         if left {
+            // (cpu.lrs[i] is read only while bit i of `used` is set.)
             cpu.used &= !(1 << i);
-            cpu.lrs[i] = LrValue::default();
             if elrsr & (1 << i) == 0 {
                 // Clears ICH_EISR_EL2 / GICH_EISR, and with it the maintenance interrupt.
                 lrs.write(i, 0);
@@ -572,10 +609,13 @@ fn fold_lrs<L: ListRegisters + ?Sized>(d: &mut Dist, cpu: &mut VgicCpu, lrs: &mu
                 // It may go to another target now.
                 kick |= d.notify(cpu.vcpu, intid);
             } else if again {
-                // Pending again (a new SGI, a level line still high): this vCPU's flush takes
-                // it if it can (a hint that turns out stale is dropped there).
-                d.set_hint(cpu.vcpu, intid);
-                kick |= bit(cpu.vcpu);
+                // Pending again (a new SGI, a level line still high): straight back into the
+                // LR it just left when it may be delivered (pending only, so a more urgent
+                // interrupt can still displace it), else this vCPU's flush looks at it.
+                if !rearm(d, cpu, lrs, i, intid) {
+                    d.set_hint(cpu.vcpu, intid);
+                    kick |= bit(cpu.vcpu);
+                }
             }
         }
     }
@@ -608,6 +648,24 @@ fn place<L: ListRegisters + ?Sized>(
     lrs.write(slot, lrs.format().encode(&val));
     cpu.lrs[slot] = val;
     cpu.used |= 1 << slot;
+    true
+}
+
+/// Puts private interrupt `intid`, which just left LR `i` and is pending again, back into it
+/// if the distributor may forward it now; records it in `cpu.rearmed`. False when it was not.
+fn rearm<L: ListRegisters + ?Sized>(
+    d: &mut Dist,
+    cpu: &mut VgicCpu,
+    lrs: &mut L,
+    i: usize,
+    intid: u32,
+) -> bool {
+    let v = cpu.vcpu;
+    let deliverable = d.irq(v, intid).is_some_and(|irq| d.deliverable(irq, v));
+    if !deliverable || !place(d, cpu, lrs, intid, true, i) {
+        return false;
+    }
+    cpu.rearmed |= 1 << i;
     true
 }
 

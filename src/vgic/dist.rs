@@ -242,6 +242,11 @@ impl Dist {
         self.rescan.set(self.rescan.get() | mask);
     }
 
+    /// Whether `vcpu`'s next flush must look at every interrupt (the request stays).
+    pub fn rescan_requested(&self, vcpu: usize) -> bool {
+        self.rescan.get() & bit(vcpu) != 0
+    }
+
     /// Whether `vcpu`'s flush must look at every interrupt; clears the request.
     pub fn take_rescan(&self, vcpu: usize) -> bool {
         let r = self.rescan.get();
@@ -498,7 +503,20 @@ impl Dist {
                 continue;
             }
             irq.latch = true;
-            kick |= self.notify(t, intid);
+            // `notify`, for a private interrupt of vCPU t: its owner while an LR holds it,
+            // else t when it may take it.
+            let who = if irq.resident() {
+                usize::from(irq.owner)
+            } else if ((irq.enabled && (if irq.group1 { self.grp1 } else { self.grp0 }))
+                || irq.active)
+                && self.asleep & bit(t) == 0
+            {
+                t
+            } else {
+                continue;
+            };
+            self.set_hint(who, intid);
+            kick |= bit(who);
         }
         kick
     }
