@@ -627,6 +627,7 @@ fn fold_lrs<L: ListRegisters + ?Sized>(d: &mut Dist, cpu: &mut VgicCpu, lrs: &mu
 
 /// Puts `intid` into LR `slot` of `cpu` (free, or just emptied); false when it turns out to
 /// need none. `deliverable`: whether the distributor may forward it to this vCPU now.
+#[inline(always)]
 fn place<L: ListRegisters + ?Sized>(
     d: &mut Dist,
     cpu: &mut VgicCpu,
