@@ -21,11 +21,17 @@
 //!
 //! # Exit-path contract (per vCPU, on its own physical CPU)
 //!
-//! 1. Early in every exit: [`Vgic::sync_from_lrs`] (no-op without LRs in use).
-//! 2. Handle the exit; inputs ([`Vgic::inject_ppi`], [`Vgic::set_spi_level`],
-//!    [`Vgic::send_sgi_v3`], MMIO) return vCPUs to kick; kick the others, not yourself.
+//! 1. Early in a trap: [`Vgic::sync_from_lrs`] (no-op without LRs in use or a physical PPI
+//!    held). A physical interrupt may skip it: [`Vgic::phys_fired`] and the final flush fold
+//!    first when needed.
+//! 2. Handle the exit; inputs ([`Vgic::phys_fired`], [`Vgic::inject_ppi`],
+//!    [`Vgic::set_spi_level`], [`Vgic::send_sgi_v3`], MMIO) return vCPUs to kick; kick the
+//!    others, not yourself ([`others`]).
 //! 3. Last, before `eret`: [`Vgic::flush_to_lrs`] (one atomic load when nothing is in flight).
-//! 4. On the maintenance interrupt: [`Vgic::handle_maintenance`] instead of 1 and 3.
+//! 4. On the maintenance interrupt: [`Vgic::handle_maintenance`], before the physical
+//!    interrupt is deactivated.
+//! 5. A vCPU that stops: [`Vgic::vcpu_off`] while its LRs are still readable; one that starts:
+//!    [`Vgic::reset_cpu`].
 //!
 //! Design notes and limits: `docs/vgic.md`.
 #![forbid(unsafe_code)]
