@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: set-up (idempotent), formatting and lints for the host and the bare-metal
-# target, host unit and property tests, the QEMU integration tests in tests/, and every fuzzer
-# for a minute.
+# target, host unit and property tests, the QEMU integration tests in tests/, kvm-unit-tests on
+# GICv3 and GICv2 (qemu/kvm-unit-tests.sh), and every fuzzer for a minute.
 #   qemu/test.sh [--quick]    (--quick: host tests only, no QEMU boots)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,6 +39,14 @@ fi
 
 step "host unit, property (PROPTEST_RNG_SEED=$proptest_seed) and QEMU integration tests"
 cargo test --quiet --no-fail-fast -- --test-threads=2
+
+# KVM's own conformance suite, each test a kestrel guest, on both GIC versions. Run alone (not
+# beside the cargo tests): the timer test checks a wall-clock latency bound.
+step "kvm-unit-tests (qemu/kvm-unit-tests.sh, GICv3 and GICv2)"
+kut_ok=1
+qemu/kvm-unit-tests.sh --no-build --gic 3 || kut_ok=0
+qemu/kvm-unit-tests.sh --no-build --gic 2 || kut_ok=0
+[ $kut_ok -eq 1 ] || { echo "kvm-unit-tests failed (see above)"; exit 1; }
 
 # Every fuzzer for 60 s (FUZZ_SECONDS overrides), in two parallel halves on this 2-core budget.
 step "fuzzers (qemu/fuzz.sh, ${FUZZ_SECONDS:-60} s each)"
