@@ -62,8 +62,8 @@ qemu_ok || { log "QEMU >= 9 is needed and could not be installed"; exit 1; }
 
 need=()
 for t in cpio:cpio mcopy:mtools mkfs.vfat:dosfstools dtc:device-tree-compiler \
-    gdb-multiarch:gdb-multiarch sfdisk:fdisk gzip:gzip; do
-    command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t##*:}")
+    gdb-multiarch:gdb-multiarch sfdisk:fdisk gzip:gzip mkfs.ext4:e2fsprogs; do
+    PATH=$PATH:/usr/sbin:/sbin command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
     apt_update
