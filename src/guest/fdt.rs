@@ -695,6 +695,54 @@ mod tests {
         assert_eq!(default_vcpu_mpidr(0x1234), 0x8001_2304);
     }
 
+    /// Two disks and a network port: their slots 0..=2 are among the described transports, in
+    /// address order (disks first, so the first disk is the first node Linux probes: vda), each
+    /// as QEMU virt writes it.
+    #[test]
+    fn virtio_devices_slots_are_described_in_slot_order() {
+        use crate::guest::{config, image, layout};
+        let toml = b"kernel = \"I\"\n[[net]]\nswitch = \"lan0\"\n\
+                     [[disks]]\nfile = \"a.img\"\n[[disks]]\nfile = \"b.img\"\n";
+        let cfg = config::parse(toml, "vm").unwrap();
+        let header = include_bytes!("../../tests/fixtures/guest/image-cloud-header.bin");
+        let info = image::parse(header).unwrap();
+        let plan = layout::plan(cfg.ram_base, cfg.memory, &info, 4096).unwrap();
+        let mpidrs = [default_vcpu_mpidr(0)];
+        let rd = [guest_map::gicv3_redistributors(1)];
+        let gic = GicSpec::V3 {
+            distributor: guest_map::GICD,
+            redistributors: &rd,
+            maintenance_ppi: None,
+        };
+        let spec = GuestDtbSpec::for_vm(&cfg, &plan, &mpidrs, gic);
+        let used = crate::virtio::assign_slots(2, 1).fold(0u32, |m, (s, _)| m | 1 << s.index);
+        assert_eq!(used, 0b111);
+        assert_eq!(spec.virtio_mmio_slots & used, used);
+        let blob = build(&spec).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let nodes: Vec<_> = fdt
+            .all_nodes()
+            .filter(|n| n.name.starts_with("virtio_mmio@"))
+            .map(|n| n.name)
+            .take(3)
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                "virtio_mmio@a000000",
+                "virtio_mmio@a000200",
+                "virtio_mmio@a000400"
+            ]
+        );
+        for (i, name) in nodes.iter().enumerate() {
+            let n = fdt.find_node(&format!("/{name}")).unwrap();
+            assert_eq!(string_list(n, "compatible"), ["virtio,mmio"]);
+            assert_eq!(cells_u64(n, "reg"), [0x0a00_0000 + 0x200 * i as u64, 0x200]);
+            assert_eq!(cells_u32(n, "interrupts"), [0, 16 + i as u32, 1]);
+            assert!(n.property("dma-coherent").is_some());
+        }
+    }
+
     #[test]
     fn builds_the_tree_of_a_parsed_and_planned_vm() {
         use crate::guest::{config, image, layout};

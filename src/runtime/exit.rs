@@ -50,6 +50,11 @@ pub fn handle(frame: &mut GuestRegs, kind: u64) {
         KIND_SYNC => sync(v, frame),
         KIND_IRQ | KIND_FIQ => {
             maintenance_left_active = irq(v);
+            // Virtio work a queue's budget left (rare): finished at the VM's next interrupt
+            // exit.
+            if v.vm.virtio.has_deferred() {
+                v.vm.virtio.run_deferred();
+            }
             vmm::dump_if_asked(Some(frame));
         }
         _ => {

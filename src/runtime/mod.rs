@@ -4,5 +4,6 @@
 pub mod boot;
 pub mod console;
 pub mod exit;
+pub mod virtio;
 pub mod vm;
 pub mod vmm;

@@ -60,6 +60,10 @@ pub struct VmImages {
     /// The layout at `config.ram_base`; a VM with identity RAM plans its own (`Vm::layout`).
     pub layout: GuestLayout,
     pub kernel_info: crate::guest::image::ImageInfo,
+    /// The images of `config.disks`, in order, in the ramdisk.
+    pub disks: Vec<&'static [u8]>,
+    /// The writable disks' private copies, kept across guest resets.
+    pub disk_copies: crate::runtime::virtio::DiskCopies,
 }
 
 /// Why a VM could not be built.
@@ -75,6 +79,8 @@ pub enum VmBuildError {
     Dtb(crate::guest::fdt::FdtError),
     DtbTooLarge,
     VmidsExhausted,
+    /// A virtio device could not be created.
+    Virtio(crate::runtime::virtio::VirtioBuildError),
     /// Identity RAM: no free contiguous run of this size outside the guest's device ranges.
     NoIdentityRam {
         bytes: u64,
@@ -92,6 +98,7 @@ impl fmt::Display for VmBuildError {
             Self::Dtb(e) => write!(f, "guest DTB: {e:?}"),
             Self::DtbTooLarge => write!(f, "guest DTB larger than its 2 MiB slot"),
             Self::VmidsExhausted => write!(f, "no free VMID"),
+            Self::Virtio(e) => write!(f, "{e}"),
             Self::NoIdentityRam { bytes } => write!(
                 f,
                 "identity_ram: no free contiguous {} MiB (in one naturally aligned block of the \
@@ -175,12 +182,11 @@ pub struct Vm {
     /// Physical SPIs (INTIDs) of passthrough devices, forwarded to this VM.
     pub passthrough: Vec<u32>,
     geometry: Stage2Geometry,
-    /// Guest RAM in 2 MiB blocks from `ram_base`: true once the block has been scrubbed (and
-    /// cleaned to the point of coherency) for this VM. A block is prepared before stage 2
-    /// first maps it, or before the loader writes into it, so the guest never sees a byte it
-    /// did not write itself; only prepared blocks are scrubbed again when the VM ends.
-    prepared: Vec<AtomicBool>,
-    prep_lock: Mutex<()>,
+    /// Which 2 MiB chunks of guest RAM are prepared (shared with the virtio devices' RAM
+    /// handle, which prepares a chunk before a device touches it).
+    pub ram: Arc<RamChunks>,
+    /// The VM's virtio devices (`[[disks]]`, `[[net]]`).
+    pub virtio: crate::runtime::virtio::VirtioDevices,
     pub run: Mutex<RunState>,
     pub stats: ExitStats,
     pub console: usize,
@@ -328,6 +334,17 @@ impl Vm {
                 dev: Arc::new(Gicv2Distributor::new(vgic.clone())),
             });
         }
+        let ram = Arc::new(RamChunks::new(layout.ram.start, cfg.memory, &memmap, m.fwb));
+        // Last of what can fail before the VM exists: on failure the devices are dropped here
+        // (network ports leave their switches), before `guard` frees the RAM.
+        let virtio =
+            match crate::runtime::virtio::VirtioDevices::build(&images, &vgic, &pcpus, &ram) {
+                Ok(v) => v,
+                Err(e) => {
+                    free_vmid(s2.destroy(&PAGES));
+                    return Err(VmBuildError::Virtio(e));
+                }
+            };
         let pl011 = match cfg.console {
             Console::Pl011 => {
                 let p = Arc::new(Pl011::with_firmware_setup(32 + guest_map::UART_SPI));
@@ -339,15 +356,20 @@ impl Vm {
             }
             Console::None => None,
         };
+        // The VM's virtio devices, ahead of the empty transports' window (a slot that holds a
+        // device is that device).
+        devices.extend(virtio.device_slots());
         // Last: the empty transports are rarely touched, the devices above on every exit.
-        let virtio = crate::vdev::virtio_mmio_slots::present_slots(
+        let empty_slots = crate::vdev::virtio_mmio_slots::present_slots(
             cfg.devices.iter().map(|d| (d.ipa.as_u64(), d.size)),
             cfg.spis,
         );
-        if virtio != 0 {
+        if empty_slots != 0 {
             devices.push(DeviceSlot {
                 range: Range::new(guest_map::VIRTIO_MMIO.start, guest_map::VIRTIO_MMIO.size),
-                dev: Arc::new(crate::vdev::virtio_mmio_slots::VirtioMmioSlots::new(virtio)),
+                dev: Arc::new(crate::vdev::virtio_mmio_slots::VirtioMmioSlots::new(
+                    empty_slots,
+                )),
             });
         }
 
@@ -370,10 +392,8 @@ impl Vm {
             pl011,
             passthrough,
             geometry,
-            prepared: (0..cfg.memory.div_ceil(SZ_2M))
-                .map(|_| AtomicBool::new(false))
-                .collect(),
-            prep_lock: Mutex::new(()),
+            ram,
+            virtio,
             run: Mutex::new(RunState::default()),
             stats: ExitStats::default(),
             console,
@@ -448,36 +468,7 @@ impl Vm {
     /// Scrubs and cleans every not yet prepared 2 MiB chunk of guest RAM that overlaps
     /// `[ipa, ipa + size)`. IPAs outside RAM are ignored.
     pub fn prepare(&self, ipa: Ipa, size: u64) {
-        let base = self.layout.ram.start.as_u64();
-        let start = ipa.as_u64().saturating_sub(base) / SZ_2M;
-        let end = (ipa.as_u64() + size).saturating_sub(base).div_ceil(SZ_2M);
-        for i in start..end.min(self.prepared.len() as u64) {
-            let flag = &self.prepared[i as usize];
-            if flag.load(Ordering::Acquire) {
-                continue;
-            }
-            let _g = self.prep_lock.lock();
-            if flag.load(Ordering::Acquire) {
-                continue;
-            }
-            self.for_each_ram_piece(self.chunk(i as usize), SZ_2M, |pa, n| {
-                // SAFETY: a piece of this VM's RAM (its own buddy blocks) in a chunk not yet
-                // prepared, so not yet mapped at stage 2: no vCPU can reach it.
-                unsafe { stage2_hw::zero_phys(pa, n) };
-                // With FEAT_S2FWB stage 2 forces the guest's view of its RAM to write-back
-                // cacheable, so no non-cacheable guest access can miss the zeroes in the cache.
-                // Without it they go to the PoC, which also serves instruction fetches; with
-                // it, instruction fetches still need them at the PoU unless CTR_EL0.IDC (the
-                // I-cache side is done when stage 2 makes the memory executable).
-                use crate::arch::aarch64::cache;
-                if !self.fwb {
-                    cache::clean_invalidate_dcache_range(pa.as_u64(), n);
-                } else if !cache::cache_type().idc() {
-                    cache::clean_dcache_pou_range(pa.as_u64(), n);
-                }
-            });
-            flag.store(true, Ordering::Release);
-        }
+        self.ram.prepare(ipa, size);
     }
 
     /// The first IPA of 2 MiB chunk `i` of guest RAM (the last chunk may be shorter).
@@ -638,7 +629,7 @@ impl Vm {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let st = self.s2_stats();
         let v = self.vgic.stats();
-        alloc::format!(
+        let mut line = alloc::format!(
             "exits hvc={} smc={} ram-fault={} mmio={} iabt={} sysreg={} irq={} undef={} \
              aborts-injected={}; stage2 {st}; vgic injections={} lr-overflows={} maintenance={}",
             g(&s.hvc),
@@ -653,7 +644,116 @@ impl Vm {
             v.injections,
             v.lr_overflows,
             v.maintenance_irqs,
-        )
+        );
+        let virtio = self.virtio.counters();
+        if !virtio.is_empty() {
+            line.push_str("; virtio");
+            line.push_str(&virtio);
+        }
+        line
+    }
+}
+
+/// Guest RAM in 2 MiB chunks from its base: true once a chunk has been scrubbed (and cleaned
+/// to the point of coherency) for this VM. A chunk is prepared before stage 2 first maps it,
+/// before the loader writes into it, or before a virtio device reads or writes it, so the
+/// guest never sees a byte it did not write itself (and a device never reads the previous
+/// owner's data, nor has a received frame wiped by a later scrub); only prepared chunks are
+/// scrubbed again when the VM ends. Shared by the VM and its devices' RAM handle
+/// (`runtime::virtio::VmRam`), which must not own the VM.
+pub struct RamChunks {
+    base: Ipa,
+    regions: Vec<crate::virtio::mem::RamRegion>,
+    fwb: bool,
+    prepared: Vec<AtomicBool>,
+    lock: Mutex<()>,
+}
+
+impl RamChunks {
+    fn new(base: Ipa, size: u64, memmap: &GuestMemoryMap, fwb: bool) -> Self {
+        let regions = memmap
+            .regions()
+            .iter()
+            .filter(|r| r.kind == crate::mm::stage2::RegionKind::Ram)
+            .map(|r| crate::virtio::mem::RamRegion {
+                ipa: r.ipa,
+                size: r.size,
+                pa: r.pa,
+            })
+            .collect();
+        Self {
+            base,
+            regions,
+            fwb,
+            prepared: (0..size.div_ceil(SZ_2M))
+                .map(|_| AtomicBool::new(false))
+                .collect(),
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// The RAM regions, sorted by IPA.
+    pub fn regions(&self) -> &[crate::virtio::mem::RamRegion] {
+        &self.regions
+    }
+
+    /// Scrubs and cleans every not yet prepared chunk that overlaps `[ipa, ipa + size)`.
+    /// IPAs outside RAM are ignored. Cheap when they are all prepared (one load per chunk).
+    #[inline]
+    pub fn prepare(&self, ipa: Ipa, size: u64) {
+        let base = self.base.as_u64();
+        let start = ipa.as_u64().saturating_sub(base) / SZ_2M;
+        let end = (ipa.as_u64().saturating_add(size))
+            .saturating_sub(base)
+            .div_ceil(SZ_2M);
+        for i in start..end.min(self.prepared.len() as u64) {
+            if !self.prepared[i as usize].load(Ordering::Acquire) {
+                self.prepare_chunk(i as usize);
+            }
+        }
+    }
+
+    #[cold]
+    fn prepare_chunk(&self, i: usize) {
+        let flag = &self.prepared[i];
+        let _g = self.lock.lock();
+        if flag.load(Ordering::Acquire) {
+            return;
+        }
+        let mut at = self.base + i as u64 * SZ_2M;
+        let end = at.as_u64() + SZ_2M;
+        while at.as_u64() < end {
+            let Ok((pa, n)) = crate::virtio::mem::ram_piece(&self.regions, at, end - at.as_u64())
+            else {
+                break;
+            };
+            // SAFETY: a piece of this VM's RAM (its own buddy blocks) in a chunk not yet
+            // prepared, so not yet mapped at stage 2 (no vCPU can reach it) and not yet handed
+            // to a device (`VmRam` prepares before it returns a piece).
+            unsafe { stage2_hw::zero_phys(pa, n) };
+            // With FEAT_S2FWB stage 2 forces the guest's view of its RAM to write-back
+            // cacheable, so no non-cacheable guest access can miss the zeroes in the cache.
+            // Without it they go to the PoC, which also serves instruction fetches; with it,
+            // instruction fetches still need them at the PoU unless CTR_EL0.IDC (the I-cache
+            // side is done when stage 2 makes the memory executable).
+            use crate::arch::aarch64::cache;
+            if !self.fwb {
+                cache::clean_invalidate_dcache_range(pa.as_u64(), n);
+            } else if !cache::cache_type().idc() {
+                cache::clean_dcache_pou_range(pa.as_u64(), n);
+            }
+            at = at + n;
+        }
+        flag.store(true, Ordering::Release);
+    }
+
+    /// The indexes of the prepared chunks.
+    fn prepared_chunks(&self) -> impl Iterator<Item = usize> + '_ {
+        self.prepared
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.load(Ordering::Acquire))
+            .map(|(i, _)| i)
     }
 }
 
@@ -731,18 +831,19 @@ impl Drop for RamGuard {
 impl Drop for Vm {
     fn drop(&mut self) {
         crate::runtime::vmm::release_passthrough(self);
+        // No other VM's CPU may copy into this RAM once it is freed: ports leave their switches.
+        self.virtio.teardown();
         // SAFETY: `s2` is taken exactly once, here, and never used afterwards.
         let s2 = unsafe { ManuallyDrop::take(&mut self.s2) };
         free_vmid(s2.destroy(&PAGES));
         // Scrub what the guest could have written (the prepared blocks), then free it all.
-        for (i, flag) in self.prepared.iter().enumerate() {
-            if flag.load(Ordering::Acquire) {
-                self.for_each_ram_piece(self.chunk(i), SZ_2M, |pa, n| {
-                    // SAFETY: this VM's RAM after its stage 2 was destroyed above (no vCPU
-                    // can reach it) and before its blocks go back to the allocator.
-                    unsafe { stage2_hw::zero_phys(pa, n) }
-                });
-            }
+        for i in self.ram.prepared_chunks() {
+            self.for_each_ram_piece(self.chunk(i), SZ_2M, |pa, n| {
+                // SAFETY: this VM's RAM after its stage 2 was destroyed above (no vCPU can
+                // reach it) and its virtio devices were torn down (no device copies into it),
+                // before its blocks go back to the allocator.
+                unsafe { stage2_hw::zero_phys(pa, n) }
+            });
         }
         for (pa, order) in core::mem::take(&mut self.ram_blocks) {
             PAGES.free_frames(pa, order);

@@ -196,6 +196,8 @@ pub fn run(platform: &'static Platform) -> ! {
                     dtb: spec.dtb,
                     layout: spec.layout,
                     kernel_info: spec.kernel_info,
+                    disk_copies: crate::runtime::virtio::DiskCopies::new(spec.disks.len()),
+                    disks: spec.disks,
                 });
                 let console = crate::runtime::console::add_vm(&name);
                 if let Err(e) = create_and_start(images, physical_cpus, console) {
@@ -471,6 +473,10 @@ fn end_vm(vm: Arc<Vm>) {
     // Drop the last reference: frees the stage-2 tables, the VMID, scrubs and frees the RAM.
     drop(vm);
     let restart = kind == StopKind::Reset && images.config.on_reset == OnReset::Restart;
+    if !restart {
+        // Writable disks' copies last until the VM ends for good.
+        images.disk_copies.release();
+    }
     let used = PAGES.stats().used_pages;
     info!(
         "kestrel: vm {name}: {} (pages used {used}, at rest {})",

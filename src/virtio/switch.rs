@@ -663,8 +663,10 @@ impl<M: GuestMemory> Default for Switches<M> {
 }
 
 impl<M: GuestMemory> Switches<M> {
-    pub fn new() -> Self {
-        Self::default()
+    pub const fn new() -> Self {
+        Self {
+            all: Mutex::new(Vec::new()),
+        }
     }
     /// The switch called `name`, created on first use.
     pub fn get(&self, name: &str) -> Arc<Switch<M>> {

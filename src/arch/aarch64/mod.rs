@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod early_uart;
 pub mod exception;
 pub mod gic;
+pub mod guest_phys;
 pub mod heap;
 pub mod id_space;
 pub mod mitigation;
