@@ -233,6 +233,70 @@ fn first_pos(log: &str, vm: &str, needle: &str) -> Option<usize> {
     None
 }
 
+/// Appends `text` to `dir/vm.toml` (tables such as `[[net]]` go after the keys).
+fn append_toml(dir: &Path, text: &str) {
+    let p = dir.join("vm.toml");
+    let mut t = std::fs::read_to_string(&p).expect("read vm.toml");
+    t.push_str(text);
+    std::fs::write(&p, t).expect("write vm.toml");
+}
+
+/// What the hostile guest's virtio attacks must get (substrings of the outcome; `DATA` is
+/// the first word of the disk image). `None` for an action the test does not know.
+fn virtio_expectation(action: &str) -> Option<&'static [&'static str]> {
+    const DROPPED: &[&str] = &["len=0 st=0xff", "dev-status=0xf "];
+    const REFUSED_SETUP: &[&str] = &["ready=0", "dev-status=0x4b"];
+    let table: &[(&str, &[&str])] = &[
+        ("virtio blk init", &["dev-status=0xf"]),
+        ("virtio blk read sector 0", &["st=0x0", "len=513", "DATA"]),
+        ("virtio blk read into IPA 0", DROPPED),
+        ("virtio blk write from hypervisor PA", DROPPED),
+        ("virtio blk read into peer VM PA", DROPPED),
+        ("virtio blk sector 1 after the refused writes", &["st=0x0", "unchanged"]),
+        ("virtio blk looping chain", DROPPED),
+        ("virtio blk zero-length data buffer", DROPPED),
+        ("virtio blk buffer wrapping the address space", DROPPED),
+        ("virtio blk chain into an unset descriptor", DROPPED),
+        ("virtio blk indirect table that loops", DROPPED),
+        ("virtio blk indirect table outside RAM", DROPPED),
+        ("virtio blk write past the end of the disk", &["len=1 st=0x1"]),
+        ("virtio blk unknown request type", &["len=1 st=0x2"]),
+        ("virtio blk read of a partial sector", &["len=1 st=0x1"]),
+        ("virtio blk notify of queue 7", &["dev-status=0xf"]),
+        ("virtio blk config write after DRIVER_OK", &["unchanged"]),
+        ("virtio blk Status (8-bit)", &["abort "]),
+        ("virtio blk config (64-bit)", &["abort "]),
+        ("virtio blk status write clearing bits", &["dev-status=0xf"]),
+        (
+            "virtio blk reset between request and notify",
+            &["completed=0 ", "dev-status=0x0"],
+        ),
+        ("virtio blk avail.idx jump of 1000", &["used=0 ", "dev-status=0x4f", "isr=0x2"]),
+        ("virtio blk request after the queue broke", &["used=0 ", "dev-status=0x4f"]),
+        (
+            "virtio blk reset and read sector 0 again",
+            &["used=1 ", "st=0x0", "start-status=0xf", "same=true"],
+        ),
+        ("virtio blk queue size 3", REFUSED_SETUP),
+        ("virtio blk misaligned descriptor table", REFUSED_SETUP),
+        ("virtio blk rings outside RAM", REFUSED_SETUP),
+        ("virtio blk features outside the offer", &["dev-status=0x3"]),
+        ("virtio blk DRIVER_OK without FEATURES_OK", &["dev-status=0x3"]),
+        ("virtio blk 85 requests in one notification", &["used=85 ", "st=0x0"]),
+        ("virtio net init", &["dev-status=0xb/0xf"]),
+        ("virtio net broadcast frame", &["used=1 ", "dev-status=0xf "]),
+        ("virtio net notify of the receive queue", &["dev-status=0xf"]),
+        ("virtio net frame from peer VM PA", &["dev-status=0xf "]),
+        ("virtio net runt frame", &["dev-status=0xf "]),
+        ("virtio net checksum offload not negotiated", &["dev-status=0xf "]),
+        ("virtio net device-writable transmit buffer", &["dev-status=0xf"]),
+    ];
+    table
+        .iter()
+        .find(|(p, _)| action.starts_with(p))
+        .map(|(_, n)| *n)
+}
+
 /// What kind of answer an action must get, by what it tries.
 fn required_outcome(action: &str) -> Option<&'static [&'static str]> {
     const ABORT: &[&str] = &["abort "];
@@ -375,6 +439,14 @@ fn hostile_guest_cannot_touch_the_checksum_guest_or_the_hypervisor() {
             ),
         )],
     );
+    // Its virtio devices: a writable disk (slot 0) and a port on a switch the checksum VM is on
+    // too (slot 1).
+    let disk = noise(1 << 20, 0xd15c);
+    std::fs::write(h.join("disk.img"), &disk).expect("write disk.img");
+    append_toml(
+        &h,
+        "\n[[disks]]\nfile = \"disk.img\"\n\n[[net]]\nswitch = \"hostile-lan\"\n",
+    );
     let c = copy_guest_vm("checksum", &dir, "b-checksum");
     edit_vm_toml(
         &c,
@@ -383,6 +455,7 @@ fn hostile_guest_cannot_touch_the_checksum_guest_or_the_hypervisor() {
             "\"checksum.rounds=40 checksum.pause_ms=500 checksum.limit=0x10000\"",
         )],
     );
+    append_toml(&c, "\n[[net]]\nswitch = \"hostile-lan\"\n");
     let rd = dir.join("ramdisk.cpio");
     mkramdisk(&rd, &[&h, &c]);
     let mon = dir.join("monitor.sock");
@@ -474,11 +547,65 @@ fn hostile_guest_cannot_touch_the_checksum_guest_or_the_hypervisor() {
             wrong.push(format!("{a}: {o} (wanted {need:?})"));
         }
     }
+    // The virtio attacks: what each must have got (docs/virtio.md, "Bad input").
+    let first_word = u64::from_le_bytes(disk[..8].try_into().unwrap());
+    for (a, o) in &actions {
+        if !a.starts_with("virtio ") {
+            continue;
+        }
+        let need = virtio_expectation(a)
+            .unwrap_or_else(|| panic!("no expectation for virtio action {a:?}"));
+        let data = format!("data={first_word:#x}");
+        let need: Vec<&str> = need
+            .iter()
+            .map(|&n| if n == "DATA" { data.as_str() } else { n })
+            .collect();
+        if let Some(miss) = need.iter().find(|n| !o.contains(**n)) {
+            wrong.push(format!("{a}: {o} (wanted {miss:?})"));
+        }
+    }
+    assert!(
+        actions.iter().filter(|(a, _)| a.starts_with("virtio ")).count() >= 60,
+        "the virtio attacks did not all run"
+    );
     assert!(
         wrong.is_empty(),
         "hostile actions with a wrong outcome:\n{}",
         wrong.join("\n")
     );
+    // Each kind of bad input logged once per device, and counted.
+    for kind in [
+        "virtio slot 0: malformed descriptor chain",
+        "virtio slot 0: virtqueue broken",
+        "virtio slot 0: queue enabled with a bad size or rings",
+        "virtio slot 0: feature set refused",
+        "virtio slot 0: initialization steps out of order",
+        "virtio slot 0: notification for a queue that is not running",
+        "virtio slot 0: write to the read-only device configuration",
+        "virtio slot 0: status write clearing bits",
+        "virtio slot 0: register access of a width",
+        "virtio slot 1: malformed request or frame",
+        "virtio slot 1: notification for a queue that is not running",
+    ] {
+        assert_eq!(
+            r.count(&format!("vm hostile: {kind}")),
+            1,
+            "{kind:?} must be logged exactly once"
+        );
+    }
+    let port = |vm: &str| -> Vec<u64> {
+        let c = counters(&r.log, vm).expect("counters");
+        c.iter()
+            .find(|(k, _)| k.starts_with("net0("))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no net0 counters for {vm}: {c:?}"))
+    };
+    let (hp, cp) = (port("hostile"), port("checksum"));
+    let peers_tried = peers.iter().filter(|&&p| p < 0x1_0000_0000).count() as u64;
+    // txf/txB/rxf/rxB/rxdrop/txdrop/offdrop/notify/irq
+    assert_eq!(hp[0], 1, "the hostile port sent exactly its one good frame: {hp:?}");
+    assert_eq!(hp[5], peers_tried + 3, "frames the switch refused: {hp:?}");
+    assert_eq!((cp[2], cp[4]), (0, 1), "the checksum VM's port (no driver): {cp:?}");
     // Every address of the hypervisor and of the peer was tried, read and write.
     for &pa in hv.iter().chain(&peers) {
         let at = format!("PA {pa:#x}");

@@ -32,6 +32,7 @@ pub mod mmio;
 pub mod psci;
 pub mod smp;
 pub mod timer;
+pub mod virtio;
 
 global_asm!(
     r#"

@@ -32,6 +32,7 @@ use kestrel_test_guests::exception::{
 };
 use kestrel_test_guests::psci::{self, Conduit};
 use kestrel_test_guests::smp::{self, SecondaryBoot, Stack};
+use kestrel_test_guests::virtio::{self as vio, Dev, Ring};
 use kestrel_test_guests::{
     gic, image_end, image_start, memory, println, probe_insn, putc, system_off, timer, uart_base,
 };
@@ -317,7 +318,9 @@ fn uart_region(h: &mut Hostile) {
     h.read("QEMU fw_cfg", 0x0902_0000, Width::B64);
     h.read("QEMU GPIO", 0x0903_0000, Width::B32);
     h.read("QEMU secure UART", 0x0904_0000 + UARTFR, Width::B32);
-    h.read("QEMU virtio-mmio", 0x0a00_0000, Width::B32);
+    // Slot 31 of QEMU virt's virtio-mmio window (the VM's own devices, if any, are in the
+    // first slots: see `virtio_attacks`).
+    h.read("QEMU virtio-mmio slot 31", 0x0a00_3e00, Width::B32);
     h.read("QEMU PCIe MMIO", 0x1000_0000, Width::B32);
     h.read("QEMU PCIe ECAM", 0x3f00_0000, Width::B32);
 }
@@ -803,6 +806,377 @@ fn spin_masked(h: &mut Hostile, ms: u64) {
     );
 }
 
+// ---- virtio ----------------------------------------------------------------------------
+
+/// The outcome of a virtio action: the used ring and what the device wrote, the device status
+/// and InterruptStatus (acknowledged).
+struct VioOutcome {
+    used: u16,
+    len: u32,
+    st: u8,
+    dev_status: u32,
+    isr: u32,
+}
+
+impl Display for VioOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ok used={} len={} st={:#x} dev-status={:#x} isr={:#x}",
+            self.used, self.len, self.st, self.dev_status, self.isr
+        )
+    }
+}
+
+/// A virtio-blk request laid out in the scratch buffers: header at `hdr`, data, status byte
+/// at `status` (pre-set to 0xff so that "not written" shows).
+struct Blk {
+    dev: Dev,
+    ring: Ring,
+    hdr: u64,
+    data: u64,
+    status: u64,
+    table: u64,
+}
+
+const T_IN: u32 = 0;
+const T_OUT: u32 = 1;
+
+impl Blk {
+    /// Descriptors 0..=2: header, data (`write`: the device writes it), status.
+    fn request(&self, kind: u32, sector: u64, data: u64, len: u32, device_writes: bool) {
+        vio::put32(self.hdr, kind);
+        vio::put32(self.hdr + 4, 0);
+        vio::put64(self.hdr + 8, sector);
+        vio::fill(self.status, 0xff, 1);
+        let w = if device_writes { vio::DESC_WRITE } else { 0 };
+        self.ring.set_desc(0, self.hdr, 16, vio::DESC_NEXT, 1);
+        self.ring.set_desc(1, data, len, vio::DESC_NEXT | w, 2);
+        self.ring.set_desc(2, self.status, 1, vio::DESC_WRITE, 0);
+    }
+    /// Publishes chain 0, notifies queue 0, and reports.
+    fn submit(&mut self) -> VioOutcome {
+        self.ring.push(0);
+        self.dev.notify(0);
+        self.outcome()
+    }
+    fn outcome(&self) -> VioOutcome {
+        let used = self.ring.used_idx();
+        let (_, len) = self.ring.used_elem(used.wrapping_sub(1));
+        VioOutcome {
+            used,
+            len: if used == 0 { 0 } else { len },
+            st: vio::byte(self.status),
+            dev_status: self.dev.status(),
+            isr: self.dev.take_interrupt(),
+        }
+    }
+    /// Reset, features, a 16-entry queue at `ring`'s place, DRIVER_OK.
+    fn start(&mut self) -> u32 {
+        self.dev.negotiate(vio::F_VERSION_1 | vio::F_INDIRECT_DESC);
+        self.ring = Ring::new(self.ring.desc, 16);
+        self.dev.setup_queue(0, &self.ring, 16);
+        self.dev.driver_ok()
+    }
+    /// Reads `sector` into the data buffer; the first 8 bytes.
+    fn read_sector(&mut self, sector: u64) -> (VioOutcome, u64) {
+        self.request(T_IN, sector, self.data, 512, true);
+        let o = self.submit();
+        // SAFETY: the data buffer, 8-byte aligned, in this guest's RAM.
+        let v = unsafe { (self.data as *const u64).read_volatile() };
+        (o, v)
+    }
+}
+
+/// Attacks on the VM's own virtio devices (the test's vm.toml gives the hostile VM a writable
+/// disk in slot 0 and a network port in slot 1, on a switch the checksum VM is on too). Every
+/// request is built by hand in this guest's RAM; each line says what the device did with it.
+/// Expected (docs/virtio.md, "Bad input"): malformed chains and buffers outside RAM are
+/// returned unused (len 0, status byte untouched), bad requests get an error status, broken
+/// rings set DEVICE_NEEDS_RESET, bad set-up is refused, and the device works again after a
+/// reset.
+fn virtio_attacks(h: &mut Hostile, env: &Env, dtb: usize) {
+    let blk_dev = Dev::slot(0);
+    let net = Dev::slot(1);
+    let present = |d: &Dev| {
+        probe_read(d.base + vio::reg::MAGIC, Width::B32).exc.is_none() && d.present()
+    };
+    if !present(&blk_dev) || blk_dev.device_id() != vio::ID_BLK {
+        h.skip(format_args!("virtio attacks"), "no virtio-blk device in slot 0");
+        return;
+    }
+    // Scratch: the upper half of RAM (the image, stack and DTB are at the bottom).
+    let scratch = env.ram_base + (env.ram_end - env.ram_base) / 2;
+    let mut b = Blk {
+        dev: blk_dev,
+        ring: Ring::new(scratch, 16),
+        hdr: scratch + 0x1_0000,
+        data: scratch + 0x2_0000,
+        status: scratch + 0x3_0000,
+        table: scratch + 0x4_0000,
+    };
+    let s = b.start();
+    h.line(format_args!("virtio blk init"), &format_args!("ok dev-status={s:#x}"));
+    let (o, first) = b.read_sector(0);
+    h.line(format_args!("virtio blk read sector 0"), &format_args!("{o} data={first:#x}"));
+    let (_, before) = b.read_sector(1);
+
+    // Buffers outside the VM's RAM: IPA 0, the hypervisor's and the peer's PAs.
+    b.request(T_IN, 0, 0, 512, true);
+    let o = b.submit();
+    h.line(format_args!("virtio blk read into IPA 0"), &o);
+    let (hv, nhv) = dt::bootarg_list(dtb, "hostile.hv");
+    for &a in &hv[..nhv] {
+        b.request(T_OUT, 1, a & !0xfff, 512, false);
+        let o = b.submit();
+        h.line(format_args!("virtio blk write from hypervisor PA {:#x}", a & !0xfff), &o);
+    }
+    let (peer, npeer) = dt::bootarg_list(dtb, "hostile.peer");
+    for &a in &peer[..npeer] {
+        if env.in_ram(a) {
+            continue;
+        }
+        b.request(T_IN, 0, a, 512, true);
+        let o = b.submit();
+        h.line(format_args!("virtio blk read into peer VM PA {a:#x}"), &o);
+    }
+    let (o, after) = b.read_sector(1);
+    h.line(
+        format_args!("virtio blk sector 1 after the refused writes"),
+        &format_args!(
+            "{o} {}",
+            if after == before { "unchanged" } else { "CHANGED" }
+        ),
+    );
+
+    // Malformed chains.
+    b.request(T_IN, 0, b.data, 512, true);
+    b.ring.set_desc(2, b.status, 1, vio::DESC_WRITE | vio::DESC_NEXT, 0);
+    let o = b.submit();
+    h.line(format_args!("virtio blk looping chain"), &o);
+    b.request(T_IN, 0, b.data, 0, true);
+    let o = b.submit();
+    h.line(format_args!("virtio blk zero-length data buffer"), &o);
+    b.request(T_IN, 0, 0xffff_ffff_ffff_ff00, 512, true);
+    let o = b.submit();
+    h.line(format_args!("virtio blk buffer wrapping the address space"), &o);
+    b.request(T_IN, 0, b.data, 512, true);
+    b.ring.set_desc(1, b.data, 512, vio::DESC_NEXT | vio::DESC_WRITE, 7);
+    let o = b.submit();
+    h.line(format_args!("virtio blk chain into an unset descriptor"), &o);
+    // Indirect tables: one that loops, one outside RAM.
+    vio::fill(b.status, 0xff, 1);
+    let t = Ring {
+        desc: b.table,
+        ..b.ring
+    };
+    t.set_desc(0, b.hdr, 16, vio::DESC_NEXT, 1);
+    t.set_desc(1, b.data, 512, vio::DESC_NEXT | vio::DESC_WRITE, 0);
+    b.ring.set_desc(0, b.table, 32, vio::DESC_INDIRECT, 0);
+    let o = b.submit();
+    h.line(format_args!("virtio blk indirect table that loops"), &o);
+    b.ring.set_desc(0, 0x10_0000_0000, 48, vio::DESC_INDIRECT, 0);
+    let o = b.submit();
+    h.line(format_args!("virtio blk indirect table outside RAM"), &o);
+
+    // Requests the device refuses with a status.
+    b.request(T_OUT, 1 << 40, b.data, 512, false);
+    let o = b.submit();
+    h.line(format_args!("virtio blk write past the end of the disk"), &o);
+    b.request(0x7777, 0, b.data, 512, true);
+    let o = b.submit();
+    h.line(format_args!("virtio blk unknown request type"), &o);
+    b.request(T_IN, 0, b.data, 100, true);
+    let o = b.submit();
+    h.line(format_args!("virtio blk read of a partial sector"), &o);
+
+    // Registers.
+    b.dev.notify(7);
+    h.line(
+        format_args!("virtio blk notify of queue 7 (none)"),
+        &format_args!("ok dev-status={:#x}", b.dev.status()),
+    );
+    let cap = b.dev.read(vio::reg::CONFIG);
+    b.dev.write(vio::reg::CONFIG, 0x1234);
+    h.line(
+        format_args!("virtio blk config write after DRIVER_OK"),
+        &format_args!(
+            "ok capacity {}",
+            if b.dev.read(vio::reg::CONFIG) == cap {
+                "unchanged"
+            } else {
+                "CHANGED"
+            }
+        ),
+    );
+    h.read("virtio blk Status (8-bit)", b.dev.base + vio::reg::STATUS, Width::B8);
+    h.read("virtio blk config (64-bit)", b.dev.base + vio::reg::CONFIG, Width::B64);
+    b.dev.write(vio::reg::STATUS, vio::status::ACKNOWLEDGE);
+    h.line(
+        format_args!("virtio blk status write clearing bits"),
+        &format_args!("ok dev-status={:#x}", b.dev.status()),
+    );
+
+    // A request made available, then the device reset before the notification.
+    b.request(T_IN, 0, b.data, 512, true);
+    let used_before = b.ring.used_idx();
+    b.ring.push(0);
+    b.dev.reset();
+    b.dev.notify(0);
+    let o = b.outcome();
+    h.line(
+        format_args!("virtio blk reset between request and notify"),
+        &format_args!("ok completed={} dev-status={:#x}", o.used.wrapping_sub(used_before), o.dev_status),
+    );
+
+    // avail.idx far ahead: the queue breaks, the device needs a reset.
+    b.start();
+    b.request(T_IN, 0, b.data, 512, true);
+    let i = b.ring.avail_idx;
+    b.ring.set_avail_idx(i.wrapping_add(1000));
+    b.dev.notify(0);
+    let o = b.outcome();
+    h.line(format_args!("virtio blk avail.idx jump of 1000"), &o);
+    b.request(T_IN, 0, b.data, 512, true);
+    let o = b.submit();
+    h.line(format_args!("virtio blk request after the queue broke"), &o);
+    let s = b.start();
+    let (o, v) = b.read_sector(0);
+    h.line(
+        format_args!("virtio blk reset and read sector 0 again"),
+        &format_args!("{o} start-status={s:#x} same={}", v == first),
+    );
+
+    // Bad set-up: each refused, and the device usable again after a reset.
+    b.dev.negotiate(vio::F_VERSION_1);
+    let r = Ring::new(scratch, 16);
+    let ready = b.dev.setup_queue(0, &r, 3);
+    h.line(
+        format_args!("virtio blk queue size 3"),
+        &format_args!("ok ready={ready} dev-status={:#x}", b.dev.status()),
+    );
+    b.dev.negotiate(vio::F_VERSION_1);
+    let r2 = Ring { desc: scratch + 2, ..r };
+    let ready = b.dev.setup_queue(0, &r2, 16);
+    h.line(
+        format_args!("virtio blk misaligned descriptor table"),
+        &format_args!("ok ready={ready} dev-status={:#x}", b.dev.status()),
+    );
+    b.dev.negotiate(vio::F_VERSION_1);
+    let r3 = Ring {
+        desc: 0x1000,
+        avail: 0x2000,
+        used: 0x3000,
+        ..r
+    };
+    let ready = b.dev.setup_queue(0, &r3, 16);
+    h.line(
+        format_args!("virtio blk rings outside RAM"),
+        &format_args!("ok ready={ready} dev-status={:#x}", b.dev.status()),
+    );
+    let st = b.dev.negotiate(vio::F_VERSION_1 | 1 << 50);
+    h.line(
+        format_args!("virtio blk features outside the offer"),
+        &format_args!("ok dev-status={st:#x}"),
+    );
+    b.dev.reset();
+    b.dev.write(vio::reg::STATUS, vio::status::ACKNOWLEDGE | vio::status::DRIVER);
+    b.dev.write(
+        vio::reg::STATUS,
+        vio::status::ACKNOWLEDGE | vio::status::DRIVER | vio::status::DRIVER_OK,
+    );
+    h.line(
+        format_args!("virtio blk DRIVER_OK without FEATURES_OK"),
+        &format_args!("ok dev-status={:#x}", b.dev.status()),
+    );
+
+    // Many requests in one notification.
+    b.dev.negotiate(vio::F_VERSION_1);
+    b.ring = Ring::new(scratch, 256);
+    b.dev.setup_queue(0, &b.ring, 256);
+    b.dev.driver_ok();
+    for i in 0..85u16 {
+        let d = 3 * i;
+        b.ring.set_desc(d, b.hdr, 16, vio::DESC_NEXT, d + 1);
+        b.ring.set_desc(d + 1, b.data, 512, vio::DESC_NEXT | vio::DESC_WRITE, d + 2);
+        b.ring.set_desc(d + 2, b.status, 1, vio::DESC_WRITE, 0);
+        b.ring.push(d);
+    }
+    vio::put32(b.hdr, T_IN);
+    vio::put64(b.hdr + 8, 0);
+    b.dev.notify(0);
+    let o = b.outcome();
+    h.line(format_args!("virtio blk 85 requests in one notification"), &o);
+    b.dev.reset();
+
+    virtio_net_attacks(h, env, &net, scratch + 0x10_0000, &peer[..npeer]);
+}
+
+/// The network port: transmit from outside RAM, runts, offloads not negotiated, and notifying
+/// a receive queue that was never set up; then one good broadcast frame (to the switch's other
+/// port, the checksum VM, which has no driver: a receive drop there).
+fn virtio_net_attacks(h: &mut Hostile, env: &Env, net: &Dev, scratch: u64, peer: &[u64]) {
+    if !(probe_read(net.base + vio::reg::MAGIC, Width::B32).exc.is_none() && net.present())
+        || net.device_id() != vio::ID_NET
+    {
+        h.skip(format_args!("virtio net attacks"), "no virtio-net device in slot 1");
+        return;
+    }
+    let mut tx = Ring::new(scratch, 16);
+    let st = net.negotiate(vio::F_VERSION_1);
+    net.setup_queue(1, &tx, 16);
+    let st2 = net.driver_ok();
+    h.line(
+        format_args!("virtio net init (transmit queue only)"),
+        &format_args!("ok dev-status={st:#x}/{st2:#x}"),
+    );
+    let frame = scratch + 0x1_0000;
+    let send = |tx: &mut Ring, addr: u64, len: u32| -> VioOutcome {
+        tx.set_desc(0, addr, len, 0, 0);
+        tx.push(0);
+        net.notify(1);
+        let used = tx.used_idx();
+        VioOutcome {
+            used,
+            len: tx.used_elem(used.wrapping_sub(1)).1,
+            st: 0,
+            dev_status: net.status(),
+            isr: net.take_interrupt(),
+        }
+    };
+    // A broadcast ARP-sized frame after the 12-byte virtio-net header.
+    vio::fill(frame, 0, 12 + 60);
+    vio::fill(frame + 12, 0xff, 6);
+    vio::fill(frame + 18, 0x02, 6);
+    vio::fill(frame + 24, 0x08, 1);
+    vio::fill(frame + 25, 0x06, 1);
+    let o = send(&mut tx, frame, 72);
+    h.line(format_args!("virtio net broadcast frame"), &o);
+    net.notify(0);
+    h.line(
+        format_args!("virtio net notify of the receive queue never set up"),
+        &format_args!("ok dev-status={:#x}", net.status()),
+    );
+    for &a in peer.iter().filter(|&&a| !env.in_ram(a)) {
+        let o = send(&mut tx, a, 72);
+        h.line(format_args!("virtio net frame from peer VM PA {a:#x}"), &o);
+    }
+    let o = send(&mut tx, frame, 16);
+    h.line(format_args!("virtio net runt frame"), &o);
+    vio::fill(frame, 1, 1); // NEEDS_CSUM, not negotiated
+    let o = send(&mut tx, frame, 72);
+    h.line(format_args!("virtio net checksum offload not negotiated"), &o);
+    vio::fill(frame, 0, 1);
+    tx.set_desc(0, frame, 72, vio::DESC_WRITE, 0);
+    tx.push(0);
+    net.notify(1);
+    h.line(
+        format_args!("virtio net device-writable transmit buffer"),
+        &format_args!("ok used={} dev-status={:#x}", tx.used_idx(), net.status()),
+    );
+    net.reset();
+}
+
 #[unsafe(no_mangle)]
 fn guest_main(dtb: usize) -> ! {
     let [(ram_base, ram_size), ..] = memory(dtb);
@@ -836,6 +1210,7 @@ fn guest_main(dtb: usize) -> ! {
     psci_calls(&mut h, &env);
     system_registers(&mut h);
     execute(&mut h, &env);
+    virtio_attacks(&mut h, &env, dtb);
     flood(&mut h, dt::bootarg_u64(dtb, "hostile.flood", 200 * 1024));
     spin_masked(&mut h, dt::bootarg_u64(dtb, "hostile.spin_ms", 2000));
     println!("HOSTILE: done {} actions", h.n);
