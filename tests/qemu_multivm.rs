@@ -252,14 +252,20 @@ fn virtio_expectation(action: &str) -> Option<&'static [&'static str]> {
         ("virtio blk read into IPA 0", DROPPED),
         ("virtio blk write from hypervisor PA", DROPPED),
         ("virtio blk read into peer VM PA", DROPPED),
-        ("virtio blk sector 1 after the refused writes", &["st=0x0", "unchanged"]),
+        (
+            "virtio blk sector 1 after the refused writes",
+            &["st=0x0", "unchanged"],
+        ),
         ("virtio blk looping chain", DROPPED),
         ("virtio blk zero-length data buffer", DROPPED),
         ("virtio blk buffer wrapping the address space", DROPPED),
         ("virtio blk chain into an unset descriptor", DROPPED),
         ("virtio blk indirect table that loops", DROPPED),
         ("virtio blk indirect table outside RAM", DROPPED),
-        ("virtio blk write past the end of the disk", &["len=1 st=0x1"]),
+        (
+            "virtio blk write past the end of the disk",
+            &["len=1 st=0x1"],
+        ),
         ("virtio blk unknown request type", &["len=1 st=0x2"]),
         ("virtio blk read of a partial sector", &["len=1 st=0x1"]),
         ("virtio blk notify of queue 7", &["dev-status=0xf"]),
@@ -271,8 +277,14 @@ fn virtio_expectation(action: &str) -> Option<&'static [&'static str]> {
             "virtio blk reset between request and notify",
             &["completed=0 ", "dev-status=0x0"],
         ),
-        ("virtio blk avail.idx jump of 1000", &["used=0 ", "dev-status=0x4f", "isr=0x2"]),
-        ("virtio blk request after the queue broke", &["used=0 ", "dev-status=0x4f"]),
+        (
+            "virtio blk avail.idx jump of 1000",
+            &["used=0 ", "dev-status=0x4f", "isr=0x2"],
+        ),
+        (
+            "virtio blk request after the queue broke",
+            &["used=0 ", "dev-status=0x4f"],
+        ),
         (
             "virtio blk reset and read sector 0 again",
             &["used=1 ", "st=0x0", "start-status=0xf", "same=true"],
@@ -281,15 +293,33 @@ fn virtio_expectation(action: &str) -> Option<&'static [&'static str]> {
         ("virtio blk misaligned descriptor table", REFUSED_SETUP),
         ("virtio blk rings outside RAM", REFUSED_SETUP),
         ("virtio blk features outside the offer", &["dev-status=0x3"]),
-        ("virtio blk DRIVER_OK without FEATURES_OK", &["dev-status=0x3"]),
-        ("virtio blk 85 requests in one notification", &["used=85 ", "st=0x0"]),
+        (
+            "virtio blk DRIVER_OK without FEATURES_OK",
+            &["dev-status=0x3"],
+        ),
+        (
+            "virtio blk 85 requests in one notification",
+            &["used=85 ", "st=0x0"],
+        ),
         ("virtio net init", &["dev-status=0xb/0xf"]),
-        ("virtio net broadcast frame", &["used=1 ", "dev-status=0xf "]),
-        ("virtio net notify of the receive queue", &["dev-status=0xf"]),
+        (
+            "virtio net broadcast frame",
+            &["used=1 ", "dev-status=0xf "],
+        ),
+        (
+            "virtio net notify of the receive queue",
+            &["dev-status=0xf"],
+        ),
         ("virtio net frame from peer VM PA", &["dev-status=0xf "]),
         ("virtio net runt frame", &["dev-status=0xf "]),
-        ("virtio net checksum offload not negotiated", &["dev-status=0xf "]),
-        ("virtio net device-writable transmit buffer", &["dev-status=0xf"]),
+        (
+            "virtio net checksum offload not negotiated",
+            &["dev-status=0xf "],
+        ),
+        (
+            "virtio net device-writable transmit buffer",
+            &["dev-status=0xf"],
+        ),
     ];
     table
         .iter()
@@ -565,7 +595,11 @@ fn hostile_guest_cannot_touch_the_checksum_guest_or_the_hypervisor() {
         }
     }
     assert!(
-        actions.iter().filter(|(a, _)| a.starts_with("virtio ")).count() >= 60,
+        actions
+            .iter()
+            .filter(|(a, _)| a.starts_with("virtio "))
+            .count()
+            >= 60,
         "the virtio attacks did not all run"
     );
     assert!(
@@ -603,9 +637,16 @@ fn hostile_guest_cannot_touch_the_checksum_guest_or_the_hypervisor() {
     let (hp, cp) = (port("hostile"), port("checksum"));
     let peers_tried = peers.iter().filter(|&&p| p < 0x1_0000_0000).count() as u64;
     // txf/txB/rxf/rxB/rxdrop/txdrop/offdrop/notify/irq
-    assert_eq!(hp[0], 1, "the hostile port sent exactly its one good frame: {hp:?}");
+    assert_eq!(
+        hp[0], 1,
+        "the hostile port sent exactly its one good frame: {hp:?}"
+    );
     assert_eq!(hp[5], peers_tried + 3, "frames the switch refused: {hp:?}");
-    assert_eq!((cp[2], cp[4]), (0, 1), "the checksum VM's port (no driver): {cp:?}");
+    assert_eq!(
+        (cp[2], cp[4]),
+        (0, 1),
+        "the checksum VM's port (no driver): {cp:?}"
+    );
     // Every address of the hypervisor and of the peer was tried, read and write.
     for &pa in hv.iter().chain(&peers) {
         let at = format!("PA {pa:#x}");

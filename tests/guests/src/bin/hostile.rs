@@ -899,10 +899,16 @@ fn virtio_attacks(h: &mut Hostile, env: &Env, dtb: usize) {
     let blk_dev = Dev::slot(0);
     let net = Dev::slot(1);
     let present = |d: &Dev| {
-        probe_read(d.base + vio::reg::MAGIC, Width::B32).exc.is_none() && d.present()
+        probe_read(d.base + vio::reg::MAGIC, Width::B32)
+            .exc
+            .is_none()
+            && d.present()
     };
     if !present(&blk_dev) || blk_dev.device_id() != vio::ID_BLK {
-        h.skip(format_args!("virtio attacks"), "no virtio-blk device in slot 0");
+        h.skip(
+            format_args!("virtio attacks"),
+            "no virtio-blk device in slot 0",
+        );
         return;
     }
     // Scratch: the upper half of RAM (the image, stack and DTB are at the bottom).
@@ -916,9 +922,15 @@ fn virtio_attacks(h: &mut Hostile, env: &Env, dtb: usize) {
         table: scratch + 0x4_0000,
     };
     let s = b.start();
-    h.line(format_args!("virtio blk init"), &format_args!("ok dev-status={s:#x}"));
+    h.line(
+        format_args!("virtio blk init"),
+        &format_args!("ok dev-status={s:#x}"),
+    );
     let (o, first) = b.read_sector(0);
-    h.line(format_args!("virtio blk read sector 0"), &format_args!("{o} data={first:#x}"));
+    h.line(
+        format_args!("virtio blk read sector 0"),
+        &format_args!("{o} data={first:#x}"),
+    );
     let (_, before) = b.read_sector(1);
 
     // Buffers outside the VM's RAM: IPA 0, the hypervisor's and the peer's PAs.
@@ -929,7 +941,10 @@ fn virtio_attacks(h: &mut Hostile, env: &Env, dtb: usize) {
     for &a in &hv[..nhv] {
         b.request(T_OUT, 1, a & !0xfff, 512, false);
         let o = b.submit();
-        h.line(format_args!("virtio blk write from hypervisor PA {:#x}", a & !0xfff), &o);
+        h.line(
+            format_args!("virtio blk write from hypervisor PA {:#x}", a & !0xfff),
+            &o,
+        );
     }
     let (peer, npeer) = dt::bootarg_list(dtb, "hostile.peer");
     for &a in &peer[..npeer] {
@@ -945,13 +960,18 @@ fn virtio_attacks(h: &mut Hostile, env: &Env, dtb: usize) {
         format_args!("virtio blk sector 1 after the refused writes"),
         &format_args!(
             "{o} {}",
-            if after == before { "unchanged" } else { "CHANGED" }
+            if after == before {
+                "unchanged"
+            } else {
+                "CHANGED"
+            }
         ),
     );
 
     // Malformed chains.
     b.request(T_IN, 0, b.data, 512, true);
-    b.ring.set_desc(2, b.status, 1, vio::DESC_WRITE | vio::DESC_NEXT, 0);
+    b.ring
+        .set_desc(2, b.status, 1, vio::DESC_WRITE | vio::DESC_NEXT, 0);
     let o = b.submit();
     h.line(format_args!("virtio blk looping chain"), &o);
     b.request(T_IN, 0, b.data, 0, true);
@@ -959,11 +979,18 @@ fn virtio_attacks(h: &mut Hostile, env: &Env, dtb: usize) {
     h.line(format_args!("virtio blk zero-length data buffer"), &o);
     b.request(T_IN, 0, 0xffff_ffff_ffff_ff00, 512, true);
     let o = b.submit();
-    h.line(format_args!("virtio blk buffer wrapping the address space"), &o);
+    h.line(
+        format_args!("virtio blk buffer wrapping the address space"),
+        &o,
+    );
     b.request(T_IN, 0, b.data, 512, true);
-    b.ring.set_desc(1, b.data, 512, vio::DESC_NEXT | vio::DESC_WRITE, 7);
+    b.ring
+        .set_desc(1, b.data, 512, vio::DESC_NEXT | vio::DESC_WRITE, 7);
     let o = b.submit();
-    h.line(format_args!("virtio blk chain into an unset descriptor"), &o);
+    h.line(
+        format_args!("virtio blk chain into an unset descriptor"),
+        &o,
+    );
     // Indirect tables: one that loops, one outside RAM.
     vio::fill(b.status, 0xff, 1);
     let t = Ring {
@@ -975,14 +1002,18 @@ fn virtio_attacks(h: &mut Hostile, env: &Env, dtb: usize) {
     b.ring.set_desc(0, b.table, 32, vio::DESC_INDIRECT, 0);
     let o = b.submit();
     h.line(format_args!("virtio blk indirect table that loops"), &o);
-    b.ring.set_desc(0, 0x10_0000_0000, 48, vio::DESC_INDIRECT, 0);
+    b.ring
+        .set_desc(0, 0x10_0000_0000, 48, vio::DESC_INDIRECT, 0);
     let o = b.submit();
     h.line(format_args!("virtio blk indirect table outside RAM"), &o);
 
     // Requests the device refuses with a status.
     b.request(T_OUT, 1 << 40, b.data, 512, false);
     let o = b.submit();
-    h.line(format_args!("virtio blk write past the end of the disk"), &o);
+    h.line(
+        format_args!("virtio blk write past the end of the disk"),
+        &o,
+    );
     b.request(0x7777, 0, b.data, 512, true);
     let o = b.submit();
     h.line(format_args!("virtio blk unknown request type"), &o);
@@ -1009,8 +1040,16 @@ fn virtio_attacks(h: &mut Hostile, env: &Env, dtb: usize) {
             }
         ),
     );
-    h.read("virtio blk Status (8-bit)", b.dev.base + vio::reg::STATUS, Width::B8);
-    h.read("virtio blk config (64-bit)", b.dev.base + vio::reg::CONFIG, Width::B64);
+    h.read(
+        "virtio blk Status (8-bit)",
+        b.dev.base + vio::reg::STATUS,
+        Width::B8,
+    );
+    h.read(
+        "virtio blk config (64-bit)",
+        b.dev.base + vio::reg::CONFIG,
+        Width::B64,
+    );
     b.dev.write(vio::reg::STATUS, vio::status::ACKNOWLEDGE);
     h.line(
         format_args!("virtio blk status write clearing bits"),
@@ -1026,7 +1065,11 @@ fn virtio_attacks(h: &mut Hostile, env: &Env, dtb: usize) {
     let o = b.outcome();
     h.line(
         format_args!("virtio blk reset between request and notify"),
-        &format_args!("ok completed={} dev-status={:#x}", o.used.wrapping_sub(used_before), o.dev_status),
+        &format_args!(
+            "ok completed={} dev-status={:#x}",
+            o.used.wrapping_sub(used_before),
+            o.dev_status
+        ),
     );
 
     // avail.idx far ahead: the queue breaks, the device needs a reset.
@@ -1056,7 +1099,10 @@ fn virtio_attacks(h: &mut Hostile, env: &Env, dtb: usize) {
         &format_args!("ok ready={ready} dev-status={:#x}", b.dev.status()),
     );
     b.dev.negotiate(vio::F_VERSION_1);
-    let r2 = Ring { desc: scratch + 2, ..r };
+    let r2 = Ring {
+        desc: scratch + 2,
+        ..r
+    };
     let ready = b.dev.setup_queue(0, &r2, 16);
     h.line(
         format_args!("virtio blk misaligned descriptor table"),
@@ -1080,7 +1126,10 @@ fn virtio_attacks(h: &mut Hostile, env: &Env, dtb: usize) {
         &format_args!("ok dev-status={st:#x}"),
     );
     b.dev.reset();
-    b.dev.write(vio::reg::STATUS, vio::status::ACKNOWLEDGE | vio::status::DRIVER);
+    b.dev.write(
+        vio::reg::STATUS,
+        vio::status::ACKNOWLEDGE | vio::status::DRIVER,
+    );
     b.dev.write(
         vio::reg::STATUS,
         vio::status::ACKNOWLEDGE | vio::status::DRIVER | vio::status::DRIVER_OK,
@@ -1098,7 +1147,8 @@ fn virtio_attacks(h: &mut Hostile, env: &Env, dtb: usize) {
     for i in 0..85u16 {
         let d = 3 * i;
         b.ring.set_desc(d, b.hdr, 16, vio::DESC_NEXT, d + 1);
-        b.ring.set_desc(d + 1, b.data, 512, vio::DESC_NEXT | vio::DESC_WRITE, d + 2);
+        b.ring
+            .set_desc(d + 1, b.data, 512, vio::DESC_NEXT | vio::DESC_WRITE, d + 2);
         b.ring.set_desc(d + 2, b.status, 1, vio::DESC_WRITE, 0);
         b.ring.push(d);
     }
@@ -1106,7 +1156,10 @@ fn virtio_attacks(h: &mut Hostile, env: &Env, dtb: usize) {
     vio::put64(b.hdr + 8, 0);
     b.dev.notify(0);
     let o = b.outcome();
-    h.line(format_args!("virtio blk 85 requests in one notification"), &o);
+    h.line(
+        format_args!("virtio blk 85 requests in one notification"),
+        &o,
+    );
     b.dev.reset();
 
     virtio_net_attacks(h, env, &net, scratch + 0x10_0000, &peer[..npeer]);
@@ -1116,10 +1169,16 @@ fn virtio_attacks(h: &mut Hostile, env: &Env, dtb: usize) {
 /// a receive queue that was never set up; then one good broadcast frame (to the switch's other
 /// port, the checksum VM, which has no driver: a receive drop there).
 fn virtio_net_attacks(h: &mut Hostile, env: &Env, net: &Dev, scratch: u64, peer: &[u64]) {
-    if !(probe_read(net.base + vio::reg::MAGIC, Width::B32).exc.is_none() && net.present())
+    if !(probe_read(net.base + vio::reg::MAGIC, Width::B32)
+        .exc
+        .is_none()
+        && net.present())
         || net.device_id() != vio::ID_NET
     {
-        h.skip(format_args!("virtio net attacks"), "no virtio-net device in slot 1");
+        h.skip(
+            format_args!("virtio net attacks"),
+            "no virtio-net device in slot 1",
+        );
         return;
     }
     let mut tx = Ring::new(scratch, 16);
@@ -1165,7 +1224,10 @@ fn virtio_net_attacks(h: &mut Hostile, env: &Env, net: &Dev, scratch: u64, peer:
     h.line(format_args!("virtio net runt frame"), &o);
     vio::fill(frame, 1, 1); // NEEDS_CSUM, not negotiated
     let o = send(&mut tx, frame, 72);
-    h.line(format_args!("virtio net checksum offload not negotiated"), &o);
+    h.line(
+        format_args!("virtio net checksum offload not negotiated"),
+        &o,
+    );
     vio::fill(frame, 0, 1);
     tx.set_desc(0, frame, 72, vio::DESC_WRITE, 0);
     tx.push(0);
