@@ -59,11 +59,17 @@ receiver)
         exit 0
     fi
     wait $data
+    # Tell the sender everything arrived (it stops its clock then).
+    until nc "$peer" 5002 -e true 2>/dev/null; do sleep 0.01; done
     echo "VBENCH: received"
+    echo "VBENCH: rx-if $(cd /sys/class/net/eth0/statistics && for f in rx_packets rx_dropped rx_errors rx_length_errors rx_over_errors rx_missed_errors; do printf '%s=%s ' $f "$(cat $f)"; done)"
+    awk '/^TcpExt:/ { if (!h) { for (i = 2; i <= NF; i++) k[i] = $i; h = 1 } else { o = ""; for (i = 2; i <= NF; i++) if ($i != 0 && k[i] ~ /Drop|Prune|OFO|Collapse|Backlog|Csum|Zero/) o = o " " k[i] "=" $i; print "VBENCH: rx-tcpext" o } }' /proc/net/netstat
+    echo "VBENCH: softnet $(head -1 /proc/net/softnet_stat)"
+    awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) n[$i] = i; h = 1 } else print "VBENCH: rx-tcp-stats inerrs=" $n["InErrs"] " incsumerrors=" $n["InCsumErrors"] " insegs=" $n["InSegs"] }' /proc/net/snmp
     exit 0
     ;;
 loopback)
-    nc -l -p 5000 -e sh -c 'cat > /dev/null' &
+    (nc -l -p 5000 -e sh -c 'cat > /dev/null'; until nc 127.0.0.1 5002 -e true; do sleep 0.01; done) &
     nc -l -p 5001 -e true &
     ;;
 esac
@@ -78,11 +84,16 @@ echo "VBENCH: barrier after $n tries"
 [ "$(arg bench.skip)" = 1 ] && exit 0
 ping -c 20 -i 0.2 "$peer" | sed -n 's/.*round-trip.*= \([0-9.]*\)\/\([0-9.]*\)\/\([0-9.]*\) ms.*/VBENCH: rtt_ms min=\1 avg=\2 max=\3/p'
 bs=$(arg bench.bs)
+# The clock stops when the receiver says it has everything (a connection to port 5002).
+nc -l -p 5002 -e true &
+done=$!
 t0=$(ns)
 nc "$peer" 5000 -e dd if=/tmp/data bs="$bs" 2>/dev/null
+wait $done
 t1=$(ns)
 echo "VBENCH: tcp bytes=$((mib << 20)) ns=$((t1 - t0))"
 awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) n[$i] = i; h = 1 } else print "VBENCH: tcp-stats retrans=" $n["RetransSegs"] " outsegs=" $n["OutSegs"] }' /proc/net/snmp
+awk '/^TcpExt:/ { if (!h) { for (i = 2; i <= NF; i++) k[i] = $i; h = 1 } else { o = ""; for (i = 2; i <= NF; i++) if ($i != 0 && k[i] ~ /Retrans|Timeout|Loss|Spurious|Recovery|Reorder|SACK/) o = o " " k[i] "=" $i; print "VBENCH: tcpext" o } }' /proc/net/netstat
 EOF
 
 read -r -d '' blk_script <<'EOF' || true

@@ -598,16 +598,31 @@ impl Queue {
         head: u16,
         len: u32,
     ) -> Result<(), QueueError> {
-        let slot = self.layout.used + 4 + 8 * u64::from(self.next_used % self.layout.size);
-        let mut elem = [0u8; 8];
-        elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
-        elem[4..].copy_from_slice(&len.to_le_bytes());
-        mem.write(slot, &elem).map_err(|err| QueueError::NotRam {
-            part: RingPart::Used,
-            err,
-        })?;
+        self.add_used_all(mem, &[(head, len)])
+    }
+
+    /// Returns several chains (`(head, bytes written)` each) and publishes them with one store
+    /// of the used index, so that the driver never sees some of them without the others: a
+    /// frame in mergeable receive buffers announces its `num_buffers` in the first one, and
+    /// Linux drops the frame if the rest are not in the used ring when it looks (§5.1.6.4).
+    pub fn add_used_all<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        entries: &[(u16, u32)],
+    ) -> Result<(), QueueError> {
+        for (i, &(head, len)) in entries.iter().enumerate() {
+            let at = self.next_used.wrapping_add(i as u16) % self.layout.size;
+            let slot = self.layout.used + 4 + 8 * u64::from(at);
+            let mut elem = [0u8; 8];
+            elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+            elem[4..].copy_from_slice(&len.to_le_bytes());
+            mem.write(slot, &elem).map_err(|err| QueueError::NotRam {
+                part: RingPart::Used,
+                err,
+            })?;
+        }
         fence(Ordering::Release);
-        self.next_used = self.next_used.wrapping_add(1);
+        self.next_used = self.next_used.wrapping_add(entries.len() as u16);
         self.ring_write_u16(mem, self.layout.used + 2, self.next_used, RingPart::Used)
     }
 

@@ -135,6 +135,8 @@ pub(super) struct RxSide<M> {
     scratch_r: Buffers,
     scratch_w: Buffers,
     chains: Vec<(u16, u64)>,
+    /// The used-ring entries of one frame, published together.
+    used: Vec<(u16, u32)>,
 }
 
 /// One port of a switch.
@@ -337,6 +339,7 @@ impl<M: GuestMemory> Switch<M> {
                 scratch_r: Buffers::new(),
                 scratch_w: Buffers::new(),
                 chains: Vec::new(),
+                used: Vec::new(),
             }),
             signals,
             counters: PortCounters::default(),
@@ -545,9 +548,9 @@ impl<M: GuestMemory> Port<M> {
                     // empty and drop the frame.
                     self.signals.bad.record(BadInput::BadChain);
                     rx.chains.push((chain.head, 0));
-                    for &(h, _) in rx.chains.iter() {
-                        q.add_used(mem, h, 0)?;
-                    }
+                    rx.used.clear();
+                    rx.used.extend(rx.chains.iter().map(|&(h, _)| (h, 0)));
+                    q.add_used_all(mem, &rx.used)?;
                     rx.chains.clear();
                     taken = 0;
                     return Ok(false);
@@ -594,22 +597,23 @@ impl<M: GuestMemory> Port<M> {
         if !ok {
             // Both sides were checked RAM when their chains were taken; a copy that fails
             // all the same hands the buffers back empty.
-            for &(h, _) in rx.chains.iter() {
-                if q.add_used(mem, h, 0).is_err() {
-                    break;
-                }
-            }
+            rx.used.clear();
+            rx.used.extend(rx.chains.iter().map(|&(h, _)| (h, 0)));
+            let _ = q.add_used_all(mem, &rx.used);
             bump(&self.counters.rx_drops, 1);
             return q.needs_interrupt(mem).unwrap_or(false);
         }
+        // All the frame's buffers become visible to the driver at once.
         let mut left = need;
+        rx.used.clear();
         for &(h, cap) in rx.chains.iter() {
             let n = left.min(cap);
             left -= n;
-            if q.add_used(mem, h, n as u32).is_err() {
-                self.signals.bad.record(BadInput::QueueBroken);
-                return false;
-            }
+            rx.used.push((h, n as u32));
+        }
+        if q.add_used_all(mem, &rx.used).is_err() {
+            self.signals.bad.record(BadInput::QueueBroken);
+            return false;
         }
         bump(&self.counters.rx_frames, 1);
         bump(&self.counters.rx_bytes, frame_len);

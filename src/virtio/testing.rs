@@ -27,6 +27,8 @@ pub struct FakePhys {
     base: PhysAddr,
     bytes: Mutex<Vec<u8>>,
     accesses: AtomicU64,
+    /// A 16-bit location whose stores are recorded ([`FakePhys::watch_u16`]).
+    watched: Mutex<Option<(PhysAddr, Vec<u16>)>>,
 }
 
 impl FakePhys {
@@ -35,6 +37,7 @@ impl FakePhys {
             base,
             bytes: Mutex::new(vec![POISON; size]),
             accesses: AtomicU64::new(0),
+            watched: Mutex::new(None),
         })
     }
     fn index(&self, pa: PhysAddr, len: usize) -> usize {
@@ -51,6 +54,19 @@ impl FakePhys {
     }
     pub fn base(&self) -> PhysAddr {
         self.base
+    }
+    /// Records from now on every value `store_u16` writes at `pa` (e.g. a used ring's index,
+    /// to see what a driver polling it could observe).
+    pub fn watch_u16(&self, pa: PhysAddr) {
+        *self.watched.lock() = Some((pa, Vec::new()));
+    }
+    /// The values stored at the watched location since [`FakePhys::watch_u16`].
+    pub fn watched_stores(&self) -> Vec<u16> {
+        self.watched
+            .lock()
+            .as_ref()
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
     }
     /// Number of accesses made (reads, writes, copies, index loads and stores).
     pub fn accesses(&self) -> u64 {
@@ -83,6 +99,11 @@ impl PhysMemory for FakePhys {
     }
     fn store_u16(&self, pa: PhysAddr, value: u16) {
         assert!(pa.is_aligned(2), "unaligned index store at {pa:?}");
+        if let Some((at, values)) = self.watched.lock().as_mut()
+            && *at == pa
+        {
+            values.push(value);
+        }
         self.write(pa, &value.to_le_bytes());
     }
 }
