@@ -4,12 +4,14 @@
 # it prints at the end (`EXIT: STATUS=n`: 1 pass, 77 skip, anything else fail).
 #
 #   qemu/kvm-unit-tests.sh [--gic 2|3] [--plain] [--icount] [--timeout S] [--logs DIR]
-#                          [--no-build] [TEST...]
+#                          [--args WORDS] [--no-build] [TEST...]
 #
 #   --gic      the host GIC (and so the guest's vGIC) version, 3 by default
 #   --plain    boot each test directly on QEMU (no hypervisor), for comparison
 #   --icount   deterministic runs (one virtual ns per instruction), for micro-bench figures
 #   --logs     keep each test's serial log in DIR (default: a temporary directory)
+#   --args     words appended to every test's arguments (e.g. mmio-addr=0x09000018 for
+#              micro-bench's MMIO exits at the emulated PL011)
 #   TEST       names from tests.tsv (default: all of them)
 #
 # The images come from $KUT_DIR, else ../shared/kvm-unit-tests beside the repository.
@@ -19,7 +21,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
-gic=3 plain=0 icount=0 timeout=90 logs="" build=1
+gic=3 plain=0 icount=0 timeout=90 logs="" build=1 extra_args=""
 tests=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -28,8 +30,9 @@ while [ $# -gt 0 ]; do
         --icount) icount=1; shift ;;
         --timeout) timeout=$2; shift 2 ;;
         --logs) logs=$2; shift 2 ;;
+        --args) extra_args=$2; shift 2 ;;
         --no-build) build=0; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         -*) echo "kvm-unit-tests.sh: unknown option $1" >&2; exit 2 ;;
         *) tests+=("$1"); shift ;;
     esac
@@ -83,6 +86,7 @@ failed=()
 # bootargs of most tests) would vanish and shift the next one into its place.
 while IFS='|' read -r name image cpus mem tgic bootargs needs; do
     [ "$name" = name ] && continue
+    [ -n "$extra_args" ] && bootargs="${bootargs:+$bootargs }$extra_args"
     if [ ${#tests[@]} -gt 0 ]; then
         want=0
         for t in "${tests[@]}"; do [ "$t" = "$name" ] && want=1; done
