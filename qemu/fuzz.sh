@@ -3,8 +3,10 @@
 # time, starting from its committed seed corpus. Exits non-zero if any target crashed, hung
 # (an input slower than --timeout) or ran out of memory, and prints the crash input's path.
 #
-# Usage: qemu/fuzz.sh [--time SECONDS] [--timeout SECONDS] [--list] [TARGET...]
+# Usage: qemu/fuzz.sh [--time SECONDS] [--timeout SECONDS] [--seed N] [--list] [TARGET...]
 #   --time      seconds per target (default 60)
+#   --seed      libFuzzer's random seed (default 0: a new one each run, which libFuzzer prints
+#               as "Seed:"); CI passes a fixed one so that its runs explore the same inputs
 #   --timeout   seconds one input may take before it counts as a hang (default 10)
 #   --list      print the targets and exit
 #   TARGET...   targets to run (default: all of fuzz/fuzz_targets/*.rs, in alphabetical order)
@@ -26,6 +28,7 @@ cd "$repo"
 CARGO_FUZZ_VERSION=0.13.2
 time_per_target=60
 timeout=10
+seed=0
 list=0
 targets=()
 while [ $# -gt 0 ]; do
@@ -34,14 +37,16 @@ while [ $# -gt 0 ]; do
     --time=*) time_per_target=${1#--time=}; shift ;;
     --timeout) timeout=$2; shift 2 ;;
     --timeout=*) timeout=${1#--timeout=}; shift ;;
+    --seed) seed=$2; shift 2 ;;
     --list) list=1; shift ;;
-    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
     esac
 done
 case $time_per_target in '' | *[!0-9]*) echo "fuzz.sh: --time needs seconds" >&2; exit 2 ;; esac
 case $timeout in '' | *[!0-9]*) echo "fuzz.sh: --timeout needs seconds" >&2; exit 2 ;; esac
+case $seed in '' | *[!0-9]*) echo "fuzz.sh: --seed needs a number" >&2; exit 2 ;; esac
 
 all_targets=()
 for f in fuzz/fuzz_targets/*.rs; do
@@ -93,7 +98,7 @@ for t in "${targets[@]}"; do
     # -rss_limit_mb: a run over 2 GiB counts as unbounded allocation (the hypervisor's heap
     # is much smaller); -timeout: one slow input counts as a hang.
     cargo fuzz run --fuzz-dir fuzz "$t" "$work" "fuzz/corpus/$t" -- \
-        -max_total_time="$time_per_target" -timeout="$timeout" -rss_limit_mb=2048 \
+        -max_total_time="$time_per_target" -timeout="$timeout" -rss_limit_mb=2048 -seed="$seed" \
         -print_final_stats=1 2>&1 | tee "$logdir/$t.log" |
         grep -Ev '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse)'
     rc=${PIPESTATUS[0]}

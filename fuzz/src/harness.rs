@@ -12,7 +12,7 @@
 //! `kestrel` and kestrel's own dependency `fdt` (to read generated DTBs back).
 #![forbid(unsafe_code)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use kestrel::addr::{PhysAddr, Range};
@@ -764,6 +764,8 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
         })
         .collect();
     let mut ops = 0u32;
+    // SPIs linked to a physical interrupt (map_hw_spi succeeded, unmap_hw not since).
+    let mut hw_spis: BTreeSet<u32> = BTreeSet::new();
 
     while !b.is_empty() {
         ops += 1;
@@ -785,6 +787,10 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
                 let width = b.width();
                 let ctx = AccessCtx { vcpu: v };
                 let mut fx = Effects::new();
+                let trigger_before: Vec<bool> = hw_spis
+                    .iter()
+                    .map(|&i| vgic.edge_triggered(i).unwrap_or(false))
+                    .collect();
                 if kind == 0 {
                     if let Ok(x) = dev.read(ctx, offset, width, &mut fx) {
                         assert!(x <= width.mask(), "read {x:#x} wider than {width:?}");
@@ -793,9 +799,22 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
                     let value = b.u64();
                     let _ = dev.write(ctx, offset, width, value, &mut fx);
                 }
+                // HwTriggerChanged exactly when the access changed the trigger mode of an SPI
+                // linked to a physical one (the runtime then reconfigures the physical SPI).
+                let trigger_changed = hw_spis
+                    .iter()
+                    .zip(&trigger_before)
+                    .any(|(&i, &before)| vgic.edge_triggered(i).unwrap_or(false) != before);
+                let reported = fx.iter().any(|f| f == Effect::HwTriggerChanged);
+                assert_eq!(
+                    reported, trigger_changed,
+                    "HwTriggerChanged reported {reported}, a HW-linked SPI's trigger changed \
+                     {trigger_changed} (hw SPIs {hw_spis:?})"
+                );
                 fx.iter()
                     .map(|f| match f {
                         Effect::KickVcpus(m) => m,
+                        Effect::HwTriggerChanged => 0,
                         other => panic!("GIC effect {other:?}"),
                     })
                     .fold(0, |a, m| a | m)
@@ -820,11 +839,21 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
             6 => {
                 let intid = u32::from(b.u16()) % (nr_irqs + 8);
                 let pintid = u32::from(b.u16()) % 1100;
-                let _ = match b.u8() % 3 {
-                    0 => vgic.map_hw_ppi(v, intid, pintid),
-                    1 => vgic.map_hw_spi(intid, pintid),
-                    _ => vgic.unmap_hw(v, intid),
-                };
+                match b.u8() % 3 {
+                    0 => {
+                        let _ = vgic.map_hw_ppi(v, intid, pintid);
+                    }
+                    1 => {
+                        if vgic.map_hw_spi(intid, pintid).is_ok() {
+                            hw_spis.insert(intid);
+                        }
+                    }
+                    _ => {
+                        if vgic.unmap_hw(v, intid).is_ok() {
+                            hw_spis.remove(&intid);
+                        }
+                    }
+                }
                 0
             }
             7 => {

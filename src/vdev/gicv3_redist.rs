@@ -354,6 +354,32 @@ mod tests {
     }
 
     #[test]
+    fn icfgr1_of_a_hw_linked_ppi_reports_nothing_now_or_later() {
+        // Only passthrough SPIs have a physical trigger the runtime reconfigures; a PPI's
+        // change must not leave a HwTriggerChanged behind for the next distributor write.
+        let (v, d) = dev(1);
+        v.map_hw_ppi(0, 27, 27).unwrap();
+        let mut fx = Effects::new();
+        d.write(
+            AccessCtx { vcpu: 0 },
+            sgi(0, 0x0c04),
+            W,
+            0x0080_0000,
+            &mut fx,
+        )
+        .unwrap();
+        assert!(!fx.iter().any(|e| e == Effect::HwTriggerChanged));
+        let dist = crate::vdev::gicv3_dist::Gicv3Distributor::new(v.clone());
+        let mut fx = Effects::new();
+        dist.write(AccessCtx { vcpu: 0 }, 0x0c08, W, 0, &mut fx)
+            .unwrap();
+        assert!(
+            !fx.iter().any(|e| e == Effect::HwTriggerChanged),
+            "a distributor write that changed no trigger reported one"
+        );
+    }
+
+    #[test]
     fn redistributor_widths() {
         let (_, d) = dev(1);
         for &(off, w) in &[

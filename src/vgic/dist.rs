@@ -429,7 +429,9 @@ impl Dist {
             }
             if let Some(irq) = self.irq_mut(bank, intid) {
                 let edge = value & (1 << (2 * i + 1)) != 0;
-                let hw_changed = irq.hw && !irq.phys && irq.edge != edge;
+                // Only a passthrough SPI's physical trigger follows the guest's (the runtime
+                // reconfigures it); HW-linked PPIs keep theirs.
+                let hw_changed = intid >= 32 && irq.hw && irq.edge != edge;
                 irq.edge = edge;
                 self.hw_trigger_changed |= hw_changed;
                 kick |= self.notify(bank, intid);
