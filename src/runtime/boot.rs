@@ -10,13 +10,13 @@ use crate::platform::early_console::{self, EarlyConsole};
 use crate::platform::{
     BootParams, Conduit, EnableMethod, GicVersion, Platform, PlatformError, ReservedKind,
 };
-use core::sync::atomic::{AtomicUsize, Ordering};
+use crate::runtime::machine::{self, power_off, say};
+use core::sync::atomic::Ordering;
 use log::{error, info, warn};
 use spin::Once;
 
 /// What the DTB says about the machine.
 pub static PLATFORM: Once<Platform> = Once::new();
-static CPUS_ONLINE: AtomicUsize = AtomicUsize::new(0);
 /// Largest DTB accepted (the early map covers 2 MiB from its start).
 const MAX_DTB: usize = 2 << 20;
 /// Initial heap taken from RAM at boot.
@@ -60,15 +60,6 @@ extern "C" fn kestrel_primary_early(dtb: u64, load_base: u64, el_info: u64) -> !
 fn wrong_el() -> ! {
     early_uart::write(b"kestrel: entered at EL1, not EL2: a hypervisor cannot run here; halted\n");
     cpu::halt()
-}
-
-/// One line on the console when it is up, else raw on the early UARTs.
-fn say(args: core::fmt::Arguments, level: log::Level) {
-    if console::is_ready() {
-        log::log!(level, "{args}");
-    } else {
-        let _ = core::fmt::Write::write_fmt(&mut early_uart::Writer, format_args!("{args}\n"));
-    }
 }
 
 /// The DTB blob, with its header's size checked before the slice is made.
@@ -210,7 +201,8 @@ fn primary_main(dtb: u64, load_base: u64, el_info: u64) -> ! {
         s.free_pages(),
         s.used_pages
     );
-    crate::runtime::vmm::run(platform)
+    crate::runtime::vms::run(platform);
+    crate::runtime::idle::enter()
 }
 
 /// When the platform parser refused the DTB, still try to learn the PSCI conduit so that the
@@ -303,7 +295,7 @@ fn init_gic(platform: &Platform) {
 
 fn start_secondaries(platform: &Platform) {
     let me = cpu::mpidr_affinity();
-    CPUS_ONLINE.store(1, Ordering::SeqCst);
+    machine::set_cpus_online(1);
     // Index of each CPU of the DTB's list: the boot CPU is 0, the others follow in DTB order.
     let mut index_of = alloc::vec![0usize; platform.cpus.len()];
     let mut next = 0;
@@ -345,20 +337,17 @@ fn start_secondaries(platform: &Platform) {
     }
     let t0 = cpu::counter();
     let limit = cpu::counter_freq().max(1) * 10;
-    while CPUS_ONLINE.load(Ordering::SeqCst) < expected {
+    while machine::cpus_online() < expected {
         if cpu::counter() - t0 > limit {
             error!(
                 "kestrel: only {} of {expected} CPUs came online",
-                CPUS_ONLINE.load(Ordering::SeqCst)
+                machine::cpus_online()
             );
             break;
         }
         core::hint::spin_loop();
     }
-    info!(
-        "kestrel: cpus online: {}",
-        CPUS_ONLINE.load(Ordering::SeqCst)
-    );
+    info!("kestrel: cpus online: {}", machine::cpus_online());
 }
 
 /// Releases the CPUs that wait in a spin table (the Raspberry Pi 4's firmware): each finds its
@@ -424,10 +413,6 @@ fn release_spin_table(platform: &Platform, me: u64, index_of: &[usize]) -> usize
     plan.releases.len()
 }
 
-pub fn cpus_online() -> usize {
-    CPUS_ONLINE.load(Ordering::SeqCst)
-}
-
 #[unsafe(no_mangle)]
 extern "C" fn kestrel_secondary_main(index: usize) -> ! {
     cpu::init_this_cpu(index);
@@ -436,20 +421,8 @@ extern "C" fn kestrel_secondary_main(index: usize) -> ! {
         error!("kestrel: cpu{index}: GIC set-up failed: {e}; parked");
         cpu::halt();
     }
-    CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
-    crate::runtime::vmm::secondary_idle()
-}
-
-/// Powers the machine off through PSCI, or halts with the line scripts wait for where nothing
-/// can power off.
-pub fn power_off() -> ! {
-    say(format_args!("kestrel: power off"), log::Level::Info);
-    let _ = psci_fw::system_off();
-    say(
-        format_args!("kestrel: halted, power can be removed"),
-        log::Level::Info,
-    );
-    cpu::halt()
+    machine::cpu_came_online();
+    crate::runtime::idle::secondary_idle()
 }
 
 #[panic_handler]
@@ -476,7 +449,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
             let _ = writeln!(w, "  at {}:{}:{}", l.file(), l.line(), l.column());
         }
     });
-    crate::runtime::vmm::stop_all_cpus();
+    crate::runtime::percpu::stop_all_cpus();
     cpu::halt()
 }
 

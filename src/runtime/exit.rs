@@ -13,12 +13,14 @@ use crate::mm::PAGES;
 use crate::mm::stage2::AccessKind;
 use crate::mm::stage2::{FaultKind, FaultOutcome, Stage2Error, Stage2Fault};
 use crate::psci::PsciAction;
-use crate::runtime::vm::{ExitStats, StopKind, Vm};
-use crate::runtime::vmm::{self, Vcpu};
+use crate::runtime::irq::{self, Handled};
+use crate::runtime::percpu::{self, Vcpu};
+use crate::runtime::vm::{ExitStats, StopKind};
+use crate::runtime::{effects, machine, passthrough, vms};
 use crate::trap::esr::{self, Esr, ExceptionClass, FaultStatus, InjectedAbort, IpaSource};
 use crate::trap::idregs;
 use crate::vcpu::{GuestRegs, VectorKind, inject_exception, pstate};
-use crate::vdev::{AccessCtx, Effect, Effects};
+use crate::vdev::{AccessCtx, Effects};
 use aarch64_cpu::registers::{ESR_EL2, FAR_EL2, HPFAR_EL2, Readable};
 use log::{error, info, warn};
 
@@ -28,7 +30,7 @@ const KIND_FIQ: u64 = 2;
 
 /// Handles one exit of the vCPU running on this CPU.
 pub fn handle(frame: &mut GuestRegs, kind: u64) {
-    let Some(v) = vmm::this_vcpu() else {
+    let Some(v) = percpu::this_vcpu() else {
         exception::report(frame, kind, ESR_EL2.get(), FAR_EL2.get());
         error!(
             "kestrel: exit from a guest on cpu{} with no vCPU",
@@ -43,7 +45,7 @@ pub fn handle(frame: &mut GuestRegs, kind: u64) {
     // under the one lock.
     if kind == KIND_SYNC {
         let k = v.vm.vgic.sync_from_lrs(&mut v.vgic, &mut v.lrs);
-        vmm::kick(&v.vm, k, v.index);
+        percpu::kick(&v.vm, k, v.index);
     }
     let mut maintenance_left_active = None;
     match kind {
@@ -55,7 +57,7 @@ pub fn handle(frame: &mut GuestRegs, kind: u64) {
             if v.vm.virtio.has_deferred() {
                 v.vm.virtio.run_deferred();
             }
-            vmm::dump_if_asked(Some(frame));
+            percpu::dump_if_asked(Some(frame));
         }
         _ => {
             exception::report(frame, kind, ESR_EL2.get(), FAR_EL2.get());
@@ -66,14 +68,14 @@ pub fn handle(frame: &mut GuestRegs, kind: u64) {
             stop_this_vm(v, StopKind::Crashed);
         }
     }
-    if vmm::panicking() {
+    if machine::panicking() {
         cpu::halt();
     }
     if v.vm.stop_requested() {
-        vmm::park();
+        percpu::park();
     }
     let k = v.vm.vgic.flush_to_lrs(&mut v.vgic, &mut v.lrs);
-    vmm::kick(&v.vm, k, v.index);
+    percpu::kick(&v.vm, k, v.index);
     if let Some(a) = maintenance_left_active {
         // Still asserted after this exit's refill: taken again right after `eret`, a fresh
         // exit that checks for a stop request, rather than a loop here that never ends.
@@ -82,8 +84,8 @@ pub fn handle(frame: &mut GuestRegs, kind: u64) {
 }
 
 fn stop_this_vm(v: &Vcpu, kind: StopKind) -> ! {
-    vmm::stop_vm(&v.vm, kind, v.index);
-    vmm::park()
+    vms::stop_vm(&v.vm, kind, v.index);
+    percpu::park()
 }
 
 /// Exception classes of the hot exits (Arm ARM D19.2.46, ESR_EL2.EC), matched on the raw
@@ -159,16 +161,16 @@ fn psci_action(v: &mut Vcpu, frame: &mut GuestRegs, action: PsciAction) {
             context_id,
         } => {
             if let Some(&pcpu) = vm.pcpus.get(target) {
-                let req = vmm::StartRequest {
+                let req = percpu::StartRequest {
                     vm: vm.clone(),
                     vcpu: target,
                     entry,
                     x0: context_id,
                 };
-                vmm::post_start(pcpu, req);
+                percpu::post_start(pcpu, req);
             }
         }
-        PsciAction::StopVcpu => vmm::park(),
+        PsciAction::StopVcpu => percpu::park(),
         PsciAction::LastVcpuOff => {
             info!(
                 "kestrel: vm {}: its last running vCPU called CPU_OFF; powering the VM off",
@@ -299,7 +301,7 @@ fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
                 // 2 bytes for a 16-bit Thumb load/store of a 32-bit program at EL0.
                 frame.skip_instruction(esr.il32());
                 v.vm.feed_console(&mut fx);
-                apply_effects(&v.vm, v.index, &fx);
+                effects::apply(&v.vm, v.index, &fx);
             }
             Err(e) => {
                 warn!(
@@ -387,7 +389,7 @@ fn sysreg(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
     if let Some((reg, rt)) = crate::vgic::SgiRegister::from_msr_esr(esr.0) {
         let value = frame.reg(rt);
         match v.vm.vgic.send_sgi_v3(v.index, value, reg) {
-            Ok(mask) => vmm::kick(&v.vm, mask, v.index),
+            Ok(mask) => percpu::kick(&v.vm, mask, v.index),
             Err(e) => warn!(
                 "kestrel: vm {}: SGI write {value:#x} refused: {e:?}",
                 v.vm.name
@@ -467,22 +469,6 @@ fn deliver(v: &mut Vcpu, frame: &mut GuestRegs, esr: u64, far: Option<u64>) {
     }
 }
 
-/// Carries out what a device asked for.
-pub fn apply_effects(vm: &Vm, me: usize, fx: &Effects) {
-    for e in fx.iter() {
-        match e {
-            Effect::ConsoleByte(b) => crate::runtime::console::vm_output(vm.console, &[b]),
-            Effect::IrqLine { intid, level } => {
-                if let Ok(mask) = vm.vgic.set_spi_level(intid, level) {
-                    vmm::kick(vm, mask, me);
-                }
-            }
-            Effect::KickVcpus(mask) => vmm::kick(vm, mask, me),
-            Effect::HwTriggerChanged => vmm::match_passthrough_triggers(vm),
-        }
-    }
-}
-
 /// A physical interrupt while the guest ran. Returns the maintenance interrupt when it was
 /// still asserted after being handled once in this exit (the caller deactivates it last).
 fn irq(v: &mut Vcpu) -> Option<gic::Acked> {
@@ -497,15 +483,15 @@ fn irq(v: &mut Vcpu) -> Option<gic::Acked> {
                 // interrupt once the guest is done with it (GICv3: the guest's deactivation of
                 // the HW-linked LR does), or when its line drops before the guest took it.
                 if let Ok(mask) = v.vm.vgic.phys_fired(&mut v.vgic, &mut v.lrs, intid) {
-                    vmm::kick(&v.vm, mask, v.index);
+                    percpu::kick(&v.vm, mask, v.index);
                 }
                 continue;
             }
-            gic::PPI_PMU if vmm::pmu_forwarded() => {
+            gic::PPI_PMU if machine::pmu_forwarded() => {
                 // The PMU overflow interrupt (level, asserted while an enabled counter's
                 // overflow flag is set), forwarded like the timers.
                 if let Ok(mask) = v.vm.vgic.phys_fired(&mut v.vgic, &mut v.lrs, intid) {
-                    vmm::kick(&v.vm, mask, v.index);
+                    percpu::kick(&v.vm, mask, v.index);
                 }
                 continue;
             }
@@ -519,21 +505,24 @@ fn irq(v: &mut Vcpu) -> Option<gic::Acked> {
                 // still asserted is taken again at once.
                 maintenance_handled = true;
                 let k = v.vm.vgic.handle_maintenance(&mut v.vgic, &mut v.lrs);
-                vmm::kick(&v.vm, k, v.index);
+                percpu::kick(&v.vm, k, v.index);
             }
             gic::SGI_KICK => {}
-            _ if vmm::passthrough_owner(intid) == Some(v.vm.id) => {
+            _ if passthrough::owner(intid) == Some(v.vm.id) => {
                 // Hardware-linked: the guest's deactivation deactivates the physical SPI.
                 if let Ok(mask) = v.vm.vgic.set_spi_level(intid, true) {
-                    vmm::kick(&v.vm, mask, v.index);
+                    percpu::kick(&v.vm, mask, v.index);
                 }
                 continue;
             }
-            _ if intid as usize == vmm::console_irq() => vmm::console_input(),
-            _ => warn!(
-                "kestrel: unexpected interrupt {intid} on cpu{}",
-                cpu::current_index()
-            ),
+            _ => match irq::host_interrupt(intid) {
+                Handled::Done => {}
+                Handled::LeftActive => continue,
+                Handled::Unknown => warn!(
+                    "kestrel: unexpected interrupt {intid} on cpu{}",
+                    cpu::current_index()
+                ),
+            },
         }
         gic::deactivate(a);
     }

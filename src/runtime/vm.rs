@@ -9,10 +9,12 @@ use crate::guest::layout::{GuestLayout, IpaRange, guest_map};
 use crate::mm::PAGES;
 use crate::mm::frame::FrameAllocator;
 use crate::mm::stage2::{
-    DirtyLog, GuestMemoryMap, LockedStage2, MemCache, MemRegion, PaRange, Stage2Error,
-    Stage2Geometry, Stage2Stats, Stage2Table, Vmid, VmidAllocator, VmidBits,
+    DirtyLog, GuestMemoryMap, LockedStage2, MemCache, MemRegion, Stage2Error, Stage2Geometry,
+    Stage2Stats, Stage2Table, Vmid, VmidAllocator, VmidBits,
 };
-use crate::psci::{Psci, SmcccConfig};
+use crate::psci::Psci;
+use crate::runtime::machine::{self, MachineView};
+use crate::runtime::passthrough;
 use crate::vdev::MmioDevice;
 use crate::vdev::gicv2_dist::Gicv2Distributor;
 use crate::vdev::gicv3_dist::Gicv3Distributor;
@@ -36,20 +38,6 @@ pub type S2 = LockedStage2<HypTableMemory, HwTlb>;
 const RAM_MAX_ORDER: u32 = 18;
 
 static VMIDS: Mutex<Option<VmidAllocator>> = Mutex::new(None);
-
-/// What a VM needs from the machine to be built.
-pub struct MachineView {
-    pub gic_v3: bool,
-    /// Physical address of the GICv2 virtual CPU interface (GICV), to map at the guest's GICC.
-    pub gicv: Option<PhysAddr>,
-    pub pa_range: PaRange,
-    pub vmid16: bool,
-    /// FEAT_S2FWB: stage 2 can force write-back cacheability (HCR_EL2.FWB), so guest memory
-    /// needs no cache cleaning when it is handed over.
-    pub fwb: bool,
-    /// The CPU-vulnerability workarounds guests are offered (`mitigations`).
-    pub smccc: SmcccConfig,
-}
 
 /// The images a VM starts from (kept for resets).
 pub struct VmImages {
@@ -445,8 +433,7 @@ impl Vm {
                 let mut spec = GuestDtbSpec::for_vm(&im.config, l, &self.mpidrs, gic);
                 spec.pmu = crate::arch::aarch64::vcpu_hw::has_pmuv3().then_some(
                     crate::guest::fdt::GuestPmu {
-                        ppi: crate::runtime::vmm::pmu_forwarded()
-                            .then_some(crate::guest::fdt::PMU_PPI),
+                        ppi: machine::pmu_forwarded().then_some(crate::guest::fdt::PMU_PPI),
                     },
                 );
                 Cow::Owned(crate::guest::fdt::build(&spec).map_err(VmBuildError::Dtb)?)
@@ -621,6 +608,22 @@ impl Vm {
         run.stopping = Some(kind);
         self.stop_requested.store(true, Ordering::Release);
         true
+    }
+
+    /// Takes the VM's passthrough interrupts and routes them to its first vCPU's physical CPU.
+    pub fn claim_passthrough(&self) -> Result<(), VmBuildError> {
+        let pcpu = self.pcpus.first().copied().unwrap_or(0);
+        let edge = |intid| self.vgic.edge_triggered(intid).unwrap_or(false);
+        passthrough::claim(self.id, &self.passthrough, pcpu, edge)
+            .map_err(VmBuildError::InterruptTaken)
+    }
+
+    /// Configures each passthrough interrupt with the trigger mode the guest gave its virtual
+    /// SPI (after a GICD_ICFGR write: `Effect::HwTriggerChanged`).
+    pub fn match_passthrough_triggers(&self) {
+        passthrough::match_triggers(self.id, &self.passthrough, |intid| {
+            self.vgic.edge_triggered(intid).ok()
+        });
     }
 
     /// The one-line summary printed when a VM ends.
@@ -830,7 +833,7 @@ impl Drop for RamGuard {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        crate::runtime::vmm::release_passthrough(self);
+        passthrough::release(self.id, &self.passthrough);
         // No other VM's CPU may copy into this RAM once it is freed: ports leave their switches.
         self.virtio.teardown();
         // SAFETY: `s2` is taken exactly once, here, and never used afterwards.
