@@ -26,6 +26,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 use virtio_spec::DeviceStatus;
 
+use super::poll::PollState;
 use super::queue::QueueLayout;
 use super::{BadInput, DeviceSignals, INT_CONFIG_CHANGE, VirtioDevice, features};
 use crate::addr::Ipa;
@@ -422,18 +423,44 @@ impl<D: VirtioDevice> VirtioMmio<D> {
         // InterruptStatus or configuration meanwhile.
         match self.device.notify(q) {
             Ok(false) => {}
-            Ok(true) => {
-                self.stats.deferred.fetch_add(1, Ordering::Relaxed);
-                self.deferred
-                    .fetch_or(1 << u64::from(q).min(63), Ordering::Relaxed);
-            }
+            Ok(true) => self.defer(q),
+            Err(_) => self.broken(),
+        }
+    }
+
+    fn defer(&self, q: u16) {
+        self.stats.deferred.fetch_add(1, Ordering::Relaxed);
+        self.deferred
+            .fetch_or(1 << u64::from(q).min(63), Ordering::Relaxed);
+    }
+
+    fn broken(&self) {
+        self.bad(BadInput::QueueBroken);
+        let mut r = self.regs.lock();
+        if r.status & DRIVER_OK != 0 {
+            self.needs_reset(&mut r);
+        }
+    }
+
+    /// One poller pass over the device (see [`super::poll`]); a queue that breaks meanwhile
+    /// sets DEVICE_NEEDS_RESET as on a notification.
+    pub fn poll(&self, budget: usize) -> PollState {
+        match self.device.poll(budget) {
+            Ok(s) => s,
             Err(_) => {
-                self.bad(BadInput::QueueBroken);
-                let mut r = self.regs.lock();
-                if r.status & DRIVER_OK != 0 {
-                    self.needs_reset(&mut r);
-                }
+                self.broken();
+                PollState::Armed
             }
+        }
+    }
+
+    /// The poller gives up its role: the device arms its notifications again and finishes
+    /// what is pending (work left over is deferred as after a notification).
+    pub fn stop_polling(&self) {
+        match self.device.stop_polling() {
+            Ok(None) => {}
+            Ok(Some(q)) => self.defer(q),
+            Err(_) => self.broken(),
         }
     }
 
@@ -469,6 +496,15 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             self.device.read_config(off, &mut buf[..n]);
         }
         u64::from_le_bytes(buf)
+    }
+}
+
+impl<D: VirtioDevice> super::poll::Polled for VirtioMmio<D> {
+    fn poll(&self, budget: usize) -> PollState {
+        VirtioMmio::poll(self, budget)
+    }
+    fn stop_polling(&self) {
+        VirtioMmio::stop_polling(self);
     }
 }
 
