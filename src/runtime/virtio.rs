@@ -463,8 +463,8 @@ impl VirtioDevices {
     }
 
     /// The devices' figures for the VM's counters line: per disk
-    /// `diskN(rd/wr/flush/rdB/wrB/err/notify/irq)=...`, per port
-    /// `netN(txf/txB/rxf/rxB/rxdrop/txdrop/offdrop/notify/irq)=...`, and `virtio-bad=N` when
+    /// `diskN(rd/wr/flush/rdB/wrB/err/notify/irq/isr/ack)=...`, per port
+    /// `netN(txf/txB/rxf/rxB/rxdrop/txdrop/offdrop/notify/irq/isr/ack)=...`, and `virtio-bad=N` when
     /// a driver misbehaved. Empty for a VM without virtio devices.
     pub fn counters(&self) -> String {
         let mut s = String::new();
@@ -474,7 +474,7 @@ impl VirtioDevices {
             let st = d.mmio.device().stats();
             let _ = write!(
                 s,
-                " disk{i}(rd/wr/flush/rdB/wrB/err/notify/irq)={}/{}/{}/{}/{}/{}/{}/{}",
+                " disk{i}(rd/wr/flush/rdB/wrB/err/notify/irq/isr/ack)={}/{}/{}/{}/{}/{}/{}/{}/{}/{}",
                 g(&st.reads),
                 g(&st.writes),
                 g(&st.flushes),
@@ -482,7 +482,9 @@ impl VirtioDevices {
                 g(&st.bytes_written),
                 g(&st.errors),
                 g(&d.mmio.stats().notifies),
-                d.mmio.signals().irq.raised()
+                d.mmio.signals().irq.raised(),
+                g(&d.mmio.stats().status_reads),
+                g(&d.mmio.stats().acks)
             );
             bad += d.mmio.signals().bad.total();
         }
@@ -490,7 +492,7 @@ impl VirtioDevices {
             let c = d.mmio.device().port().counters().snapshot();
             let _ = write!(
                 s,
-                " net{i}(txf/txB/rxf/rxB/rxdrop/txdrop/offdrop/notify/irq)={}/{}/{}/{}/{}/{}/{}/{}/{}",
+                " net{i}(txf/txB/rxf/rxB/rxdrop/txdrop/offdrop/notify/irq/isr/ack)={}/{}/{}/{}/{}/{}/{}/{}/{}/{}/{}",
                 c.tx_frames,
                 c.tx_bytes,
                 c.rx_frames,
@@ -499,7 +501,9 @@ impl VirtioDevices {
                 c.tx_drops,
                 c.offload_drops,
                 g(&d.mmio.stats().notifies),
-                d.mmio.signals().irq.raised()
+                d.mmio.signals().irq.raised(),
+                g(&d.mmio.stats().status_reads),
+                g(&d.mmio.stats().acks)
             );
             bad += d.mmio.signals().bad.total();
         }

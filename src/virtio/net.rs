@@ -53,8 +53,8 @@ struct TxSide {
     polled: bool,
     /// Passes in a row that found the polled queue empty.
     idle_passes: u32,
-    /// The chains of one pass, returned together.
-    used: Vec<(u16, u32)>,
+    /// Chains the poller has sent and not yet returned (see [`NetDevice::poll_tx`]).
+    held: Vec<(u16, u32)>,
 }
 
 /// A virtio-net device: one port of a switch, in the VM whose RAM is `M`.
@@ -90,7 +90,7 @@ impl<M: GuestMemory + Clone> NetDevice<M> {
                 writable: Buffers::new(),
                 polled: false,
                 idle_passes: 0,
-                used: Vec::new(),
+                held: Vec::new(),
             }),
             mtu,
             handoff: None,
@@ -225,8 +225,11 @@ impl<M: GuestMemory + Clone> NetDevice<M> {
     }
 
     /// One poller pass over the transmit queue if it is polled: takes at most `budget`
-    /// chains, forwards their frames, returns them with one used-index store and decides
-    /// once whether the driver wants an interrupt (its `used_event` among them). After
+    /// chains and forwards their frames. The chains sent are returned together once a pass
+    /// finds no new chain (the driver paused: it may be waiting for them) or half the ring is
+    /// held: one used-index store, one decision whether the driver wants an interrupt (its
+    /// `used_event` among them). Returning a burst's chains a pass after the burst lets the
+    /// interrupt they may need coincide with the one the receivers' answers raise. After
     /// [`IDLE_PASSES`] empty passes, arms notifications again with the re-check; the queue
     /// stays polled if the re-check finds chains.
     pub fn poll_tx(&self, budget: usize) -> Result<PollState, QueueError> {
@@ -237,22 +240,28 @@ impl<M: GuestMemory + Clone> NetDevice<M> {
         }
         let Some(q) = tx.queue.as_mut() else {
             tx.polled = false;
+            tx.held.clear();
             return Ok(PollState::Armed);
         };
         let mtu = self.mtu_for(tx.features);
         let mut raise = 0u64;
-        tx.used.clear();
+        let mut work = 0usize;
         let result = (|| {
-            while tx.used.len() < budget {
+            while work < budget {
                 let Some(chain) = q.pop(&self.mem)? else {
                     break;
                 };
                 raise |=
                     self.send_chain(&chain, &mut tx.readable, &mut tx.writable, tx.features, mtu);
-                tx.used.push((chain.head, 0));
+                // Nothing is written into a transmit chain (§5.1.6.2).
+                tx.held.push((chain.head, 0));
+                work += 1;
             }
-            if !tx.used.is_empty() {
-                q.add_used_all(&self.mem, &tx.used)?;
+            if !tx.held.is_empty() && (work == 0 || tx.held.len() >= usize::from(q.size() / 2)) {
+                q.add_used_all(&self.mem, &tx.held)?;
+                tx.held.clear();
+            }
+            if work != 0 {
                 tx.idle_passes = 0;
             } else {
                 tx.idle_passes += 1;
@@ -267,11 +276,11 @@ impl<M: GuestMemory + Clone> NetDevice<M> {
             }
             q.needs_interrupt(&self.mem)
         })();
-        let work = tx.used.len();
         let polled = tx.polled;
         if result.is_err() {
             // A broken queue is not polled again; the transport asks for a reset.
             tx.polled = false;
+            tx.held.clear();
         }
         drop(guard);
         self.switch.raise(raise);
@@ -289,12 +298,19 @@ impl<M: GuestMemory + Clone> NetDevice<M> {
     /// what is pending is sent here (as on a notification). True when a budget was left over.
     pub fn stop_polling_tx(&self) -> Result<bool, QueueError> {
         {
-            let mut tx = self.tx.lock();
+            let mut guard = self.tx.lock();
+            let tx = &mut *guard;
             if !tx.polled {
                 return Ok(false);
             }
             tx.polled = false;
             tx.idle_passes = 0;
+            if let Some(q) = tx.queue.as_mut()
+                && !tx.held.is_empty()
+            {
+                q.add_used_all(&self.mem, &tx.held)?;
+            }
+            tx.held.clear();
         }
         self.transmit(2 * usize::from(QUEUE_SIZE))
     }
@@ -370,6 +386,7 @@ impl<M: GuestMemory + Clone> VirtioDevice for NetDevice<M> {
             tx.features = features;
             tx.polled = false;
             tx.idle_passes = 0;
+            tx.held.clear();
         }
         {
             let mut rx = self.port.rx.lock();
@@ -391,6 +408,7 @@ impl<M: GuestMemory + Clone> VirtioDevice for NetDevice<M> {
             tx.features = 0;
             tx.polled = false;
             tx.idle_passes = 0;
+            tx.held.clear();
         }
         {
             let mut rx = self.port.rx.lock();

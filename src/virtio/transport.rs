@@ -110,6 +110,10 @@ pub struct TransportStats {
     pub resets: AtomicU64,
     /// Notifications whose work budget ran out (the rest was deferred).
     pub deferred: AtomicU64,
+    /// InterruptStatus reads and InterruptACK writes (each one guest exit: with the
+    /// interrupt's own exit, what one used-buffer interrupt costs).
+    pub status_reads: AtomicU64,
+    pub acks: AtomicU64,
 }
 
 /// A virtio device behind the virtio-mmio register window.
@@ -244,7 +248,10 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             },
             reg::QUEUE_NUM_MAX => q.map_or(0, |_| u32::from(self.device.queue_max_size())),
             reg::QUEUE_READY => q.map_or(0, |q| u32::from(q.ready)),
-            reg::INTERRUPT_STATUS => self.signals.irq.status(),
+            reg::INTERRUPT_STATUS => {
+                self.stats.status_reads.fetch_add(1, Ordering::Relaxed);
+                self.signals.irq.status()
+            }
             reg::STATUS => u32::from(r.status),
             // No shared memory regions: a length of -1 (§4.2.2, SHMLenLow/High).
             reg::SHM_LEN_LOW | reg::SHM_LEN_HIGH | reg::SHM_BASE_LOW | reg::SHM_BASE_HIGH => {
@@ -306,7 +313,10 @@ impl<D: VirtioDevice> VirtioMmio<D> {
                 }
             }
             reg::QUEUE_READY => self.queue_ready(&mut r, sel, value),
-            reg::INTERRUPT_ACK => self.signals.irq.ack(value),
+            reg::INTERRUPT_ACK => {
+                self.stats.acks.fetch_add(1, Ordering::Relaxed);
+                self.signals.irq.ack(value)
+            }
             reg::STATUS => {
                 if let Some(kick) = self.write_status(&mut r, value) {
                     drop(r);

@@ -90,14 +90,20 @@ fn a_notified_queue_is_drained_by_the_poller_with_notifications_suppressed() {
         );
     }
     assert!(p.poll_idle(2), "still polling");
+    assert_eq!(b.received().len(), 4, "the frames are sent at once");
+    assert_eq!(
+        d.used_idx(),
+        0,
+        "their chains are held while the burst may go on"
+    );
+    assert!(p.poll_idle(2));
     assert_eq!(
         phys.watched_stores(),
         vec![4],
-        "four completions, one used-index store"
+        "a pass with no new chain returns the four with one used-index store"
     );
     assert_eq!(d.take_used(), vec![(0, 0), (1, 0), (2, 0), (3, 0)]);
-    assert_eq!(b.received().len(), 4);
-    for i in 1..IDLE_PASSES {
+    for i in 2..IDLE_PASSES {
         assert!(p.poll_idle(2), "empty pass {i}: still polling");
         assert_eq!(d.avail_event(), 0, "notifications still suppressed");
     }
@@ -108,6 +114,8 @@ fn a_notified_queue_is_drained_by_the_poller_with_notifications_suppressed() {
     assert_eq!(p.waker().take(), vec![2]);
     assert!(p.poll_idle(2));
     assert_eq!(b.received().len(), 5, "received so far");
+    assert!(p.poll_idle(2));
+    assert_eq!(d.used_idx(), 5);
     assert_eq!(a.t.stats().notifies.load(Ordering::Relaxed), 2);
     assert_eq!(a.counters().tx_frames, 5);
     assert_guards_intact(&phys, 2);
@@ -185,6 +193,7 @@ fn batched_completions_interrupt_exactly_when_used_event_is_passed() {
         }
         let before = a.irq.rises();
         assert!(p.poll_idle(5), "round {round}: polled");
+        assert!(p.poll_idle(5), "round {round}: returned");
         assert_eq!(
             d.used_idx(),
             old.wrapping_add(k),
