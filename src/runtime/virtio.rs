@@ -314,9 +314,9 @@ impl VirtioDevices {
         chunks: &Arc<RamChunks>,
     ) -> Result<Self, VirtioBuildError> {
         let cfg = &images.config;
-        // Before any of the VM's vCPUs can start: its CPUs stop polling (a poller among them
-        // gives its queues back first).
-        POLLER.reserve(pcpus, cpu::current_index());
+        // Before any of the VM's vCPUs can start: its CPUs stop polling (the role is taken
+        // from a poller among them and its queues armed again, here).
+        POLLER.reserve(pcpus);
         let mut out = VirtioDevices {
             disks: Vec::new(),
             nets: Vec::new(),

@@ -17,14 +17,14 @@
 //! the poller's CPU sleeps until the next notification.
 //!
 //! [`Poller`] is the role: which CPU polls (at most one), which CPUs may not (they run vCPUs:
-//! [`Poller::reserve`]), and the registered devices. A CPU's idle loop calls
+//! [`Poller::reserve`] takes the role from such a CPU), and the registered devices. A CPU's idle loop calls
 //! [`Poller::poll_idle`]; the first eligible CPU takes the role, others stand by and one of
 //! them is woken when the role is given up. With no eligible CPU (every CPU runs a vCPU) no
 //! queue is ever handed over and notifications are processed on the exit as before.
 //!
 //! Locking: the role is one atomic (`cpu`). A device decides to hand over with its queue lock
-//! held and reads the role there (SeqCst); the poller that gives up the role clears it first
-//! (SeqCst), then takes each device's queue lock and re-arms a polled queue. So a queue marked
+//! held and reads the role there (SeqCst); whoever ends a CPU's role clears it first
+//! (compare-and-swap), then takes each device's queue lock and re-arms a polled queue. So a queue marked
 //! polled is either seen by that sweep or was marked after it, when the device already saw the
 //! role empty (or a new poller, which polls it). The registry's lock is held for a whole pass
 //! and is taken before any device lock, never under one.
@@ -138,32 +138,22 @@ impl<W: Wake> Poller<W> {
             .retain(|d| !core::ptr::addr_eq(Arc::as_ptr(d), Arc::as_ptr(dev)));
     }
 
-    /// CPUs in `cpus` will run vCPUs: none of them polls from now on. If one holds the role it
-    /// is woken and this waits until it has given the role up (its queues armed again), so a
-    /// vCPU is never started on a CPU that still owes the queues a pass. `me` is the calling
-    /// CPU (which gives the role up here if it holds it).
-    pub fn reserve(&self, cpus: &[usize], me: usize) {
+    /// CPUs in `cpus` will run vCPUs: none of them polls from now on. If one holds the role,
+    /// the role is taken from it here, on the calling CPU: its queues are armed again (after
+    /// a pass in progress ends: the registry lock) and a standby CPU is woken. Nothing waits
+    /// for the old poller's CPU, which may start a vCPU as soon as it likes; a pass it began
+    /// before finding the role gone finds no polled queue but the next poller's (harmless: the
+    /// queue lock serializes the two).
+    pub fn reserve(&self, cpus: &[usize]) {
         for &c in cpus {
             if let Some(r) = self.reserved.get(c) {
                 r.fetch_add(1, Ordering::SeqCst);
             }
             self.standby.fetch_and(!bit(c), Ordering::SeqCst);
         }
-        let mut woken = false;
-        loop {
-            let c = self.cpu.load(Ordering::SeqCst);
-            if c == NO_CPU || !cpus.contains(&c) {
-                return;
-            }
-            if c == me {
-                self.give_up(me);
-                return;
-            }
-            if !woken {
-                self.waker.wake(c);
-                woken = true;
-            }
-            core::hint::spin_loop();
+        let c = self.cpu.load(Ordering::SeqCst);
+        if c != NO_CPU && cpus.contains(&c) {
+            self.give_up(c);
         }
     }
 
@@ -208,8 +198,8 @@ impl<W: Wake> Poller<W> {
         polling
     }
 
-    /// Gives the role up: no queue is handed over from now on, every polled queue is armed
-    /// again, and a standby CPU is woken to take the role.
+    /// Takes the role from `cpu`: no queue is handed over from now on, every polled queue is
+    /// armed again, and a standby CPU is woken to take the role.
     fn give_up(&self, cpu: usize) {
         if self
             .cpu

@@ -252,7 +252,7 @@ fn a_cpu_given_to_a_vcpu_gives_the_role_up_and_its_queues_back() {
     let _ = p.waker().take();
     // A VM is built on CPU 2 (the poller): the role goes, the pending frame is sent and
     // notifications are armed; the standby CPU is woken to take the role.
-    p.reserve(&[2], 2);
+    p.reserve(&[2]);
     assert_eq!(p.cpu(), None);
     assert_eq!(d.used_idx(), 1);
     assert_eq!(d.avail_event(), 1);
