@@ -26,7 +26,9 @@ pub fn enter() -> ! {
         if let Some(req) = percpu::take_start_request() {
             percpu::start_vcpu(req);
         }
-        aarch64_cpu::asm::wfi();
+        if !crate::runtime::virtio::poll_idle(cpu::current_index()) {
+            aarch64_cpu::asm::wfi();
+        }
         while let Some(a) = gic::ack() {
             gic::priority_drop(a);
             if irq::host_interrupt(a.intid) == Handled::LeftActive {

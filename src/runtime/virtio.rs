@@ -13,6 +13,11 @@
 //! No new work on the exit path of a VM without virtio: a QueueNotify is an MMIO write to a
 //! [`VirtioSlot`], which processes the queue there. Work left when a queue's budget ran out
 //! is finished at the VM's next interrupt exit ([`VirtioDevices::run_deferred`]).
+//!
+//! Network transmit queues go to the poller when a CPU without a vCPU exists
+//! (`crate::virtio::poll`): the idle loop of such a CPU calls [`poll_idle`], the notification
+//! only wakes that CPU with the kick SGI, and every VM's CPUs are reserved when it is built
+//! ([`VirtioDevices::build`]) so they never poll.
 use crate::addr::{Ipa, PhysAddr, Range};
 use crate::arch::aarch64::cpu;
 use crate::arch::aarch64::gic;
@@ -23,6 +28,7 @@ use crate::vgic::Vgic;
 use crate::virtio::blk::{BlkDevice, BlockStore, ReadOnlyDisk};
 use crate::virtio::mem::{GuestMemory, MemError, ram_piece};
 use crate::virtio::net::NetDevice;
+use crate::virtio::poll::{PollState, Polled, Poller, Wake};
 use crate::virtio::switch::{AttachError, Switches};
 use crate::virtio::transport::VirtioMmio;
 use crate::virtio::{DeviceSignals, IrqSink, MmioSlot, SlotDevice, VirtioDevice, assign_slots};
@@ -87,6 +93,31 @@ impl IrqSink for SpiLine {
 
 /// Every switch, by name (`[[net]].switch`).
 static SWITCHES: Switches<Ram> = Switches::new();
+
+/// Wakes the poller's CPU from WFI with the kick SGI.
+pub struct SgiWake;
+
+impl Wake for SgiWake {
+    fn wake(&self, cpu: usize) {
+        gic::send_sgi(cpu, gic::SGI_KICK);
+    }
+}
+
+/// The poller role and the network ports it drains.
+static POLLER: Poller<SgiWake> = Poller::new(SgiWake);
+
+/// The idle loop's hook, on a CPU with no vCPU: one poller pass if this CPU holds (or can
+/// take) the role. True while transmit queues are polled: the caller must not sleep in WFI
+/// (it goes round its loop, acknowledging interrupts, and calls this again); this CPU has
+/// already yielded. False: nothing is polled, sleep until an interrupt (a notification's
+/// kick SGI among them).
+pub fn poll_idle(cpu: usize) -> bool {
+    let polling = POLLER.poll_idle(cpu);
+    if polling {
+        cpu::yield_hint();
+    }
+    polling
+}
 
 /// A disk's store: the ramdisk's bytes in place, or a private copy.
 pub enum DiskStore {
@@ -222,6 +253,18 @@ impl<D: VirtioDevice> VirtioSlot<D> {
     }
 }
 
+impl<D: VirtioDevice> Polled for VirtioSlot<D> {
+    fn poll(&self, budget: usize) -> PollState {
+        let s = self.mmio.poll(budget);
+        self.after_access();
+        s
+    }
+    fn stop_polling(&self) {
+        self.mmio.stop_polling();
+        self.after_access();
+    }
+}
+
 impl<D: VirtioDevice> MmioDevice for VirtioSlot<D> {
     fn size(&self) -> u64 {
         self.mmio.size()
@@ -257,6 +300,8 @@ pub struct VirtioDevices {
     pub nets: Vec<Arc<VirtioSlot<NetDevice<Ram>>>>,
     deferred: Arc<AtomicBool>,
     torn_down: AtomicBool,
+    /// The VM's physical CPUs, reserved from polling while the VM exists.
+    pcpus: Vec<usize>,
 }
 
 impl VirtioDevices {
@@ -269,11 +314,15 @@ impl VirtioDevices {
         chunks: &Arc<RamChunks>,
     ) -> Result<Self, VirtioBuildError> {
         let cfg = &images.config;
+        // Before any of the VM's vCPUs can start: its CPUs stop polling (the role is taken
+        // from a poller among them and its queues armed again, here).
+        POLLER.reserve(pcpus);
         let mut out = VirtioDevices {
             disks: Vec::new(),
             nets: Vec::new(),
             deferred: Arc::new(AtomicBool::new(false)),
             torn_down: AtomicBool::new(false),
+            pcpus: pcpus.to_vec(),
         };
         if cfg.disks.is_empty() && cfg.net.is_empty() {
             return Ok(out);
@@ -333,9 +382,12 @@ impl VirtioDevices {
                                 switch: n.switch.clone(),
                                 error,
                             })?;
-                    let dev = NetDevice::new(ram.clone(), switch, port, signals.clone(), n.mtu);
+                    let dev = NetDevice::new(ram.clone(), switch, port, signals.clone(), n.mtu)
+                        .with_handoff(&POLLER);
                     let mmio = VirtioMmio::new(dev, signals);
-                    out.nets.push(Arc::new(out.place(mmio, slot, &name)));
+                    let net = Arc::new(out.place(mmio, slot, &name));
+                    POLLER.register(net.clone());
+                    out.nets.push(net);
                 }
             }
         }
@@ -395,6 +447,11 @@ impl VirtioDevices {
         if self.torn_down.swap(true, Ordering::AcqRel) {
             return;
         }
+        for d in &self.nets {
+            // No poller pass is inside the device when this returns, and none starts.
+            let polled: Arc<dyn Polled> = d.clone();
+            POLLER.unregister(&polled);
+        }
         for d in &self.disks {
             d.mmio.reset();
         }
@@ -402,11 +459,12 @@ impl VirtioDevices {
             d.mmio.reset();
             d.mmio.device().detach();
         }
+        POLLER.unreserve(&self.pcpus);
     }
 
     /// The devices' figures for the VM's counters line: per disk
-    /// `diskN(rd/wr/flush/rdB/wrB/err/notify/irq)=...`, per port
-    /// `netN(txf/txB/rxf/rxB/rxdrop/txdrop/offdrop/notify/irq)=...`, and `virtio-bad=N` when
+    /// `diskN(rd/wr/flush/rdB/wrB/err/notify/irq/isr/ack)=...`, per port
+    /// `netN(txf/txB/rxf/rxB/rxdrop/txdrop/offdrop/notify/irq/isr/ack)=...`, and `virtio-bad=N` when
     /// a driver misbehaved. Empty for a VM without virtio devices.
     pub fn counters(&self) -> String {
         let mut s = String::new();
@@ -416,7 +474,7 @@ impl VirtioDevices {
             let st = d.mmio.device().stats();
             let _ = write!(
                 s,
-                " disk{i}(rd/wr/flush/rdB/wrB/err/notify/irq)={}/{}/{}/{}/{}/{}/{}/{}",
+                " disk{i}(rd/wr/flush/rdB/wrB/err/notify/irq/isr/ack)={}/{}/{}/{}/{}/{}/{}/{}/{}/{}",
                 g(&st.reads),
                 g(&st.writes),
                 g(&st.flushes),
@@ -424,7 +482,9 @@ impl VirtioDevices {
                 g(&st.bytes_written),
                 g(&st.errors),
                 g(&d.mmio.stats().notifies),
-                d.mmio.signals().irq.raised()
+                d.mmio.signals().irq.raised(),
+                g(&d.mmio.stats().status_reads),
+                g(&d.mmio.stats().acks)
             );
             bad += d.mmio.signals().bad.total();
         }
@@ -432,7 +492,7 @@ impl VirtioDevices {
             let c = d.mmio.device().port().counters().snapshot();
             let _ = write!(
                 s,
-                " net{i}(txf/txB/rxf/rxB/rxdrop/txdrop/offdrop/notify/irq)={}/{}/{}/{}/{}/{}/{}/{}/{}",
+                " net{i}(txf/txB/rxf/rxB/rxdrop/txdrop/offdrop/notify/irq/isr/ack)={}/{}/{}/{}/{}/{}/{}/{}/{}/{}/{}",
                 c.tx_frames,
                 c.tx_bytes,
                 c.rx_frames,
@@ -441,7 +501,9 @@ impl VirtioDevices {
                 c.tx_drops,
                 c.offload_drops,
                 g(&d.mmio.stats().notifies),
-                d.mmio.signals().irq.raised()
+                d.mmio.signals().irq.raised(),
+                g(&d.mmio.stats().status_reads),
+                g(&d.mmio.stats().acks)
             );
             bad += d.mmio.signals().bad.total();
         }

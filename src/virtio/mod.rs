@@ -14,6 +14,7 @@
 //!   [`crate::vdev::MmioDevice`] (features, status, queue set-up, notify, interrupt, config).
 //! - [`blk`]: the block device and its backing stores.
 //! - [`net`] and [`switch`]: the network device (one switch port) and the switch.
+//! - [`poll`]: transmit queues drained by a poller CPU, off the sender's exit path.
 //!
 //! Register and feature values come from the `virtio-spec` crate (rust-osdev) so they are not
 //! hand-copied from the specification. Its `mmio` module is not used: it describes the
@@ -30,6 +31,7 @@ use crate::addr::Ipa;
 pub mod blk;
 pub mod mem;
 pub mod net;
+pub mod poll;
 pub mod queue;
 pub mod switch;
 pub mod testing;
@@ -370,4 +372,15 @@ pub trait VirtioDevice: Send + Sync {
     /// `Ok(true)` when the budget ran out with chains left: the transport marks the queue
     /// deferred and the runtime calls [`transport::VirtioMmio::run_deferred`] later.
     fn notify(&self, queue: u16) -> Result<bool, DeviceError>;
+    /// One poller pass over the queues handed over to a poller ([`poll`]); devices that
+    /// never hand a queue over keep the default.
+    fn poll(&self, _budget: usize) -> Result<poll::PollState, DeviceError> {
+        Ok(poll::PollState::Armed)
+    }
+    /// The poller gives up: arm notifications of the handed-over queues again and finish
+    /// what is pending. `Ok(Some(queue))` when that queue's budget ran out with chains left
+    /// (deferred, as after [`VirtioDevice::notify`]).
+    fn stop_polling(&self) -> Result<Option<u16>, DeviceError> {
+        Ok(None)
+    }
 }

@@ -8,7 +8,10 @@
 //!
 //! The transmit path runs on the sending vCPU's exit (QueueNotify of queue 1): each frame is
 //! checked, learned from and copied into the receivers' buffers by [`Switch::forward`];
-//! their interrupts are raised once the locks are dropped. The receive queue needs no
+//! their interrupts are raised once the locks are dropped. When a poller CPU exists
+//! ([`super::poll`]), the notification only hands the queue over: the poller drains it in
+//! passes ([`NetDevice::poll_tx`]) with the driver's notifications suppressed, returns the
+//! chains in batches and arms notifications again when the queue stays empty. The receive queue needs no
 //! notification: the device takes RX buffers when a frame arrives, and asks the driver not
 //! to notify it of new ones ([`Queue::suppress_notifications`]).
 #![forbid(unsafe_code)]
@@ -17,8 +20,11 @@ use alloc::sync::Arc;
 
 use spin::Mutex;
 
+use alloc::vec::Vec;
+
 use super::mem::GuestMemory;
-use super::queue::{Buffers, Queue, QueueError, QueueLayout};
+use super::poll::{Handoff, IDLE_PASSES, PollState};
+use super::queue::{Buffers, Chain, Queue, QueueError, QueueLayout};
 use super::switch::{Port, RX_OFFLOADS, Switch};
 use super::{
     BadInput, DeviceError, DeviceSignals, INT_USED_BUFFER, QueueLayouts, VirtioDevice, device_id,
@@ -43,6 +49,12 @@ struct TxSide {
     features: u64,
     readable: Buffers,
     writable: Buffers,
+    /// Handed over to the poller: notifications suppressed, the poller drains the queue.
+    polled: bool,
+    /// Passes in a row that found the polled queue empty.
+    idle_passes: u32,
+    /// Chains the poller has sent and not yet returned (see [`NetDevice::poll_tx`]).
+    held: Vec<(u16, u32)>,
 }
 
 /// A virtio-net device: one port of a switch, in the VM whose RAM is `M`.
@@ -53,6 +65,8 @@ pub struct NetDevice<M> {
     signals: Arc<DeviceSignals>,
     tx: Mutex<TxSide>,
     mtu: Option<u16>,
+    /// Where transmit queues are handed over (None: always on the exit).
+    handoff: Option<&'static dyn Handoff>,
 }
 
 impl<M: GuestMemory + Clone> NetDevice<M> {
@@ -74,9 +88,19 @@ impl<M: GuestMemory + Clone> NetDevice<M> {
                 features: 0,
                 readable: Buffers::new(),
                 writable: Buffers::new(),
+                polled: false,
+                idle_passes: 0,
+                held: Vec::new(),
             }),
             mtu,
+            handoff: None,
         }
+    }
+
+    /// Hands transmit queues to `handoff`'s poller when it has one.
+    pub fn with_handoff(mut self, handoff: &'static dyn Handoff) -> Self {
+        self.handoff = Some(handoff);
+        self
     }
 
     pub fn port(&self) -> &Arc<Port<M>> {
@@ -99,35 +123,19 @@ impl<M: GuestMemory + Clone> NetDevice<M> {
         let Some(q) = tx.queue.as_mut() else {
             return Ok(false);
         };
-        let mtu = if tx.features & f::NET_MTU != 0 {
-            self.mtu
-        } else {
-            None
-        };
+        let mtu = self.mtu_for(tx.features);
         let mut raise = 0u64;
         let mut sent = 0usize;
         let result = (|| {
             loop {
                 while let Some(chain) = q.pop(&self.mem)? {
-                    match chain.split(&self.mem, &mut tx.readable, &mut tx.writable) {
-                        Ok(()) if tx.writable.is_empty() => {
-                            raise |= self.switch.forward(
-                                &self.port,
-                                &self.mem,
-                                &tx.readable,
-                                tx.features,
-                                mtu,
-                            );
-                        }
-                        Ok(()) => {
-                            self.signals.bad.record(BadInput::BadRequest);
-                            crate::virtio::switch::count_tx_drop(&self.port);
-                        }
-                        Err(_) => {
-                            self.signals.bad.record(BadInput::BadChain);
-                            crate::virtio::switch::count_tx_drop(&self.port);
-                        }
-                    }
+                    raise |= self.send_chain(
+                        &chain,
+                        &mut tx.readable,
+                        &mut tx.writable,
+                        tx.features,
+                        mtu,
+                    );
                     // Nothing is written into a transmit chain (§5.1.6.2).
                     q.add_used(&self.mem, chain.head, 0)?;
                     sent += 1;
@@ -151,6 +159,160 @@ impl<M: GuestMemory + Clone> NetDevice<M> {
             self.signals.irq.raise(INT_USED_BUFFER);
         }
         result
+    }
+
+    /// Checks one transmit chain and forwards its frame; the receivers to interrupt.
+    fn send_chain(
+        &self,
+        chain: &Chain,
+        readable: &mut Buffers,
+        writable: &mut Buffers,
+        features: u64,
+        mtu: Option<u16>,
+    ) -> u64 {
+        match chain.split(&self.mem, readable, writable) {
+            Ok(()) if writable.is_empty() => self
+                .switch
+                .forward(&self.port, &self.mem, readable, features, mtu),
+            Ok(()) => {
+                self.signals.bad.record(BadInput::BadRequest);
+                crate::virtio::switch::count_tx_drop(&self.port);
+                0
+            }
+            Err(_) => {
+                self.signals.bad.record(BadInput::BadChain);
+                crate::virtio::switch::count_tx_drop(&self.port);
+                0
+            }
+        }
+    }
+
+    fn mtu_for(&self, features: u64) -> Option<u16> {
+        if features & f::NET_MTU != 0 {
+            self.mtu
+        } else {
+            None
+        }
+    }
+
+    /// A QueueNotify of the transmit queue: true when the queue was handed to the poller
+    /// (marked polled, notifications suppressed, the poller woken), false when there is no
+    /// poller and the exit must transmit.
+    fn hand_over_tx(&self) -> Result<bool, QueueError> {
+        let Some(h) = self.handoff else {
+            return Ok(false);
+        };
+        let cpu = {
+            let mut tx = self.tx.lock();
+            let tx = &mut *tx;
+            // Read under the queue lock: a poller giving the role up clears it, then takes
+            // this lock to arm the queue again (see `super::poll`).
+            let Some(cpu) = h.poller_cpu() else {
+                return Ok(false);
+            };
+            let Some(q) = tx.queue.as_mut() else {
+                return Ok(true);
+            };
+            if !tx.polled {
+                q.disable_notifications(&self.mem)?;
+                tx.polled = true;
+            }
+            tx.idle_passes = 0;
+            cpu
+        };
+        h.wake(cpu);
+        Ok(true)
+    }
+
+    /// One poller pass over the transmit queue if it is polled: takes at most `budget`
+    /// chains and forwards their frames. The chains sent are returned together once a pass
+    /// finds no new chain (the driver paused: it may be waiting for them) or half the ring is
+    /// held: one used-index store, one decision whether the driver wants an interrupt (its
+    /// `used_event` among them). Returning a burst's chains a pass after the burst lets the
+    /// interrupt they may need coincide with the one the receivers' answers raise. After
+    /// [`IDLE_PASSES`] empty passes, arms notifications again with the re-check; the queue
+    /// stays polled if the re-check finds chains.
+    pub fn poll_tx(&self, budget: usize) -> Result<PollState, QueueError> {
+        let mut guard = self.tx.lock();
+        let tx = &mut *guard;
+        if !tx.polled {
+            return Ok(PollState::Armed);
+        }
+        let Some(q) = tx.queue.as_mut() else {
+            tx.polled = false;
+            tx.held.clear();
+            return Ok(PollState::Armed);
+        };
+        let mtu = self.mtu_for(tx.features);
+        let mut raise = 0u64;
+        let mut work = 0usize;
+        let result = (|| {
+            while work < budget {
+                let Some(chain) = q.pop(&self.mem)? else {
+                    break;
+                };
+                raise |=
+                    self.send_chain(&chain, &mut tx.readable, &mut tx.writable, tx.features, mtu);
+                // Nothing is written into a transmit chain (§5.1.6.2).
+                tx.held.push((chain.head, 0));
+                work += 1;
+            }
+            if !tx.held.is_empty() && (work == 0 || tx.held.len() >= usize::from(q.size() / 2)) {
+                q.add_used_all(&self.mem, &tx.held)?;
+                tx.held.clear();
+            }
+            if work != 0 {
+                tx.idle_passes = 0;
+            } else {
+                tx.idle_passes += 1;
+                if tx.idle_passes >= IDLE_PASSES {
+                    tx.idle_passes = 0;
+                    tx.polled = q.arm_notification(&self.mem)?;
+                    if tx.polled {
+                        // Chains came in as it armed: keep draining, notifications off.
+                        q.disable_notifications(&self.mem)?;
+                    }
+                }
+            }
+            q.needs_interrupt(&self.mem)
+        })();
+        let polled = tx.polled;
+        if result.is_err() {
+            // A broken queue is not polled again; the transport asks for a reset.
+            tx.polled = false;
+            tx.held.clear();
+        }
+        drop(guard);
+        self.switch.raise(raise);
+        if result? {
+            self.signals.irq.raise(INT_USED_BUFFER);
+        }
+        Ok(if polled {
+            PollState::Polling { work }
+        } else {
+            PollState::Armed
+        })
+    }
+
+    /// The poller gives up: a polled transmit queue gets its notifications armed again and
+    /// what is pending is sent here (as on a notification). True when a budget was left over.
+    pub fn stop_polling_tx(&self) -> Result<bool, QueueError> {
+        {
+            let mut guard = self.tx.lock();
+            let tx = &mut *guard;
+            if !tx.polled {
+                return Ok(false);
+            }
+            tx.polled = false;
+            tx.idle_passes = 0;
+            if let Some(q) = tx.queue.as_mut()
+                && !tx.held.is_empty()
+            {
+                q.add_used_all(&self.mem, &tx.held)?;
+            }
+            tx.held.clear();
+        }
+        self.transmit(2 * usize::from(QUEUE_SIZE))
     }
 }
 
@@ -222,6 +384,9 @@ impl<M: GuestMemory + Clone> VirtioDevice for NetDevice<M> {
             let mut tx = self.tx.lock();
             tx.queue = txq;
             tx.features = features;
+            tx.polled = false;
+            tx.idle_passes = 0;
+            tx.held.clear();
         }
         {
             let mut rx = self.port.rx.lock();
@@ -241,6 +406,9 @@ impl<M: GuestMemory + Clone> VirtioDevice for NetDevice<M> {
             let mut tx = self.tx.lock();
             tx.queue = None;
             tx.features = 0;
+            tx.polled = false;
+            tx.idle_passes = 0;
+            tx.held.clear();
         }
         {
             let mut rx = self.port.rx.lock();
@@ -254,9 +422,16 @@ impl<M: GuestMemory + Clone> VirtioDevice for NetDevice<M> {
     }
     fn notify(&self, queue: u16) -> Result<bool, DeviceError> {
         match queue {
+            TX_QUEUE if self.hand_over_tx()? => Ok(false),
             TX_QUEUE => Ok(self.transmit(2 * usize::from(QUEUE_SIZE))?),
             // New receive buffers: they are taken when a frame arrives.
             _ => Ok(false),
         }
+    }
+    fn poll(&self, budget: usize) -> Result<PollState, DeviceError> {
+        Ok(self.poll_tx(budget)?)
+    }
+    fn stop_polling(&self) -> Result<Option<u16>, DeviceError> {
+        Ok(self.stop_polling_tx()?.then_some(TX_QUEUE))
     }
 }

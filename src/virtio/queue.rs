@@ -438,6 +438,8 @@ pub struct Queue {
     next_used: u16,
     /// `next_used` when the device last decided whether to interrupt.
     signalled_used: u16,
+    /// `VIRTQ_USED_F_NO_NOTIFY` set by [`Queue::disable_notifications`] (without EVENT_IDX).
+    no_notify: bool,
 }
 
 impl Queue {
@@ -495,6 +497,7 @@ impl Queue {
             avail_idx: 0,
             next_used: 0,
             signalled_used: 0,
+            no_notify: false,
         };
         if event_idx {
             q.ring_write_u16(mem, q.avail_event_addr(), 0, RingPart::Used)?;
@@ -652,9 +655,12 @@ impl Queue {
     }
 
     /// After the device has taken everything: ask for a notification at the next new chain
-    /// (`avail_event = next_avail` with `VIRTIO_F_EVENT_IDX`; without it the device never
-    /// suppresses notifications) and re-check, so that a chain made available meanwhile is
-    /// not left waiting for a notification that will not come. True when chains are pending.
+    /// (`avail_event = next_avail` with `VIRTIO_F_EVENT_IDX`; without it, clear
+    /// `VIRTQ_USED_F_NO_NOTIFY` if [`Queue::disable_notifications`] set it) and re-check, so
+    /// that a chain made available meanwhile is not left waiting for a notification that
+    /// will not come (§2.7.10: the driver stores its index, then reads the suppression field;
+    /// the device stores the field, then reads the index; one of them sees the other). True
+    /// when chains are pending.
     pub fn arm_notification<M: GuestMemory + ?Sized>(
         &mut self,
         mem: &M,
@@ -666,9 +672,28 @@ impl Queue {
                 self.next_avail,
                 RingPart::Used,
             )?;
+        } else if self.no_notify {
+            self.ring_write_u16(mem, self.layout.used, 0, RingPart::Used)?;
+            self.no_notify = false;
         }
         fence(Ordering::SeqCst);
         Ok(self.pending(mem)? != 0)
+    }
+
+    /// While a poller drains the queue: the driver need not notify. With
+    /// `VIRTIO_F_EVENT_IDX` nothing is written: `avail_event` stays where
+    /// [`Queue::arm_notification`] put it, which the notifying driver has just passed, so it
+    /// notifies no more until the device arms again (or the 16-bit index comes round, a
+    /// harmless extra notification). Without it, `VIRTQ_USED_F_NO_NOTIFY`.
+    pub fn disable_notifications<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+    ) -> Result<(), QueueError> {
+        if !self.event_idx && !self.no_notify {
+            self.ring_write_u16(mem, self.layout.used, USED_F_NO_NOTIFY, RingPart::Used)?;
+            self.no_notify = true;
+        }
+        Ok(())
     }
 
     /// Asks the driver not to notify for this queue (a receive queue: the device takes

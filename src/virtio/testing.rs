@@ -29,7 +29,11 @@ pub struct FakePhys {
     accesses: AtomicU64,
     /// A 16-bit location whose stores are recorded ([`FakePhys::watch_u16`]).
     watched: Mutex<Option<(PhysAddr, Vec<u16>)>>,
+    /// Runs once after the next 16-bit store at a location ([`FakePhys::after_store_u16`]).
+    hook: Mutex<Option<StoreHook>>,
 }
+
+type StoreHook = (PhysAddr, alloc::boxed::Box<dyn FnOnce() + Send>);
 
 impl FakePhys {
     pub fn new(base: PhysAddr, size: usize) -> Arc<Self> {
@@ -38,6 +42,7 @@ impl FakePhys {
             bytes: Mutex::new(vec![POISON; size]),
             accesses: AtomicU64::new(0),
             watched: Mutex::new(None),
+            hook: Mutex::new(None),
         })
     }
     fn index(&self, pa: PhysAddr, len: usize) -> usize {
@@ -67,6 +72,11 @@ impl FakePhys {
             .as_ref()
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
+    }
+    /// Runs `f` once, right after the next `store_u16` at `pa` (to interleave a driver's
+    /// step between two of the device's, e.g. between arming a notification and re-checking).
+    pub fn after_store_u16(&self, pa: PhysAddr, f: impl FnOnce() + Send + 'static) {
+        *self.hook.lock() = Some((pa, alloc::boxed::Box::new(f)));
     }
     /// Number of accesses made (reads, writes, copies, index loads and stores).
     pub fn accesses(&self) -> u64 {
@@ -105,6 +115,41 @@ impl PhysMemory for FakePhys {
             values.push(value);
         }
         self.write(pa, &value.to_le_bytes());
+        let hook = {
+            let mut h = self.hook.lock();
+            if h.as_ref().is_some_and(|(at, _)| *at == pa) {
+                h.take()
+            } else {
+                None
+            }
+        };
+        if let Some((_, f)) = hook {
+            f();
+        }
+    }
+}
+
+/// Records the CPUs a poller wakes.
+#[derive(Default)]
+pub struct RecordingWake {
+    woken: Mutex<Vec<usize>>,
+}
+
+impl RecordingWake {
+    pub const fn new() -> Self {
+        Self {
+            woken: Mutex::new(Vec::new()),
+        }
+    }
+    /// The CPUs woken since the last call.
+    pub fn take(&self) -> Vec<usize> {
+        core::mem::take(&mut *self.woken.lock())
+    }
+}
+
+impl super::poll::Wake for RecordingWake {
+    fn wake(&self, cpu: usize) {
+        self.woken.lock().push(cpu);
     }
 }
 

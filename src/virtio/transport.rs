@@ -26,6 +26,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 use virtio_spec::DeviceStatus;
 
+use super::poll::PollState;
 use super::queue::QueueLayout;
 use super::{BadInput, DeviceSignals, INT_CONFIG_CHANGE, VirtioDevice, features};
 use crate::addr::Ipa;
@@ -109,6 +110,10 @@ pub struct TransportStats {
     pub resets: AtomicU64,
     /// Notifications whose work budget ran out (the rest was deferred).
     pub deferred: AtomicU64,
+    /// InterruptStatus reads and InterruptACK writes (each one guest exit: with the
+    /// interrupt's own exit, what one used-buffer interrupt costs).
+    pub status_reads: AtomicU64,
+    pub acks: AtomicU64,
 }
 
 /// A virtio device behind the virtio-mmio register window.
@@ -243,7 +248,10 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             },
             reg::QUEUE_NUM_MAX => q.map_or(0, |_| u32::from(self.device.queue_max_size())),
             reg::QUEUE_READY => q.map_or(0, |q| u32::from(q.ready)),
-            reg::INTERRUPT_STATUS => self.signals.irq.status(),
+            reg::INTERRUPT_STATUS => {
+                self.stats.status_reads.fetch_add(1, Ordering::Relaxed);
+                self.signals.irq.status()
+            }
             reg::STATUS => u32::from(r.status),
             // No shared memory regions: a length of -1 (§4.2.2, SHMLenLow/High).
             reg::SHM_LEN_LOW | reg::SHM_LEN_HIGH | reg::SHM_BASE_LOW | reg::SHM_BASE_HIGH => {
@@ -305,7 +313,10 @@ impl<D: VirtioDevice> VirtioMmio<D> {
                 }
             }
             reg::QUEUE_READY => self.queue_ready(&mut r, sel, value),
-            reg::INTERRUPT_ACK => self.signals.irq.ack(value),
+            reg::INTERRUPT_ACK => {
+                self.stats.acks.fetch_add(1, Ordering::Relaxed);
+                self.signals.irq.ack(value)
+            }
             reg::STATUS => {
                 if let Some(kick) = self.write_status(&mut r, value) {
                     drop(r);
@@ -422,18 +433,44 @@ impl<D: VirtioDevice> VirtioMmio<D> {
         // InterruptStatus or configuration meanwhile.
         match self.device.notify(q) {
             Ok(false) => {}
-            Ok(true) => {
-                self.stats.deferred.fetch_add(1, Ordering::Relaxed);
-                self.deferred
-                    .fetch_or(1 << u64::from(q).min(63), Ordering::Relaxed);
-            }
+            Ok(true) => self.defer(q),
+            Err(_) => self.broken(),
+        }
+    }
+
+    fn defer(&self, q: u16) {
+        self.stats.deferred.fetch_add(1, Ordering::Relaxed);
+        self.deferred
+            .fetch_or(1 << u64::from(q).min(63), Ordering::Relaxed);
+    }
+
+    fn broken(&self) {
+        self.bad(BadInput::QueueBroken);
+        let mut r = self.regs.lock();
+        if r.status & DRIVER_OK != 0 {
+            self.needs_reset(&mut r);
+        }
+    }
+
+    /// One poller pass over the device (see [`super::poll`]); a queue that breaks meanwhile
+    /// sets DEVICE_NEEDS_RESET as on a notification.
+    pub fn poll(&self, budget: usize) -> PollState {
+        match self.device.poll(budget) {
+            Ok(s) => s,
             Err(_) => {
-                self.bad(BadInput::QueueBroken);
-                let mut r = self.regs.lock();
-                if r.status & DRIVER_OK != 0 {
-                    self.needs_reset(&mut r);
-                }
+                self.broken();
+                PollState::Armed
             }
+        }
+    }
+
+    /// The poller gives up its role: the device arms its notifications again and finishes
+    /// what is pending (work left over is deferred as after a notification).
+    pub fn stop_polling(&self) {
+        match self.device.stop_polling() {
+            Ok(None) => {}
+            Ok(Some(q)) => self.defer(q),
+            Err(_) => self.broken(),
         }
     }
 
@@ -469,6 +506,15 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             self.device.read_config(off, &mut buf[..n]);
         }
         u64::from_le_bytes(buf)
+    }
+}
+
+impl<D: VirtioDevice> super::poll::Polled for VirtioMmio<D> {
+    fn poll(&self, budget: usize) -> PollState {
+        VirtioMmio::poll(self, budget)
+    }
+    fn stop_polling(&self) {
+        VirtioMmio::stop_polling(self);
     }
 }
 

@@ -49,6 +49,15 @@ pub fn this_cpu() -> &'static PerCpu {
     unsafe { &*(p as *const PerCpu) }
 }
 
+/// `yield`: a hint that this CPU spins waiting for others (a polling loop). No effect on
+/// hardware beyond the hint; under QEMU's round-robin TCG (`-icount`) it hands the turn to
+/// the next CPU, so a polling CPU does not eat the time slice of the vCPUs it waits for.
+#[inline]
+pub fn yield_hint() {
+    // SAFETY: a hint instruction: no memory access, no register or flag change.
+    unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
+}
+
 pub fn current_index() -> usize {
     this_cpu().index
 }

@@ -11,6 +11,7 @@ use crate::vdev::{AccessCtx, AccessWidth, Effects, MmioDevice, MmioError};
 mod blk;
 mod mem;
 mod net;
+mod poll;
 mod queue;
 mod transport;
 

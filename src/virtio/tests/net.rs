@@ -6,34 +6,39 @@ use crate::virtio::queue::QueueLayout;
 use crate::virtio::switch::*;
 
 const RXQ: u64 = RAM + 0x1_0000;
-const TXQ: u64 = RAM + 0x2_0000;
-const TXBUF: u64 = RAM + 0x3_0000;
+pub(super) const TXQ: u64 = RAM + 0x2_0000;
+pub(super) const TXBUF: u64 = RAM + 0x3_0000;
 /// RX buffers: 16 of RX_BUF bytes from here.
 const RXBUF: u64 = RAM + 0x4_0000;
-const QSIZE: u16 = 16;
+pub(super) const QSIZE: u16 = 16;
 
-type Dev = NetDevice<Arc<FakeRam>>;
+pub(super) type Dev = NetDevice<Arc<FakeRam>>;
 
-struct Vm {
-    m: Arc<FakeRam>,
-    irq: Arc<RecordingIrq>,
-    t: VirtioMmio<Dev>,
+pub(super) struct Vm {
+    pub(super) m: Arc<FakeRam>,
+    pub(super) irq: Arc<RecordingIrq>,
+    pub(super) t: Arc<VirtioMmio<Dev>>,
     rx_posted: u16,
 }
 
-fn rx_layout() -> QueueLayout {
+pub(super) fn rx_layout() -> QueueLayout {
     FakeDriverQueue::<FakeRam>::layout_at(RXQ, QSIZE)
 }
-fn tx_layout() -> QueueLayout {
+pub(super) fn tx_layout() -> QueueLayout {
     FakeDriverQueue::<FakeRam>::layout_at(TXQ, QSIZE)
 }
 
-fn mac(n: u8) -> [u8; 6] {
+pub(super) fn mac(n: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 0, n]
 }
 
-fn new_vm(phys: &Arc<FakePhys>, n: usize, sw: &Arc<Switch<Arc<FakeRam>>>, want: u64) -> Vm {
-    new_vm_mtu(phys, n, sw, want, None)
+pub(super) fn new_vm(
+    phys: &Arc<FakePhys>,
+    n: usize,
+    sw: &Arc<Switch<Arc<FakeRam>>>,
+    want: u64,
+) -> Vm {
+    new_vm_with(phys, n, sw, want, None, None)
 }
 
 fn new_vm_mtu(
@@ -43,11 +48,26 @@ fn new_vm_mtu(
     want: u64,
     mtu: Option<u16>,
 ) -> Vm {
+    new_vm_with(phys, n, sw, want, mtu, None)
+}
+
+/// A VM with one port on `sw`; with `handoff`, its transmit queue goes to that poller.
+pub(super) fn new_vm_with(
+    phys: &Arc<FakePhys>,
+    n: usize,
+    sw: &Arc<Switch<Arc<FakeRam>>>,
+    want: u64,
+    mtu: Option<u16>,
+    handoff: Option<&'static dyn crate::virtio::poll::Handoff>,
+) -> Vm {
     let m = vm(phys, n);
     let (irq, s) = signals();
     let port = sw.attach(mac(n as u8 + 1), m.clone(), s.clone()).unwrap();
-    let dev = NetDevice::new(m.clone(), sw.clone(), port, s.clone(), mtu);
-    let t = VirtioMmio::new(dev, s);
+    let mut dev = NetDevice::new(m.clone(), sw.clone(), port, s.clone(), mtu);
+    if let Some(h) = handoff {
+        dev = dev.with_handoff(h);
+    }
+    let t = Arc::new(VirtioMmio::new(dev, s));
     FakeDriverQueue::new(&*m, rx_layout());
     FakeDriverQueue::new(&*m, tx_layout());
     assert_eq!(
@@ -68,7 +88,7 @@ fn rx_addr(i: u32) -> u64 {
 
 impl Vm {
     /// Posts `count` RX buffers of `len` bytes, one descriptor each.
-    fn post_rx(&mut self, count: u16, len: u32) {
+    pub(super) fn post_rx(&mut self, count: u16, len: u32) {
         let mut d = FakeDriverQueue::new_running(&*self.m, rx_layout());
         for _ in 0..count {
             let i = self.rx_posted % QSIZE;
@@ -102,7 +122,7 @@ impl Vm {
         );
     }
     /// Received frames: (header, frame bytes), from the used RX ring.
-    fn received(&self) -> Vec<(NetHdr, Vec<u8>)> {
+    pub(super) fn received(&self) -> Vec<(NetHdr, Vec<u8>)> {
         let mut d = FakeDriverQueue::new_running(&*self.m, rx_layout());
         let used = d.take_used();
         let mut out = Vec::new();
@@ -129,12 +149,12 @@ impl Vm {
         }
         out
     }
-    fn counters(&self) -> PortCountersSnapshot {
+    pub(super) fn counters(&self) -> PortCountersSnapshot {
         self.t.device().port().counters().snapshot()
     }
 }
 
-fn frame(dst: [u8; 6], src: [u8; 6], payload_len: usize) -> Vec<u8> {
+pub(super) fn frame(dst: [u8; 6], src: [u8; 6], payload_len: usize) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&dst);
     f.extend_from_slice(&src);
@@ -143,7 +163,7 @@ fn frame(dst: [u8; 6], src: [u8; 6], payload_len: usize) -> Vec<u8> {
     f
 }
 
-const BCAST: [u8; 6] = [0xff; 6];
+pub(super) const BCAST: [u8; 6] = [0xff; 6];
 
 #[test]
 fn broadcast_reaches_every_other_port_of_the_switch_only() {
