@@ -14,10 +14,10 @@ use crate::mm::stage2::AccessKind;
 use crate::mm::stage2::{FaultKind, FaultOutcome, Stage2Error, Stage2Fault};
 use crate::psci::PsciAction;
 use crate::runtime::irq::{self, Handled};
-use crate::runtime::percpu::{self, Vcpu};
+use crate::runtime::percpu::{self, SchedRequest, Vcpu};
 use crate::runtime::vm::{ExitStats, StopKind};
 use crate::runtime::{effects, machine, passthrough, vms};
-use crate::trap::esr::{self, Esr, ExceptionClass, FaultStatus, InjectedAbort, IpaSource};
+use crate::trap::esr::{self, Esr, ExceptionClass, FaultStatus, InjectedAbort, IpaSource, WfxKind};
 use crate::trap::idregs;
 use crate::vcpu::{GuestRegs, VectorKind, inject_exception, pstate};
 use crate::vdev::{AccessCtx, Effects};
@@ -81,6 +81,14 @@ pub fn handle(frame: &mut GuestRegs, kind: u64) {
         // exit that checks for a stop request, rather than a loop here that never ends.
         gic::deactivate(a);
     }
+    // Sharing: a trapped WFI/WFE, a start request, a wake-up or the hypervisor timer. A
+    // dedicated CPU pays the load of its attention flag.
+    if v.needs_attention() {
+        let request = v.request.take();
+        if !percpu::attend(frame, request) {
+            crate::arch::aarch64::vcpu_hw::idle_on_fresh_stack();
+        }
+    }
 }
 
 fn stop_this_vm(v: &Vcpu, kind: StopKind) -> ! {
@@ -119,6 +127,14 @@ fn sync_other(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
     match esr.class() {
         ExceptionClass::InstructionAbortLower => instruction_abort(v, frame, esr),
         ExceptionClass::SysReg => sysreg(v, frame, esr),
+        // Trapped only on a shared CPU (HCR_EL2.TWI/TWE): the instruction has not executed.
+        ExceptionClass::Wfx => {
+            frame.skip_instruction(esr.il32());
+            v.ask(match esr.wfx().map(|w| w.kind) {
+                Some(WfxKind::Wfe | WfxKind::Wfet) => SchedRequest::Yield,
+                _ => SchedRequest::Block,
+            });
+        }
         // Only EL0 can be AArch32 (HCR_EL2.RW = 1), where HVC and SMC are UNDEFINED and SVC
         // goes to EL1 (HCR_EL2.TGE = 0): the hardware never reports these to EL2. Should it,
         // the guest gets what its EL0 program would have got for HVC/SMC.
@@ -153,7 +169,13 @@ fn psci_action(v: &mut Vcpu, frame: &mut GuestRegs, action: PsciAction) {
     }
     let vm = &v.vm;
     match action {
-        PsciAction::Return(_) | PsciAction::Suspend => {}
+        PsciAction::Return(_) => {}
+        // A shared CPU runs another vCPU meanwhile; a dedicated one returns at once (allowed:
+        // DEN0022 5.4.2, a "standby" that ends immediately).
+        PsciAction::Suspend if percpu::this_cpu_shared() => {
+            v.ask(SchedRequest::Block);
+        }
+        PsciAction::Suspend => {}
         PsciAction::Mitigate(m) => crate::arch::aarch64::mitigation::carry_out(m),
         PsciAction::StartVcpu {
             target,

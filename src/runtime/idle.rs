@@ -23,9 +23,8 @@ pub fn enter() -> ! {
         if machine::panicking() {
             cpu::halt();
         }
-        if let Some(req) = percpu::take_start_request() {
-            percpu::start_vcpu(req);
-        }
+        // Runs the next vCPU placed here, if any (and does not come back then).
+        percpu::attend_idle();
         if !crate::runtime::virtio::poll_idle(cpu::current_index()) {
             aarch64_cpu::asm::wfi();
         }

@@ -16,6 +16,10 @@ pub enum Handled {
 
 /// Handles physical interrupt `intid` on behalf of the hypervisor or of a VM not loaded here.
 pub fn host_interrupt(intid: u32) -> Handled {
+    if intid == crate::arch::aarch64::gic::PPI_HYP_TIMER {
+        percpu::hyp_timer_fired();
+        return Handled::Done;
+    }
     if intid as usize == machine::console_irq() {
         control::console_input();
         return Handled::Done;

@@ -6,7 +6,7 @@
 //! Above the per-CPU slots (`percpu`): starting a VM posts its boot vCPU to a CPU's mailbox,
 //! stopping one kicks its CPUs; `percpu` calls back into [`end_vm`] through the hook installed
 //! at boot when a stopping VM's last vCPU has left.
-use crate::guest::config::{MachineResources, OnReset, admit};
+use crate::guest::config::{CpuSharing, MachineResources, OnReset, admit_alongside};
 use crate::guest::ramdisk;
 use crate::mm::PAGES;
 use crate::platform::Platform;
@@ -127,13 +127,16 @@ pub fn run(platform: &'static Platform) {
     let cfgs: Vec<&crate::guest::config::VmConfig> = specs.iter().map(|s| &s.config).collect();
     let free = PAGES.stats().free_pages() * crate::addr::PAGE_SIZE;
     let host_owned = passthrough::host_owned_ranges(platform);
-    let verdicts = admit(
+    // vCPUs share physical CPUs: pinned as configured, the others on the least loaded CPUs.
+    let verdicts = admit_alongside(
+        &[],
         &cfgs,
         &MachineResources {
             cpus: machine::cpus_online(),
             free_memory: free,
             host_owned: &host_owned,
         },
+        CpuSharing::Shared,
     );
     PAGES_AT_REST.store(PAGES.stats().used_pages as usize, Ordering::Relaxed);
     info!("kestrel: pages at rest: {} used", PAGES.stats().used_pages);
@@ -229,8 +232,9 @@ fn create_and_start(
 /// Asks every vCPU of `vm` to stop (`kind` says why); the caller then parks its own vCPU, if
 /// it is one of them (`me`: its index, or `usize::MAX`).
 pub fn stop_vm(vm: &Vm, kind: StopKind, me: usize) {
+    let _ = me;
     vm.request_stop(kind);
-    percpu::kick(vm, u64::MAX >> (64 - vm.pcpus.len().min(64)), me);
+    percpu::kick_to_stop(vm);
 }
 
 /// A stopping VM's last vCPU has left its CPU: the VM ends (and restarts, if it was reset and

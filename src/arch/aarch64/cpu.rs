@@ -88,3 +88,20 @@ pub fn counter_freq() -> u64 {
     use aarch64_cpu::registers::CNTFRQ_EL0;
     CNTFRQ_EL0.get()
 }
+
+/// Arms this CPU's EL2 physical timer (CNTHP, PPI 26) to fire when the physical counter
+/// reaches `at`, or switches it off (`None`). Arm ARM D11.2: CNTHP_CVAL_EL2, CNTHP_CTL_EL2
+/// (ENABLE [0], IMASK [1]).
+pub fn set_hyp_timer(at: Option<u64>) {
+    use aarch64_cpu::registers::{CNTHP_CTL_EL2, Writeable};
+    match at {
+        Some(t) => {
+            // SAFETY: CNTHP_CVAL_EL2 (S3_4_C14_C2_2) only sets when the EL2 timer fires.
+            unsafe {
+                core::arch::asm!("msr s3_4_c14_c2_2, {}", in(reg) t, options(nomem, nostack))
+            };
+            CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::SET);
+        }
+        None => CNTHP_CTL_EL2.set(0),
+    }
+}

@@ -36,6 +36,7 @@ const GICD_IGROUPR: usize = 0x0080;
 const GICD_ISENABLER: usize = 0x0100;
 const GICD_ICENABLER: usize = 0x0180;
 const GICD_ICPENDR: usize = 0x0280;
+const GICD_ISACTIVER: usize = 0x0300;
 const GICD_ICACTIVER: usize = 0x0380;
 const GICD_IPRIORITYR: usize = 0x0400;
 const GICD_ITARGETSR: usize = 0x0800;
@@ -229,6 +230,11 @@ pub fn init_distributor(version: GicVersion, frames: GicFrames) {
 /// Sets up this CPU's redistributor (GICv3) and CPU interface, with the kick SGI, the
 /// maintenance interrupt and the virtual timer enabled. Every CPU calls it once.
 pub fn init_cpu() -> Result<(), &'static str> {
+    // The hypervisor timer's interrupt is enabled below: its control is UNKNOWN at reset.
+    {
+        use aarch64_cpu::registers::{CNTHP_CTL_EL2, Writeable};
+        CNTHP_CTL_EL2.set(0);
+    }
     let g = gic();
     let me = cpu::current_index();
     match g.version {
@@ -262,6 +268,7 @@ pub fn init_cpu() -> Result<(), &'static str> {
             wr32(
                 sgi + GICD_ISENABLER,
                 (1 << SGI_KICK)
+                    | (1 << PPI_HYP_TIMER)
                     | (1 << PPI_MAINTENANCE)
                     | (1 << PPI_VTIMER)
                     | (1 << PPI_PTIMER)
@@ -284,6 +291,7 @@ pub fn init_cpu() -> Result<(), &'static str> {
             wr32(
                 gicd + GICD_ISENABLER,
                 (1 << SGI_KICK)
+                    | (1 << PPI_HYP_TIMER)
                     | (1 << PPI_MAINTENANCE)
                     | (1 << PPI_VTIMER)
                     | (1 << PPI_PTIMER)
@@ -742,4 +750,140 @@ pub fn clear_active_spi(intid: u32) {
         gicd + GICD_ICACTIVER + (intid as usize / 32) * 4,
         1 << (intid % 32),
     );
+}
+
+/// PPI of the EL2 physical timer (CNTHP), the scheduler's time-slice and wake-up timer on a
+/// shared CPU (the DT's hypervisor-timer interrupt on QEMU virt and the Raspberry Pi 4).
+pub const PPI_HYP_TIMER: u32 = 26;
+
+/// Most list registers a saved virtual interface holds (GICv3 has at most 16; a GICv2 with
+/// more than 16 is not known to exist, and the extra ones are left unused by `lr_count`).
+pub const SAVED_LRS: usize = 16;
+
+/// A vCPU's virtual CPU interface while another vCPU uses this CPU's (GIC v3 Arm IHI 0069
+/// 12.4: ICH_LR<n>_EL2, ICH_AP0R<n>/ICH_AP1R<n>_EL2, ICH_VMCR_EL2, ICH_HCR_EL2; GICv2 Arm IHI
+/// 0048 5.3: GICH_LR<n>, GICH_APR, GICH_VMCR, GICH_HCR). Active interrupts cannot leave the
+/// list registers without losing their active priority, so the raw registers move with the vCPU.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct VirtualInterface {
+    pub lrs: [u64; SAVED_LRS],
+    /// GICv3: AP0R0..3 then AP1R0..3 (those ICH_VTR_EL2.PREbits implements); GICv2: [0] = APR.
+    pub aprs: [u64; 8],
+    pub vmcr: u64,
+    pub hcr: u64,
+}
+
+/// Number of ICH_AP0R<n>_EL2 (and AP1R) registers: 1, 2 or 4 for 5, 6 or 7 preemption bits.
+fn v3_apr_count() -> usize {
+    match (sysreg_read!("ich_vtr_el2") >> 29) & 7 {
+        6 => 4,
+        5 => 2,
+        _ => 1,
+    }
+}
+
+/// Saves this CPU's virtual interface into `s` and leaves it disabled and empty.
+pub fn save_virtual_interface(s: &mut VirtualInterface) {
+    let n = lr_count().min(SAVED_LRS);
+    for (i, lr) in s.lrs.iter_mut().enumerate().take(n) {
+        *lr = read_lr(i);
+    }
+    match gic().version {
+        GicVersion::V3 => {
+            let aprs = v3_apr_count();
+            s.aprs[0] = sysreg_read!("ich_ap0r0_el2");
+            s.aprs[4] = sysreg_read!("ich_ap1r0_el2");
+            if aprs > 1 {
+                s.aprs[1] = sysreg_read!("ich_ap0r1_el2");
+                s.aprs[5] = sysreg_read!("ich_ap1r1_el2");
+            }
+            if aprs > 2 {
+                s.aprs[2] = sysreg_read!("ich_ap0r2_el2");
+                s.aprs[3] = sysreg_read!("ich_ap0r3_el2");
+                s.aprs[6] = sysreg_read!("ich_ap1r2_el2");
+                s.aprs[7] = sysreg_read!("ich_ap1r3_el2");
+            }
+            s.vmcr = sysreg_read!("ich_vmcr_el2");
+            s.hcr = sysreg_read!("ich_hcr_el2");
+        }
+        GicVersion::V2 => {
+            let h = gic().frames.gich as usize;
+            s.aprs[0] = rd32(h + 0xf0) as u64;
+            s.vmcr = rd32(h + GICH_VMCR) as u64;
+            s.hcr = rd32(h + GICH_HCR) as u64;
+        }
+    }
+    write_hcr(0);
+    for i in 0..n {
+        write_lr(i, 0);
+    }
+}
+
+/// Loads a virtual interface saved by [`save_virtual_interface`].
+pub fn restore_virtual_interface(s: &VirtualInterface) {
+    let n = lr_count().min(SAVED_LRS);
+    for (i, &lr) in s.lrs.iter().enumerate().take(n) {
+        write_lr(i, lr);
+    }
+    match gic().version {
+        GicVersion::V3 => {
+            let aprs = v3_apr_count();
+            sysreg_write!("ich_ap0r0_el2", s.aprs[0]);
+            sysreg_write!("ich_ap1r0_el2", s.aprs[4]);
+            if aprs > 1 {
+                sysreg_write!("ich_ap0r1_el2", s.aprs[1]);
+                sysreg_write!("ich_ap1r1_el2", s.aprs[5]);
+            }
+            if aprs > 2 {
+                sysreg_write!("ich_ap0r2_el2", s.aprs[2]);
+                sysreg_write!("ich_ap0r3_el2", s.aprs[3]);
+                sysreg_write!("ich_ap1r2_el2", s.aprs[6]);
+                sysreg_write!("ich_ap1r3_el2", s.aprs[7]);
+            }
+        }
+        GicVersion::V2 => wr32(gic().frames.gich as usize + 0xf0, s.aprs[0] as u32),
+    }
+    write_vmcr(s.vmcr);
+    write_hcr(s.hcr);
+}
+
+/// Whether list register value `lr` holds a pending interrupt (GICv3 ICH_LR State [63:62],
+/// GICv2 GICH_LR State [29:28]: bit 0 of the field is "pending").
+pub fn lr_pending(lr: u64) -> bool {
+    if v3() {
+        lr & (1 << 62) != 0
+    } else {
+        lr & (1 << 28) != 0
+    }
+}
+
+/// The active bits of this CPU's SGIs and PPIs (GICR_ISACTIVER0 / banked GICD_ISACTIVER0).
+pub fn private_active() -> u32 {
+    match gic().version {
+        GicVersion::V3 => {
+            let rd = RD_BASE[cpu::current_index()].load(Ordering::Relaxed);
+            if rd == 0 {
+                return 0;
+            }
+            rd32(rd + GICR_SGI + GICD_ISACTIVER)
+        }
+        GicVersion::V2 => rd32(gic().frames.gicd as usize + GICD_ISACTIVER),
+    }
+}
+
+/// Makes the private interrupts in `bits` active on this CPU (a vCPU's hardware-linked
+/// interrupts coming back with it).
+pub fn set_private_active(bits: u32) {
+    if bits == 0 {
+        return;
+    }
+    match gic().version {
+        GicVersion::V3 => {
+            let rd = RD_BASE[cpu::current_index()].load(Ordering::Relaxed);
+            if rd != 0 {
+                wr32(rd + GICR_SGI + GICD_ISACTIVER, bits);
+            }
+        }
+        GicVersion::V2 => wr32(gic().frames.gicd as usize + GICD_ISACTIVER, bits),
+    }
 }

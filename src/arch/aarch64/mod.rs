@@ -14,4 +14,5 @@ pub mod mitigation;
 pub mod mmu;
 pub mod psci_fw;
 pub mod stage2_hw;
+pub mod vcpu_context;
 pub mod vcpu_hw;

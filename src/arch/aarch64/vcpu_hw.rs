@@ -61,6 +61,18 @@ pub fn configure_el2(vttbr: u64, vtcr: u64, vmpidr: u64, fwb: bool) {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
+/// Traps WFI and WFE (HCR_EL2.TWI [13], TWE [14]) for the loaded vCPU, or not: a vCPU that
+/// shares its CPU must not sleep in hardware; one alone on it does.
+pub fn set_wfx_traps(on: bool) {
+    const TWX: u64 = (1 << 13) | (1 << 14);
+    let h = HCR_EL2.get();
+    let want = if on { h | TWX } else { h & !TWX };
+    if want != h {
+        HCR_EL2.set(want);
+        aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+    }
+}
+
 /// HCR_EL2 traps for features the guest is not offered but that exist on this CPU: LORegions
 /// (TLOR, bit 35: LORSA_EL1 and friends would otherwise keep one guest's values for the next;
 /// the ID registers hide FEAT_LOR). Set only where implemented (the bit is RES0 otherwise).
