@@ -1,0 +1,301 @@
+//! vCPUs sharing physical CPUs (issue 12), on QEMU virt with Debian Linux guests: eight
+//! single-vCPU VMs on four CPUs, a 4-vCPU VM on two CPUs under an SMP workload, and the
+//! fairness of a shared CPU (weights 256/256 and 256/768; an idle VM beside a busy one).
+//!
+//! The guests run the standard guest initramfs (qemu/build-guest-initramfs.sh) with the test's
+//! script appended as `/guest-script` in a second cpio archive where one is needed.
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const LINUX_CHECKSUM: &str = "90433fcbd9e16297e6a7c1dacb1056394743194776e52f78ebf0a44b80b6b14f";
+
+/// Serialises the builders (tests running in parallel share their caches).
+static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn lock_builds() -> std::sync::MutexGuard<'static, ()> {
+    BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The Debian cloud kernel (fetched by qemu/guest-material.sh if missing).
+fn kernel() -> PathBuf {
+    let k = cache_dir().join("Image-cloud");
+    if !k.exists() {
+        let st = Command::new(repo().join("qemu/guest-material.sh"))
+            .status()
+            .expect("run qemu/guest-material.sh");
+        assert!(st.success(), "qemu/guest-material.sh failed");
+    }
+    k
+}
+
+/// The guest initramfs for the cloud kernel, built once into `dir`.
+fn base_initramfs(dir: &Path) -> Vec<u8> {
+    let out = dir.join("base-initramfs.cpio.gz");
+    let _g = lock_builds();
+    let st = Command::new(repo().join("qemu/build-guest-initramfs.sh"))
+        .arg("--kernel")
+        .arg(kernel())
+        .arg(&out)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run qemu/build-guest-initramfs.sh");
+    assert!(st.success(), "qemu/build-guest-initramfs.sh failed");
+    std::fs::read(&out).expect("read the initramfs")
+}
+
+/// A VM folder `dir/name` with `vm.toml` = `toml`, the cloud kernel, and the guest initramfs
+/// followed by `script` as `/guest-script`.
+fn linux_vm(dir: &Path, name: &str, toml: &str, script: Option<&str>) -> PathBuf {
+    let vm = dir.join(name);
+    std::fs::create_dir_all(&vm).expect("create VM folder");
+    std::fs::write(vm.join("vm.toml"), toml).expect("write vm.toml");
+    let _ = std::fs::remove_file(vm.join("Image"));
+    std::os::unix::fs::symlink(kernel(), vm.join("Image")).expect("link Image");
+    let mut initrd = base_initramfs(dir);
+    if let Some(s) = script {
+        // Linux takes an uncompressed archive after a compressed one at a 4-byte aligned
+        // offset (zeros in between are skipped).
+        initrd.resize(initrd.len().next_multiple_of(4), 0);
+        initrd.extend(Cpio::new().file("guest-script", s.as_bytes()).finish());
+    }
+    std::fs::write(vm.join("initramfs.cpio.gz"), initrd).expect("write the initrd");
+    vm
+}
+
+fn toml(memory: &str, cpus: usize, extra: &str) -> String {
+    format!(
+        "kernel = \"Image\"\ninitrd = \"initramfs.cpio.gz\"\n\
+         bootargs = \"console=ttyAMA0 earlycon guest.test=1\"\n\
+         memory = \"{memory}\"\ncpus = {cpus}\n{extra}"
+    )
+}
+
+fn assert_clean_end(r: &Run, vms: &[&str]) {
+    r.assert_status(0);
+    for vm in vms {
+        r.assert_contains(&format!("kestrel: vm {vm}: powered off"));
+    }
+    r.assert_contains("kestrel: all VMs ended; page accounting back to its starting figure");
+    r.assert_lacks("UNEXPECTED EXCEPTION");
+    r.assert_lacks("PANIC");
+}
+
+fn assert_in_stream(r: &Run, vm: &str, needle: &str) {
+    assert!(
+        vm_stream(&r.log, vm).contains(needle),
+        "VM {vm} did not print {needle:?}; serial log {} ends:\n{}",
+        r.log_path.display(),
+        r.tail(40)
+    );
+}
+
+/// Eight single-vCPU Linux VMs of 128 MiB on a 4-CPU machine (two per CPU): all reach
+/// userland, print the checksum and power off, and every page comes back.
+#[test]
+fn eight_linux_vms_share_four_cpus() {
+    if !qemu_available() {
+        return;
+    }
+    let dir = scratch("sched-eight");
+    let rd = dir.join("ramdisk.cpio");
+    {
+        let _g = lock_builds();
+        let st = Command::new(repo().join("qemu/build-default-ramdisk.sh"))
+            .args(["--test", "--vms", "8", "--cpus", "1", "--memory", "128M"])
+            .arg(&rd)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run qemu/build-default-ramdisk.sh");
+        assert!(st.success(), "building the eight-VM ramdisk failed");
+    }
+    let r = run(
+        "sched-eight",
+        &[
+            "--cpus",
+            "4",
+            "--mem",
+            "2G",
+            "--ramdisk",
+            rd.to_str().unwrap(),
+        ],
+        600,
+    );
+    let names: Vec<String> = std::iter::once("linux".to_string())
+        .chain((2..=8).map(|i| format!("linux{i}")))
+        .collect();
+    let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+    assert_clean_end(&r, &names);
+    let mut per_cpu = [0usize; 4];
+    for vm in &names {
+        assert_in_stream(&r, vm, "GUEST: userland reached");
+        assert_in_stream(&r, vm, &format!("GUEST: checksum={LINUX_CHECKSUM}"));
+        assert_in_stream(&r, vm, "GUEST: powering off");
+        let p = vm_pcpus(&r.log, vm).unwrap_or_else(|| panic!("no pCPUs line for {vm}"));
+        assert_eq!(p.len(), 1, "{vm}: {p:?}");
+        per_cpu[p[0]] += 1;
+    }
+    assert_eq!(per_cpu, [2, 2, 2, 2], "two VMs on each CPU");
+    eprintln!("sched-eight: {:.1}s", r.elapsed.as_secs_f64());
+}
+
+/// The SMP workload: parallel hashing, a fork/exec storm, pipes and short sleeps, then the
+/// kernel's warnings about stalls counted in dmesg.
+const SMP_SCRIPT: &str = r#"
+for i in 1 2 3 4; do (seq 1 300000 | sha256sum > /tmp/h$i) & done
+n=0; while [ $n -lt 300 ]; do /bin/true; n=$((n + 1)); done
+dd if=/dev/zero bs=64k count=256 2>/dev/null | cat | cat | sha256sum > /tmp/pipe
+n=0; while [ $n -lt 20 ]; do sleep 0.02; n=$((n + 1)); done
+wait
+echo "SMPTEST: hashes $(cat /tmp/h1 /tmp/h2 /tmp/h3 /tmp/h4 | sort -u | wc -l) distinct"
+echo "SMPTEST: pipe $(cut -c1-16 /tmp/pipe)"
+echo "SMPTEST: warnings $(dmesg | grep -ciE 'rcu.*stall|soft lockup|hung task|blocked for more than')"
+"#;
+
+/// A 4-vCPU VM on 2 physical CPUs (two vCPUs per CPU) boots and runs the SMP workload with
+/// no RCU stall, soft lockup or hung-task warning.
+#[test]
+fn four_vcpus_on_two_cpus_run_an_smp_workload_without_stalls() {
+    if !qemu_available() {
+        return;
+    }
+    let dir = scratch("sched-smp");
+    let vm = linux_vm(&dir, "smp", &toml("256M", 4, ""), Some(SMP_SCRIPT));
+    let rd = dir.join("ramdisk.cpio");
+    mkramdisk(&rd, &[&vm]);
+    let r = run(
+        "sched-smp",
+        &[
+            "--cpus",
+            "2",
+            "--mem",
+            "1G",
+            "--ramdisk",
+            rd.to_str().unwrap(),
+        ],
+        600,
+    );
+    assert_clean_end(&r, &["smp"]);
+    assert_in_stream(&r, "smp", "GUEST: nproc=4");
+    assert_eq!(vm_pcpus(&r.log, "smp"), Some(vec![0, 1, 0, 1]));
+    // Four identical hashes: one distinct line.
+    assert_in_stream(&r, "smp", "SMPTEST: hashes 1 distinct");
+    // sha256 of 16 MiB of zeros.
+    assert_in_stream(&r, "smp", "SMPTEST: pipe 080acf35a507ac98");
+    assert_in_stream(&r, "smp", "SMPTEST: warnings 0");
+    assert_in_stream(&r, "smp", "GUEST: script exit=0");
+    eprintln!("sched-smp: {:.1}s", r.elapsed.as_secs_f64());
+}
+
+/// CPU-bound work: a counter loop whose count is printed for every second of guest time
+/// (`/proc/uptime`), for `FAIR_SECONDS` seconds; with `idle` in its name the VM sleeps instead.
+const FAIR_SCRIPT: &str = r#"
+read up _ < /proc/uptime; cur=${up%.*}; stop=$((cur + 14)); n=0
+while [ $cur -lt $stop ]; do
+    i=0; while [ $i -lt 50 ]; do i=$((i + 1)); done
+    n=$((n + 1))
+    read up _ < /proc/uptime; c=${up%.*}
+    if [ $c != $cur ]; then echo "FAIR: $n"; n=0; cur=$c; fi
+done
+"#;
+const IDLE_SCRIPT: &str = "sleep 20\n";
+
+/// The per-second counts of VM `vm`, without the first 3 and the last 3 (start-up, and the
+/// other VM possibly already done).
+fn rates(r: &Run, vm: &str) -> Vec<u64> {
+    let v: Vec<u64> = vm_stream(&r.log, vm)
+        .split("FAIR: ")
+        .skip(1)
+        .filter_map(|s| {
+            s.chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        v.len() >= 10,
+        "VM {vm} reported {} seconds: {v:?}; log ends:\n{}",
+        v.len(),
+        r.tail(30)
+    );
+    v[3..v.len() - 3].to_vec()
+}
+
+fn mean(v: &[u64]) -> f64 {
+    v.iter().sum::<u64>() as f64 / v.len() as f64
+}
+
+/// Runs VMs `(name, weight, script)` all pinned to physical CPU 0 of a 1-CPU machine.
+fn fair_run(name: &str, vms: &[(&str, u32, &str)]) -> Run {
+    let dir = scratch(name);
+    let folders: Vec<PathBuf> = vms
+        .iter()
+        .map(|(vm, w, script)| {
+            linux_vm(
+                &dir,
+                vm,
+                &toml("128M", 1, &format!("weight = {w}\nphysical_cpus = [0]\n")),
+                Some(script),
+            )
+        })
+        .collect();
+    let refs: Vec<&Path> = folders.iter().map(|p| p.as_path()).collect();
+    let rd = dir.join("ramdisk.cpio");
+    mkramdisk(&rd, &refs);
+    let r = run(
+        name,
+        &[
+            "--cpus",
+            "1",
+            "--mem",
+            "1G",
+            "--icount",
+            "--ramdisk",
+            rd.to_str().unwrap(),
+        ],
+        600,
+    );
+    let names: Vec<&str> = vms.iter().map(|v| v.0).collect();
+    assert_clean_end(&r, &names);
+    r
+}
+
+/// Two CPU-bound VMs on one physical CPU get CPU in the ratio of their weights within 10%:
+/// 256/256, then 256/768.
+#[test]
+fn a_shared_cpu_is_divided_by_weight() {
+    if !qemu_available() {
+        return;
+    }
+    for (name, wa, wb) in [("sched-fair-equal", 256, 256), ("sched-fair-1to3", 256, 768)] {
+        let r = fair_run(name, &[("a", wa, FAIR_SCRIPT), ("b", wb, FAIR_SCRIPT)]);
+        let (a, b) = (rates(&r, "a"), rates(&r, "b"));
+        let ratio = mean(&b) / mean(&a);
+        let want = f64::from(wb) / f64::from(wa);
+        eprintln!("{name}: a {a:?} b {b:?}: b/a {ratio:.3}, weights {want:.3}");
+        assert!(
+            (ratio / want - 1.0).abs() <= 0.10,
+            "{name}: work ratio {ratio:.3}, weights {want:.3}; a {a:?} b {b:?}"
+        );
+    }
+}
+
+/// A VM blocked in WFI (sleeping) beside a busy one costs the busy one under 2% of its work.
+#[test]
+fn an_idle_vm_beside_a_busy_one_costs_it_under_2_percent() {
+    if !qemu_available() {
+        return;
+    }
+    let alone = fair_run("sched-busy-alone", &[("busy", 256, FAIR_SCRIPT)]);
+    let beside = fair_run(
+        "sched-busy-beside-idle",
+        &[("busy", 256, FAIR_SCRIPT), ("idle", 256, IDLE_SCRIPT)],
+    );
+    let (a, b) = (mean(&rates(&alone, "busy")), mean(&rates(&beside, "busy")));
+    let cost = 1.0 - b / a;
+    eprintln!("busy alone {a:.1}/s, beside an idle VM {b:.1}/s: cost {:.2}%", cost * 100.0);
+    assert!(cost < 0.02, "an idle VM costs the busy one {:.2}%", cost * 100.0);
+}
