@@ -270,7 +270,10 @@ fn a_shared_cpu_is_divided_by_weight() {
     if !qemu_available() {
         return;
     }
-    for (name, wa, wb) in [("sched-fair-equal", 256, 256), ("sched-fair-1to3", 256, 768)] {
+    for (name, wa, wb) in [
+        ("sched-fair-equal", 256, 256),
+        ("sched-fair-1to3", 256, 768),
+    ] {
         let r = fair_run(name, &[("a", wa, FAIR_SCRIPT), ("b", wb, FAIR_SCRIPT)]);
         let (a, b) = (rates(&r, "a"), rates(&r, "b"));
         let ratio = mean(&b) / mean(&a);
@@ -296,6 +299,109 @@ fn an_idle_vm_beside_a_busy_one_costs_it_under_2_percent() {
     );
     let (a, b) = (mean(&rates(&alone, "busy")), mean(&rates(&beside, "busy")));
     let cost = 1.0 - b / a;
-    eprintln!("busy alone {a:.1}/s, beside an idle VM {b:.1}/s: cost {:.2}%", cost * 100.0);
-    assert!(cost < 0.02, "an idle VM costs the busy one {:.2}%", cost * 100.0);
+    eprintln!(
+        "busy alone {a:.1}/s, beside an idle VM {b:.1}/s: cost {:.2}%",
+        cost * 100.0
+    );
+    assert!(
+        cost < 0.02,
+        "an idle VM costs the busy one {:.2}%",
+        cost * 100.0
+    );
+}
+
+/// `Ctrl-A :` commands on the console while VM `keep` runs: `start` of an `autostart = false`
+/// VM, `reset` (it restarts: `on_reset = "restart"`) and `stop` of it, `list`, an unknown
+/// command and an unknown name; `keep` ticks on throughout, and `stop keep` ends the machine.
+#[test]
+fn console_commands_start_reset_and_stop_a_vm_while_another_runs() {
+    use std::time::Duration;
+    if !qemu_available() {
+        return;
+    }
+    let dir = scratch("sched-console");
+    let keep = linux_vm(
+        &dir,
+        "keep",
+        &toml("128M", 1, ""),
+        Some("n=0; while [ $n -lt 900 ]; do echo \"KEEP: $n\"; sleep 1; n=$((n + 1)); done\n"),
+    );
+    let extra = linux_vm(
+        &dir,
+        "extra",
+        &toml("128M", 1, "autostart = false\non_reset = \"restart\"\n"),
+        Some("echo \"EXTRA: up\"; sleep 900\n"),
+    );
+    let rd = dir.join("ramdisk.cpio");
+    mkramdisk(&rd, &[&keep, &extra]);
+    let rd = rd.to_string_lossy().into_owned();
+    let mut q = start_interactive(
+        "sched-console",
+        &["--cpus", "2", "--mem", "1G", "--ramdisk", &rd],
+        400,
+    );
+    let keep_ticks = |l: &str| l.matches("[keep] KEEP: ").count();
+    let step = |q: &mut Started, keys: &[u8], what: &str, pred: &dyn Fn(&str) -> bool| {
+        q.type_slowly(keys);
+        assert!(
+            q.wait_for(Duration::from_secs(120), pred),
+            "{what}; log ends:\n{}",
+            q.log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    };
+    assert!(
+        q.wait_for(Duration::from_secs(150), |l| l.contains("[keep] KEEP: 1")),
+        "keep did not start ticking:\n{}",
+        q.log()
+    );
+    q.log()
+        .contains("kestrel: vm extra: autostart = false, not started")
+        .then_some(())
+        .expect("extra was started at boot");
+    step(&mut q, b"\x01:frob\r", "unknown command answered", &|l| {
+        l.contains("unknown command `frob`")
+    });
+    step(
+        &mut q,
+        b"\x01:start nosuch\r",
+        "unknown name answered",
+        &|l| l.contains("no VM named `nosuch`"),
+    );
+    step(&mut q, b"\x01:start extra\r", "extra started", &|l| {
+        l.contains("[extra] EXTRA: up")
+    });
+    step(&mut q, b"\x01:list\r", "list shows both running", &|l| {
+        l.lines()
+            .filter(|x| x.contains("kestrel: ") && x.contains("running"))
+            .count()
+            >= 2
+    });
+    step(&mut q, b"\x01:reset extra\r", "extra restarted", &|l| {
+        l.matches("[extra] EXTRA: up").count() == 2
+    });
+    let before = keep_ticks(&q.log());
+    step(&mut q, b"\x01:stop extra\r", "extra stopped", &|l| {
+        l.contains("kestrel: vm extra: powered off")
+    });
+    step(&mut q, b"", "keep ticks on", &|l| {
+        keep_ticks(l) >= before + 3
+    });
+    step(&mut q, b"\x01:start extra\r", "extra started again", &|l| {
+        l.matches("[extra] EXTRA: up").count() == 3
+    });
+    q.type_slowly(b"\x01:stop extra\r");
+    std::thread::sleep(Duration::from_secs(3));
+    q.type_slowly(b"\x01:stop keep\r");
+    let r = q.finish();
+    r.assert_status(0);
+    r.assert_contains("kestrel: vm extra: reset");
+    r.assert_contains("kestrel: vm keep: powered off");
+    r.assert_contains("kestrel: all VMs ended; page accounting back to its starting figure");
+    r.assert_lacks("PANIC");
+    r.assert_lacks("UNEXPECTED EXCEPTION");
 }

@@ -2,7 +2,7 @@
 //! with its VM's name), the hypervisor's own log lines kept off half-written guest lines, and
 //! keyboard input routed to the focused VM.
 use crate::arch::aarch64::console;
-use crate::console_mux::{ConsoleMux, Input, Source};
+use crate::console_mux::{ConsoleMux, Input, Key, Source};
 use spin::Mutex;
 
 static MUX: Mutex<ConsoleMux> = Mutex::new(ConsoleMux::new());
@@ -41,6 +41,8 @@ pub fn hypervisor_line(write_line: &mut dyn FnMut()) {
         if let Some(mut m) = MUX.try_lock() {
             m.interrupt(&mut |b| console::write_bytes(b));
             write_line();
+            // An open `Ctrl-A :` prompt is drawn again below the line.
+            m.hypervisor_line_done(&mut |b| console::write_bytes(b));
             return;
         }
         core::hint::spin_loop();
@@ -48,11 +50,13 @@ pub fn hypervisor_line(write_line: &mut dyn FnMut()) {
     write_line();
 }
 
-/// One keyboard byte: where it goes. A VM that gets the focus shows what it kept back.
-pub fn input(b: u8) -> Input {
+/// One keyboard byte: where it goes, or the command line it completed at the `Ctrl-A :`
+/// prompt (echoed by the prompt's line editor). A VM that gets the focus shows what it kept
+/// back.
+pub fn key(b: u8) -> Key {
     let mut m = MUX.lock();
-    let r = m.input(b);
-    if let Input::Focus(n) = r {
+    let r = m.key(b, &mut |s| console::write_bytes(s));
+    if let Key::Input(Input::Focus(n)) = r {
         m.flush_vm(n, &mut |b| console::write_bytes(b));
     }
     r

@@ -4,7 +4,7 @@
 //!
 //! The top of the runtime beside the exit path: it looks VMs up in the registry and carries
 //! out what they are asked through the layers below.
-use crate::console_mux::Input;
+use crate::console_mux::{Input, Key};
 use crate::runtime::vm::DirtyLogChange;
 use crate::runtime::{console, effects, percpu, vms};
 use log::{error, info};
@@ -12,7 +12,18 @@ use log::{error, info};
 /// Reads pending console input and hands it to the focused VM's emulated UART.
 pub fn console_input() {
     while let Some(b) = crate::arch::aarch64::console::read_byte() {
-        match console::input(b) {
+        let input = match console::key(b) {
+            Key::Input(i) => i,
+            Key::Command(c) => {
+                vms::console_command(&c);
+                continue;
+            }
+            Key::Rejected(e) => {
+                info!("kestrel: {e}");
+                continue;
+            }
+        };
+        match input {
             Input::ToVm(i, byte) => {
                 if let Some(vm) = vms::by_console(i) {
                     let mut fx = crate::vdev::Effects::new();
@@ -28,7 +39,7 @@ pub fn console_input() {
             Input::Command(_) => info!(
                 "kestrel: console keys: Ctrl-A 1..9 focus VM n, Ctrl-A n next VM, Ctrl-A Ctrl-A \
                  literal Ctrl-A, Ctrl-A d dump hypervisor state, Ctrl-A l start/stop dirty logging of the focused \
-                 VM, Ctrl-A h this help"
+                 VM, Ctrl-A : command prompt (list, start, stop, reset, help), Ctrl-A h this help"
             ),
             Input::None => {}
         }

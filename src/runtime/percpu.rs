@@ -263,6 +263,19 @@ pub fn kick_vcpus(vm_id: usize, pcpus: &[usize], mut m: VcpuMask) {
     }
 }
 
+/// Run-queue wait (stolen time) of vCPU `vcpu` of VM `vm_id`, placed on CPU `pcpu`, in ticks.
+pub fn steal_ticks(vm_id: usize, vcpu: usize, pcpu: usize) -> u64 {
+    let Some(slot) = SLOTS.get(pcpu) else {
+        return 0;
+    };
+    let id = VcpuId { vm: vm_id, vcpu };
+    slot.queue
+        .lock()
+        .as_ref()
+        .and_then(|q| q.stats(id, cpu::counter()))
+        .map_or(0, |s| s.steal)
+}
+
 /// A VM is stopping: every CPU it has a vCPU on takes them off (a loaded one at its next exit,
 /// a waiting one when the CPU attends).
 pub fn kick_to_stop(vm: &Vm) {

@@ -626,6 +626,24 @@ impl Vm {
         });
     }
 
+    /// Exits since the VM started (every kind).
+    pub fn exit_count(&self) -> u64 {
+        let s = &self.stats;
+        [
+            &s.hvc,
+            &s.smc,
+            &s.data_abort_ram,
+            &s.mmio,
+            &s.instr_abort,
+            &s.sysreg,
+            &s.irq,
+            &s.undef,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum()
+    }
+
     /// The one-line summary printed when a VM ends.
     pub fn counters_line(&self) -> String {
         let s = &self.stats;

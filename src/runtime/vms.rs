@@ -6,7 +6,7 @@
 //! Above the per-CPU slots (`percpu`): starting a VM posts its boot vCPU to a CPU's mailbox,
 //! stopping one kicks its CPUs; `percpu` calls back into [`end_vm`] through the hook installed
 //! at boot when a stopping VM's last vCPU has left.
-use crate::guest::config::{CpuSharing, MachineResources, OnReset, admit_alongside};
+use crate::guest::config::{CpuSharing, MachineResources, OnReset, Placed, admit_alongside};
 use crate::guest::ramdisk;
 use crate::mm::PAGES;
 use crate::platform::Platform;
@@ -25,6 +25,11 @@ const RAMDISK_LIMIT: usize = 1 << 30;
 
 /// VMs by id.
 static VMS: Mutex<Vec<Option<Arc<Vm>>>> = Mutex::new(Vec::new());
+/// Every VM of the ramdisk that parsed (running or not, `autostart = false` ones included),
+/// for the console's `start`; with its console, once it has one.
+static CATALOG: Mutex<Vec<(Arc<VmImages>, Option<usize>)>> = Mutex::new(Vec::new());
+/// The platform, for admission at run time (`start`).
+static PLATFORM: spin::Once<&'static Platform> = spin::Once::new();
 static VMS_ALIVE: crate::lifecycle::LiveVms = crate::lifecycle::LiveVms::new();
 /// Page-allocator figure once the hypervisor is set up, before any VM: the "starting figure"
 /// that the accounting must return to when every VM is gone.
@@ -113,14 +118,18 @@ pub fn run(platform: &'static Platform) {
             power_off();
         }
     };
+    PLATFORM.call_once(|| platform);
     let mut specs = Vec::new();
     for e in entries {
         match e.spec {
             Ok(s) if s.config.autostart => specs.push(s),
-            Ok(s) => info!(
-                "kestrel: vm {}: autostart = false, not started",
-                s.config.name
-            ),
+            Ok(s) => {
+                info!(
+                    "kestrel: vm {}: autostart = false, not started",
+                    s.config.name
+                );
+                CATALOG.lock().push((Arc::new(images_of(s)), None));
+            }
             Err(err) => error!("kestrel: vm {}: refused: {err}", e.dir),
         }
     }
@@ -147,17 +156,9 @@ pub fn run(platform: &'static Platform) {
                 error!("kestrel: vm {name}: refused: {r}");
             }
             crate::guest::config::Admission::Accept { physical_cpus } => {
-                let images = Arc::new(VmImages {
-                    config: spec.config,
-                    kernel: spec.kernel,
-                    initrd: spec.initrd,
-                    dtb: spec.dtb,
-                    layout: spec.layout,
-                    kernel_info: spec.kernel_info,
-                    disk_copies: crate::runtime::virtio::DiskCopies::new(spec.disks.len()),
-                    disks: spec.disks,
-                });
+                let images = Arc::new(images_of(spec));
                 let console = console::add_vm(&name);
+                CATALOG.lock().push((images.clone(), Some(console)));
                 if let Err(e) = create_and_start(images, physical_cpus, console) {
                     error!("kestrel: vm {name}: not started: {e}");
                 }
@@ -167,6 +168,145 @@ pub fn run(platform: &'static Platform) {
     if VMS_ALIVE.count() == 0 {
         info!("kestrel: no VM is running");
         power_off();
+    }
+}
+
+fn images_of(spec: ramdisk::VmSpec<'static>) -> VmImages {
+    VmImages {
+        config: spec.config,
+        kernel: spec.kernel,
+        initrd: spec.initrd,
+        dtb: spec.dtb,
+        layout: spec.layout,
+        kernel_info: spec.kernel_info,
+        disk_copies: crate::runtime::virtio::DiskCopies::new(spec.disks.len()),
+        disks: spec.disks,
+    }
+}
+
+/// Carries out a command typed at the console's `Ctrl-A :` prompt; answers as hypervisor
+/// log lines.
+pub fn console_command(cmd: &crate::console_cmd::Command) {
+    use crate::console_cmd::{self, Resolved, VmEntry};
+    let catalog: Vec<(Arc<VmImages>, Option<usize>)> = CATALOG.lock().clone();
+    let running = all();
+    let by_name = |name: &str| running.iter().find(|v| v.name == name).cloned();
+    let entries: Vec<VmEntry> = catalog
+        .iter()
+        .map(|(im, _)| VmEntry {
+            name: &im.config.name,
+            running: by_name(&im.config.name).is_some(),
+        })
+        .collect();
+    let resolved = match console_cmd::resolve(cmd, &entries) {
+        Ok(r) => r,
+        Err(e) => {
+            info!("kestrel: {e}");
+            return;
+        }
+    };
+    match resolved {
+        Resolved::Help => {
+            for l in console_cmd::HELP {
+                info!("kestrel: {l}");
+            }
+        }
+        Resolved::List => {
+            let summaries: Vec<console_cmd::VmSummary> = catalog
+                .iter()
+                .map(|(im, _)| {
+                    let vm = by_name(&im.config.name);
+                    console_cmd::VmSummary {
+                        name: im.config.name.clone(),
+                        vcpus: vm
+                            .as_ref()
+                            .map(|v| v.pcpus.iter().map(|&p| Some(p)).collect()),
+                        memory: im.config.memory,
+                        exits: vm.as_ref().map_or(0, |v| v.exit_count()),
+                        steal_ns: vm.as_ref().map_or(0, |v| {
+                            let ticks: u64 = v
+                                .pcpus
+                                .iter()
+                                .enumerate()
+                                .map(|(i, &p)| percpu::steal_ticks(v.id, i, p))
+                                .sum();
+                            crate::sched::ticks_to_ns(
+                                ticks,
+                                crate::arch::aarch64::cpu::counter_freq(),
+                            )
+                        }),
+                    }
+                })
+                .collect();
+            for l in console_cmd::list_lines(&summaries) {
+                info!("kestrel: {l}");
+            }
+        }
+        Resolved::Stop(i) | Resolved::Reset(i) => {
+            if let Some(vm) = by_name(&catalog[i].0.config.name) {
+                let (kind, what) = if matches!(resolved, Resolved::Stop(_)) {
+                    (StopKind::PowerOff, "stop")
+                } else {
+                    (StopKind::Reset, "reset")
+                };
+                info!("kestrel: vm {}: {what} asked from the console", vm.name);
+                stop_vm(&vm, kind, usize::MAX);
+            }
+        }
+        Resolved::Start(i) => {
+            let (images, console) = catalog[i].clone();
+            start_from_console(images, console, &running);
+        }
+    }
+}
+
+/// `start NAME`: admission beside the running VMs (memory, devices, CPUs shared), then the
+/// VM is built and started as at boot.
+fn start_from_console(images: Arc<VmImages>, console: Option<usize>, running: &[Arc<Vm>]) {
+    let name = images.config.name.clone();
+    let Some(platform) = PLATFORM.get() else {
+        return;
+    };
+    let placed: Vec<Placed> = running
+        .iter()
+        .map(|v| Placed {
+            config: &v.images.config,
+            physical_cpus: &v.pcpus,
+        })
+        .collect();
+    let host_owned = passthrough::host_owned_ranges(platform);
+    let verdict = admit_alongside(
+        &placed,
+        &[&images.config],
+        &MachineResources {
+            cpus: machine::cpus_online(),
+            free_memory: PAGES.stats().free_pages() * crate::addr::PAGE_SIZE,
+            host_owned: &host_owned,
+        },
+        CpuSharing::Shared,
+    );
+    match verdict.into_iter().next() {
+        Some(crate::guest::config::Admission::Accept { physical_cpus }) => {
+            let console = console.unwrap_or_else(|| {
+                let c = console::add_vm(&name);
+                if let Some(e) = CATALOG
+                    .lock()
+                    .iter_mut()
+                    .find(|(im, _)| im.config.name == name)
+                {
+                    e.1 = Some(c);
+                }
+                c
+            });
+            info!("kestrel: vm {name}: starting (asked from the console)");
+            if let Err(e) = create_and_start(images, physical_cpus, console) {
+                error!("kestrel: vm {name}: not started: {e}");
+            }
+        }
+        Some(crate::guest::config::Admission::Refuse(r)) => {
+            error!("kestrel: vm {name}: refused: {r}");
+        }
+        None => {}
     }
 }
 
