@@ -130,9 +130,14 @@ fn sync_other(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
         // Trapped only on a shared CPU (HCR_EL2.TWI/TWE): the instruction has not executed.
         ExceptionClass::Wfx => {
             frame.skip_instruction(esr.il32());
-            v.ask(match esr.wfx().map(|w| w.kind) {
+            let wfx = esr.wfx();
+            v.ask(match wfx.map(|w| w.kind) {
                 Some(WfxKind::Wfe | WfxKind::Wfet) => SchedRequest::Yield,
-                _ => SchedRequest::Block,
+                // WFIT: until the counter reaches the value of its register, at the latest.
+                Some(WfxKind::Wfit) => SchedRequest::Block {
+                    timeout: wfx.and_then(|w| w.timeout_reg).map(|r| frame.reg(r)),
+                },
+                _ => SchedRequest::Block { timeout: None },
             });
         }
         // Only EL0 can be AArch32 (HCR_EL2.RW = 1), where HVC and SMC are UNDEFINED and SVC
@@ -173,7 +178,7 @@ fn psci_action(v: &mut Vcpu, frame: &mut GuestRegs, action: PsciAction) {
         // A shared CPU runs another vCPU meanwhile; a dedicated one returns at once (allowed:
         // DEN0022 5.4.2, a "standby" that ends immediately).
         PsciAction::Suspend if percpu::this_cpu_shared() => {
-            v.ask(SchedRequest::Block);
+            v.ask(SchedRequest::Block { timeout: None });
         }
         PsciAction::Suspend => {}
         PsciAction::Mitigate(m) => crate::arch::aarch64::mitigation::carry_out(m),

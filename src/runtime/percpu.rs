@@ -77,8 +77,9 @@ struct SavedVcpu {
 /// What a trapped instruction asks of the scheduler.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum SchedRequest {
-    /// WFI, PSCI CPU_SUSPEND: wait for an interrupt.
-    Block,
+    /// WFI, PSCI CPU_SUSPEND: wait for an interrupt; WFIT also until `timeout` (a virtual
+    /// counter value; CNTVOFF_EL2 is 0, so a physical one too).
+    Block { timeout: Option<u64> },
     /// WFE: let another vCPU run.
     Yield,
 }
@@ -342,7 +343,7 @@ pub fn attend(frame: &mut GuestRegs, request: Option<SchedRequest>) -> bool {
         };
         let now = cpu::counter();
         match (request, this_vcpu()) {
-            (Some(SchedRequest::Block), Some(v)) => {
+            (Some(SchedRequest::Block { timeout }), Some(v)) => {
                 // Under the queue's lock: an interrupt made pending after this check is
                 // followed by the waker's `wake` (kick_vcpus), which waits for the lock.
                 let k = v.vm.vgic.flush_to_lrs(&mut v.vgic, &mut v.lrs);
@@ -352,8 +353,11 @@ pub fn attend(frame: &mut GuestRegs, request: Option<SchedRequest>) -> bool {
                 if pending {
                     q.schedule(now)
                 } else {
-                    q.block(vcpu_context::live_timer_deadline(), now)
-                        .unwrap_or_else(|_| q.schedule(now))
+                    let deadline = match (vcpu_context::live_timer_deadline(), timeout) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    q.block(deadline, now).unwrap_or_else(|_| q.schedule(now))
                 }
             }
             (Some(SchedRequest::Yield), Some(_)) => {
