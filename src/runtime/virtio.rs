@@ -70,23 +70,19 @@ impl GuestMemory for VmRam {
 pub struct SpiLine {
     vgic: Arc<Vgic>,
     intid: u32,
+    vm_id: usize,
     pcpus: Vec<usize>,
 }
 
 impl IrqSink for SpiLine {
     fn set_level(&self, level: bool) {
-        let Ok(mut mask) = self.vgic.set_spi_level(self.intid, level) else {
+        let Ok(mask) = self.vgic.set_spi_level(self.intid, level) else {
             return;
         };
-        let me = cpu::current_index();
-        while mask != 0 {
-            let v = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            if let Some(&p) = self.pcpus.get(v)
-                && p != me
-            {
-                gic::send_sgi(p, gic::SGI_KICK);
-            }
+        // A vCPU on a shared CPU may be blocked in WFI (or switched out): it is woken in its
+        // run queue first (`percpu::kick_vcpus`); a dedicated CPU gets the SGI as before.
+        if mask != 0 {
+            crate::runtime::percpu::kick_vcpus(self.vm_id, &self.pcpus, mask);
         }
     }
 }
@@ -310,6 +306,7 @@ impl VirtioDevices {
     pub fn build(
         images: &VmImages,
         vgic: &Arc<Vgic>,
+        vm_id: usize,
         pcpus: &[usize],
         chunks: &Arc<RamChunks>,
     ) -> Result<Self, VirtioBuildError> {
@@ -335,6 +332,7 @@ impl VirtioDevices {
             let signals = Arc::new(DeviceSignals::new(Arc::new(SpiLine {
                 vgic: vgic.clone(),
                 intid: slot.intid(),
+                vm_id,
                 pcpus: pcpus.to_vec(),
             })));
             match what {

@@ -326,7 +326,7 @@ impl Vm {
         // Last of what can fail before the VM exists: on failure the devices are dropped here
         // (network ports leave their switches), before `guard` frees the RAM.
         let virtio =
-            match crate::runtime::virtio::VirtioDevices::build(&images, &vgic, &pcpus, &ram) {
+            match crate::runtime::virtio::VirtioDevices::build(&images, &vgic, id, &pcpus, &ram) {
                 Ok(v) => v,
                 Err(e) => {
                     free_vmid(s2.destroy(&PAGES));
