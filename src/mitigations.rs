@@ -217,6 +217,8 @@ impl HostCpu {
             workaround_1: self.spectre_v2(),
             workaround_2: self.spectre_v4(),
             workaround_3: self.spectre_bhb(),
+            // Decided per VM (the VM's record page), not by the host CPU.
+            pv_time: false,
         }
     }
 }
@@ -250,6 +252,7 @@ mod tests {
             workaround_1: w1,
             workaround_2: w2,
             workaround_3: w3,
+            pv_time: false,
         }
     }
 

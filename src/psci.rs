@@ -192,6 +192,9 @@ pub struct SmcccConfig {
     pub workaround_2: Workaround,
     /// CVE-2022-23960 (Spectre-BHB).
     pub workaround_3: Workaround,
+    /// Paravirtualized stolen time (Arm DEN0057A, [`crate::pv_time`]) is offered: the VM's
+    /// record page is mapped at [`crate::pv_time::REGION`].
+    pub pv_time: bool,
 }
 
 /// What the exit handler must do after a call.
@@ -376,6 +379,9 @@ impl Psci {
             psci::PSCI_MIGRATE_INFO_TYPE => ret_value(MIGRATE_INFO_TYPE_NOT_PRESENT),
             psci::PSCI_SYSTEM_OFF => PsciAction::SystemOff,
             psci::PSCI_SYSTEM_RESET => PsciAction::SystemReset,
+            f @ (crate::pv_time::PV_TIME_FEATURES | crate::pv_time::PV_TIME_ST) => {
+                self.pv_time_call(f, x[1], caller)
+            }
             // MIGRATE, MIGRATE_INFO_UP_CPU (no Trusted OS), SYSTEM_SUSPEND, SYSTEM_RESET2,
             // CPU_FREEZE, CPU_DEFAULT_SUSPEND, NODE_HW_STATE, stats, MEM_PROTECT, every other
             // owner and every yielding call: "Unknown Function Identifier" (DEN0028 §7.1).
@@ -393,6 +399,16 @@ impl Psci {
             SMCCC_ARCH_WORKAROUND_2 => self.workaround_call(self.config.workaround_2),
             _ => self.workaround_call(self.config.workaround_3),
         }
+    }
+
+    /// PV_TIME_FEATURES and PV_TIME_ST (DEN0057A; SMC64 only, so `x1` is whole), out of line
+    /// as [`Psci::arch_call`] is.
+    #[inline(never)]
+    fn pv_time_call(&self, fid: u32, x1: u64, caller: usize) -> PsciAction {
+        if !self.config.pv_time {
+            return ret(perr::NOT_SUPPORTED);
+        }
+        PsciAction::Return(crate::pv_time::call(fid, x1, caller, self.vcpus.len()))
     }
 
     /// SMCCC_ARCH_FEATURES (DEN0028 §7.3), answered as KVM answers it.
@@ -420,6 +436,9 @@ impl Psci {
                 Workaround::NotSupported | Workaround::Mitigated(_) => aerr::NOT_SUPPORTED,
             },
             SMCCC_ARCH_SOC_ID => aerr::NOT_SUPPORTED,
+            crate::pv_time::PV_TIME_FEATURES if self.config.pv_time => {
+                crate::pv_time::ARCH_FEATURES_ANSWER
+            }
             _ => aerr::NOT_SUPPORTED,
         }
     }
@@ -624,6 +643,7 @@ mod tests {
                 workaround_1: all,
                 workaround_2: all,
                 workaround_3: all,
+                pv_time: false,
             },
         );
         assert_eq!(q(&p, SMCCC_ARCH_WORKAROUND_1), code(1));
@@ -646,6 +666,7 @@ mod tests {
                 workaround_1: Workaround::Mitigated(fw),
                 workaround_2: Workaround::PermanentlyMitigated,
                 workaround_3: Workaround::Mitigated(Mitigation::BhbLoop(8)),
+                pv_time: false,
             },
         );
         // DEN0028: 0 = required on this PE and implemented; -2 = WORKAROUND_2 not required.

@@ -3,10 +3,25 @@
 //! takes it out of its tasks' run time).
 //!
 //! This module owns the guest-visible parts: the two SMCCC calls and their answers, the
-//! layout of the per-vCPU stolen-time record and where the records live in the guest's
-//! address space. It holds no state and writes no memory: the runtime maps the records' page
-//! into the VM and stores each vCPU's stolen time there before the vCPU runs
-//! (docs/scheduling.md); [`crate::psci`] routes the calls here.
+//! layout of the per-vCPU stolen-time record, where the records live in the guest's address
+//! space, and what each record says ([`StolenTime`]: a vCPU's run-queue wait, kept across
+//! CPU_OFF/CPU_ON so it never goes back). It writes no memory itself: the runtime gives it the
+//! VM's record page as a [`RecordPage`] (one page outside guest RAM, mapped read-only into the
+//! VM) and calls [`StolenTime::publish`] whenever a vCPU is about to run (switched in, or
+//! started); [`crate::psci`] routes the calls here.
+//!
+//! # Offered to every VM
+//! Whether a vCPU shares its CPU can change while the guest runs (a VM `start`ed from the
+//! console onto its CPU), and Linux probes PV time once, at boot. So every VM is offered it; a
+//! vCPU alone on its CPU never waits in a run queue and its record reads 0 (Linux then
+//! accounts no steal), and its exit path does not change (records are written on switch-in
+//! and start only, never on the dedicated path). KVM, too, offers it to every VM.
+//!
+//! # Updates (DEN0057A §3.2: one 64-bit little-endian value, read single-copy atomically)
+//! There is no sequence count in this ABI: the hypervisor stores the whole `stolen_time` with
+//! one aligned 64-bit store, so a guest load sees the old or the new value, never a mix. The
+//! value only grows: Linux takes differences of successive readings (`steal_account_process_time`),
+//! so a value that went back would count as an enormous steal.
 //!
 //! # Discovery (what Linux does, `arch/arm64/kernel/paravirt.c`)
 //! 1. SMCCC 1.1 must be present: PSCI_FEATURES(SMCCC_VERSION) succeeds and SMCCC_VERSION
@@ -36,6 +51,9 @@
 
 use crate::addr::{Ipa, PAGE_SIZE};
 use crate::guest::layout::IpaRange;
+use crate::sched::ticks_to_ns;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// `PV_TIME_FEATURES` (DEN0057A §3.3, SMC64/HVC64 only): is the PV-time call in W1
 /// implemented?
@@ -88,6 +106,62 @@ pub fn record(stolen_ns: u64) -> [u8; RECORD_SIZE] {
     // [0..4] revision = 0, [4..8] attributes = 0.
     r[STOLEN_TIME_OFFSET as usize..].copy_from_slice(&stolen_ns.to_le_bytes());
     r
+}
+
+/// The VM's page of stolen-time records, as the runtime writes it.
+pub trait RecordPage {
+    /// Stores `value` little-endian at byte `offset` (8-aligned, inside the page) with one
+    /// single-copy-atomic 64-bit store, ordered after every earlier store of this CPU.
+    fn store_u64(&self, offset: usize, value: u64);
+}
+
+/// What each vCPU's record of one VM says. The run queue counts a vCPU's wait (steal) for the
+/// time it is placed on its CPU; CPU_OFF takes it off that queue and CPU_ON places it anew
+/// with a fresh count, so the waits of its earlier placements are kept here.
+pub struct StolenTime {
+    /// Per vCPU: run-queue wait of its earlier placements, in counter ticks.
+    earlier: Vec<AtomicU64>,
+    counter_freq: u64,
+}
+
+impl StolenTime {
+    pub fn new(vcpus: usize, counter_freq: u64) -> Self {
+        Self {
+            earlier: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
+            counter_freq,
+        }
+    }
+
+    /// The stolen time (ns) of vCPU `vcpu`, which has waited `queued` ticks in its current
+    /// placement.
+    pub fn total_ns(&self, vcpu: usize, queued: u64) -> u64 {
+        let earlier = self
+            .earlier
+            .get(vcpu)
+            .map_or(0, |e| e.load(Ordering::Relaxed));
+        ticks_to_ns(earlier.saturating_add(queued), self.counter_freq)
+    }
+
+    /// vCPU `vcpu` is about to run, having waited `queued` ticks in its current placement:
+    /// its record gets its stolen time. Called only by the CPU the vCPU is placed on.
+    pub fn publish(&self, page: &impl RecordPage, vcpu: usize, queued: u64) {
+        if vcpu >= self.earlier.len() {
+            return;
+        }
+        if let Some(o) = record_offset(vcpu) {
+            page.store_u64(o + STOLEN_TIME_OFFSET as usize, self.total_ns(vcpu, queued));
+        }
+    }
+
+    /// vCPU `vcpu` left its run queue (CPU_OFF) after waiting `queued` ticks in that
+    /// placement: kept, so its record goes on from there when it runs again.
+    pub fn left_queue(&self, vcpu: usize, queued: u64) {
+        if let Some(e) = self.earlier.get(vcpu) {
+            let _ = e.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_add(queued))
+            });
+        }
+    }
 }
 
 /// Whether `fid` (the function ID with the SVE hint cleared) is a PV-time call.
@@ -209,28 +283,21 @@ mod tests {
         );
     }
 
-    /// The SMCCC dispatch with PV time hooked in, exactly as `psci::Psci::call` is to do it
-    /// (docs/scheduling.md): PV-time IDs go to [`call`], ARCH_FEATURES(PV_TIME_FEATURES)
-    /// answers [`ARCH_FEATURES_ANSWER`], everything else is PSCI's.
-    fn hooked(p: &Psci, caller: usize, vcpus: usize, x: [u64; 4]) -> [u64; 4] {
-        let fid = FunctionId::from_x0(x[0]).without_hints();
-        if owns(fid) {
-            return call(fid, x[1], caller, vcpus);
-        }
-        if fid == SMCCC_ARCH_FEATURES && x[1] as u32 == PV_TIME_FEATURES {
-            return [i64::from(ARCH_FEATURES_ANSWER) as u64, 0, 0, 0];
-        }
-        p.call(caller, x, |_| true).caller_regs().unwrap()
-    }
-
-    /// Linux's probe (`has_pv_steal_clock`, `stolen_time_cpu_online`) against our answers:
+    /// Linux's probe (`has_pv_steal_clock`, `stolen_time_cpu_online`) against `Psci::call`:
     /// every step it checks passes, each vCPU maps its own record, and the record it then
     /// checks reads revision 0 and attributes 0.
     #[test]
     fn linux_finds_stolen_time_through_the_hooked_dispatch() {
         let mpidrs = [0, 1, 2];
-        let p = Psci::new(&mpidrs, 0, SmcccConfig::default());
-        let c = |caller: usize, x: [u64; 4]| hooked(&p, caller, mpidrs.len(), x);
+        let p = Psci::new(
+            &mpidrs,
+            0,
+            SmcccConfig {
+                pv_time: true,
+                ..SmcccConfig::default()
+            },
+        );
+        let c = |caller: usize, x: [u64; 4]| p.call(caller, x, |_| true).caller_regs().unwrap();
         // SMCCC 1.1 conduit (drivers/firmware/psci: PSCI >= 1.0, PSCI_FEATURES(SMCCC_VERSION)).
         assert!(c(0, [u64::from(PSCI_VERSION), 0, 0, 0])[0] >= 0x1_0000);
         assert_eq!(
@@ -269,10 +336,130 @@ mod tests {
             let stolen = u64::from_le_bytes(page[o + 8..o + 16].try_into().unwrap());
             assert_eq!(stolen, 1000 * v as u64);
         }
-        // Without the hook, PSCI answers the same probe NOT_SUPPORTED (what phase 1 leaves).
+        // A caller the VM does not have gets NOT_SUPPORTED.
+        assert_eq!(c(3, [u64::from(PV_TIME_ST), 0, 0, 0])[0], u64::MAX);
+        // Not offered: every step of the probe answers NOT_SUPPORTED.
+        let off = Psci::new(&mpidrs, 0, SmcccConfig::default());
+        for x in [arch, feat, [u64::from(PV_TIME_ST), 0, 0, 0]] {
+            assert_eq!(off.call(0, x, |_| true).caller_regs().unwrap()[0], u64::MAX);
+        }
+        // The SMC32 encodings are not PV-time calls even when it is offered.
+        let st32 = u64::from(PV_TIME_ST & !(1 << 30));
+        assert_eq!(c(0, [st32, 0, 0, 0])[0], u64::MAX);
+    }
+
+    /// A record page in memory that logs every store (offset, value).
+    struct FakePage {
+        bytes: std::sync::Mutex<Vec<u8>>,
+        stores: std::sync::Mutex<Vec<(usize, u64)>>,
+    }
+
+    impl FakePage {
+        fn new() -> Self {
+            Self {
+                bytes: std::sync::Mutex::new(alloc::vec![0; MAPPED_SIZE as usize]),
+                stores: std::sync::Mutex::new(Vec::new()),
+            }
+        }
+        /// vCPU `v`'s record as the guest reads it: (revision, attributes, stolen time).
+        fn read(&self, v: usize) -> (u32, u32, u64) {
+            let b = self.bytes.lock().unwrap();
+            let o = record_offset(v).unwrap();
+            let w = |a: usize| u32::from_le_bytes(b[o + a..o + a + 4].try_into().unwrap());
+            let t = u64::from_le_bytes(b[o + 8..o + 16].try_into().unwrap());
+            (w(0), w(4), t)
+        }
+    }
+
+    impl RecordPage for FakePage {
+        fn store_u64(&self, offset: usize, value: u64) {
+            assert_eq!(offset % 8, 0, "unaligned store at {offset}");
+            let mut b = self.bytes.lock().unwrap();
+            b[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
+            self.stores.lock().unwrap().push((offset, value));
+        }
+    }
+
+    #[test]
+    fn publish_stores_only_the_callers_stolen_time_in_one_aligned_store() {
+        let page = FakePage::new();
+        let st = StolenTime::new(3, 1_000_000);
+        st.publish(&page, 1, 2_500);
         assert_eq!(
-            p.call(0, arch, |_| true).caller_regs().unwrap()[0],
-            u64::MAX
+            *page.stores.lock().unwrap(),
+            [(record_offset(1).unwrap() + 8, 2_500_000)]
         );
+        assert_eq!(page.read(1), (0, 0, 2_500_000));
+        assert_eq!(page.read(0), (0, 0, 0));
+        assert_eq!(page.read(2), (0, 0, 0));
+        // A vCPU the VM does not have gets nothing written.
+        st.publish(&page, 3, 7);
+        st.publish(&page, usize::MAX, 7);
+        assert_eq!(page.stores.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn stolen_time_survives_cpu_off_and_on() {
+        let page = FakePage::new();
+        let st = StolenTime::new(2, 1_000_000_000);
+        st.publish(&page, 0, 300);
+        // CPU_OFF after 500 ticks of wait in this placement; CPU_ON places it with a fresh
+        // count, which starts at 0 again: the record must not go back.
+        st.left_queue(0, 500);
+        st.publish(&page, 0, 0);
+        assert_eq!(page.read(0).2, 500);
+        st.publish(&page, 0, 40);
+        assert_eq!(page.read(0).2, 540);
+        st.left_queue(0, 40);
+        st.left_queue(0, u64::MAX);
+        st.publish(&page, 0, 1);
+        assert_eq!(page.read(0).2, u64::MAX, "saturates, never wraps");
+        // The other vCPU's record is untouched.
+        assert_eq!(page.read(1), (0, 0, 0));
+        st.left_queue(9, 5);
+    }
+
+    /// Random runs of placements (waits that grow while placed, CPU_OFF/CPU_ON) for 4 vCPUs
+    /// against a model that sums every wait: each record equals the model after each
+    /// publish, and never goes back.
+    #[test]
+    fn records_follow_a_model_of_waits_and_never_go_back() {
+        let freq = 62_500_000;
+        for seed in 1..=50u64 {
+            let mut x = seed;
+            let mut rnd = |n: u64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % n
+            };
+            let page = FakePage::new();
+            let st = StolenTime::new(4, freq);
+            let mut earlier = [0u64; 4];
+            let mut placed = [0u64; 4];
+            let mut last = [0u64; 4];
+            for _ in 0..400 {
+                let v = rnd(4) as usize;
+                match rnd(3) {
+                    0 => {
+                        st.left_queue(v, placed[v]);
+                        earlier[v] += placed[v];
+                        placed[v] = 0;
+                    }
+                    _ => {
+                        placed[v] += rnd(1_000_000);
+                        st.publish(&page, v, placed[v]);
+                        let got = page.read(v).2;
+                        assert_eq!(
+                            got,
+                            ticks_to_ns(earlier[v] + placed[v], freq),
+                            "seed {seed}"
+                        );
+                        assert!(got >= last[v], "seed {seed}: vCPU {v} went back");
+                        last[v] = got;
+                    }
+                }
+            }
+        }
     }
 }

@@ -190,14 +190,20 @@ fn four_vcpus_on_two_cpus_run_an_smp_workload_without_stalls() {
 
 /// CPU-bound work: a counter loop whose count is printed for every second of guest time
 /// (`/proc/uptime`), for `FAIR_SECONDS` seconds; with `idle` in its name the VM sleeps instead.
+/// With each count, and before and after the loop, it prints its `steal` (/proc/stat, in
+/// USER_HZ = 1/100 s) and uptime (1/100 s); first the kernel's PV-time line.
 const FAIR_SCRIPT: &str = r#"
+echo "PV: $(dmesg | grep -m1 'stolen time')"
+steal() { read _ _ _ _ _ _ _ _ st _ < /proc/stat; read u _ < /proc/uptime; echo "STEAL: $st ${u%.*}${u#*.}"; }
+steal
 read up _ < /proc/uptime; cur=${up%.*}; stop=$((cur + 14)); n=0
 while [ $cur -lt $stop ]; do
     i=0; while [ $i -lt 50 ]; do i=$((i + 1)); done
     n=$((n + 1))
     read up _ < /proc/uptime; c=${up%.*}
-    if [ $c != $cur ]; then echo "FAIR: $n"; n=0; cur=$c; fi
+    if [ $c != $cur ]; then echo "FAIR: $n"; steal; n=0; cur=$c; fi
 done
+steal
 "#;
 const IDLE_SCRIPT: &str = "sleep 20\n";
 
@@ -226,6 +232,62 @@ fn rates(r: &Run, vm: &str) -> Vec<u64> {
 
 fn mean(v: &[u64]) -> f64 {
     v.iter().sum::<u64>() as f64 / v.len() as f64
+}
+
+/// VM `vm`'s `STEAL:` samples, (steal, uptime) in 1/100 s, after checking that the guest
+/// took up PV time (DEN0057A) at boot.
+fn steal_samples(r: &Run, vm: &str) -> Vec<(u64, u64)> {
+    let stream = vm_stream(&r.log, vm);
+    assert!(
+        stream.contains("arm-pv: using stolen time PV"),
+        "VM {vm}: Linux did not take up PV time; log ends:\n{}",
+        r.tail(30)
+    );
+    // The stream has no line breaks: each figure is its leading digits.
+    let number = |x: &str| -> Option<u64> {
+        x.chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse()
+            .ok()
+    };
+    let v: Vec<(u64, u64)> = stream
+        .split("STEAL: ")
+        .skip(1)
+        .filter_map(|t| {
+            let mut w = t.split_whitespace();
+            Some((number(w.next()?)?, number(w.next()?)?))
+        })
+        .collect();
+    assert!(v.len() >= 10, "VM {vm}: {} STEAL samples: {v:?}", v.len());
+    v
+}
+
+/// The share of guest time VMs `a` and `b` were told was stolen (`steal` over uptime) while
+/// both ran their loops.
+fn steal_shares(r: &Run, a: &str, b: &str) -> (f64, f64) {
+    let (sa, sb) = (steal_samples(r, a), steal_samples(r, b));
+    let lo = sa[0].1.max(sb[0].1);
+    let hi = sa[sa.len() - 1].1.min(sb[sb.len() - 1].1);
+    let share = |v: &[(u64, u64)], vm: &str| {
+        let first = v
+            .iter()
+            .find(|s| s.1 >= lo)
+            .expect("a sample in the window");
+        let last = v
+            .iter()
+            .rev()
+            .find(|s| s.1 <= hi)
+            .expect("a sample in the window");
+        assert!(
+            last.1 >= first.1 + 800,
+            "VM {vm}: both loops overlap only {}..{} cs",
+            first.1,
+            last.1
+        );
+        (last.0 - first.0) as f64 / (last.1 - first.1) as f64
+    };
+    (share(&sa, a), share(&sb, b))
 }
 
 /// Runs VMs `(name, weight, script)` all pinned to physical CPU 0 of a 1-CPU machine.
@@ -283,6 +345,17 @@ fn a_shared_cpu_is_divided_by_weight() {
             (ratio / want - 1.0).abs() <= 0.10,
             "{name}: work ratio {ratio:.3}, weights {want:.3}; a {a:?} b {b:?}"
         );
+        // Stolen time (PV_TIME): while both loop, each guest is told it waited for the
+        // other's share of the CPU.
+        let (sa, sb) = steal_shares(&r, "a", "b");
+        for (vm, share, other, own) in [("a", sa, wb, wa), ("b", sb, wa, wb)] {
+            let want = f64::from(other) / f64::from(own + other);
+            eprintln!("{name}: {vm}: steal {share:.3} of its time, expected {want:.3}");
+            assert!(
+                (share - want).abs() <= 0.08,
+                "{name}: VM {vm} was told {share:.3} of its time was stolen, expected {want:.3}"
+            );
+        }
     }
 }
 
@@ -293,6 +366,12 @@ fn an_idle_vm_beside_a_busy_one_costs_it_under_2_percent() {
         return;
     }
     let alone = fair_run("sched-busy-alone", &[("busy", 256, FAIR_SCRIPT)]);
+    // Alone on its CPU (the dedicated path): PV time is offered and reads 0 steal.
+    let s = steal_samples(&alone, "busy");
+    assert!(
+        s.iter().all(|x| x.0 == 0),
+        "steal on a dedicated CPU: {s:?}"
+    );
     let beside = fair_run(
         "sched-busy-beside-idle",
         &[("busy", 256, FAIR_SCRIPT), ("idle", 256, IDLE_SCRIPT)],

@@ -459,11 +459,26 @@ fn switch_in(v: Vcpu, frame: &mut GuestRegs) {
     }
     let vm = v.vm.clone();
     let idx = v.index;
+    publish_stolen_time(&vm, idx);
     set_this_vcpu(Some(v));
     if let Some(v) = this_vcpu() {
         let k = vm.vgic.flush_to_lrs(&mut v.vgic, &mut v.lrs);
         kick(&vm, k, idx);
     }
+}
+
+/// vCPU `idx` of `vm` is about to run on this CPU: its stolen-time record gets what its run
+/// queue counted (`pv_time`). Only on a start or switch, never on the dedicated exit path.
+fn publish_stolen_time(vm: &Vm, idx: usize) {
+    let id = VcpuId {
+        vm: vm.id,
+        vcpu: idx,
+    };
+    let queued = queue_of_this_cpu()
+        .as_ref()
+        .and_then(|q| q.stats(id, cpu::counter()))
+        .map_or(0, |s| s.steal);
+    vm.pv_time.publish(idx, queued);
 }
 
 /// Starts a vCPU on this physical CPU: the EL1 state reset, the guest frame at its entry.
@@ -510,6 +525,7 @@ fn start_here(req: StartRequest, frame: &mut GuestRegs) -> bool {
         ..Default::default()
     };
     frame.x[0] = req.x0;
+    publish_stolen_time(&vm, idx);
     let vm2 = vm.clone();
     set_this_vcpu(Some(Vcpu {
         vm,
@@ -543,8 +559,11 @@ pub fn attend_idle() {
 pub fn park() -> ! {
     let cur = take_this_vcpu();
     if let Some(mut v) = cur {
-        if let Some(q) = queue_of_this_cpu().as_mut() {
-            let _ = q.remove(v.id(), cpu::counter());
+        if let Some(q) = queue_of_this_cpu().as_mut()
+            && let Ok((_, stats)) = q.remove(v.id(), cpu::counter())
+        {
+            // CPU_ON places it anew with a fresh count: its record goes on from here.
+            v.vm.pv_time.stolen.left_queue(v.index, stats.steal);
         }
         // Hand back what the LRs hold while they are still readable: pending state to the
         // model (SPIs to their other targets), the physical interrupts the guest will now

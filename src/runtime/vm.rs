@@ -167,6 +167,8 @@ pub struct Vm {
     pub vgic: Arc<Vgic>,
     pub pl011: Option<Arc<Pl011>>,
     pub psci: Psci,
+    /// The stolen-time records (PV time, offered to every VM: see `pv_time`'s module comment).
+    pub pv_time: PvTime,
     /// Physical SPIs (INTIDs) of passthrough devices, forwarded to this VM.
     pub passthrough: Vec<u32>,
     geometry: Stage2Geometry,
@@ -182,6 +184,21 @@ pub struct Vm {
     console_in: Mutex<VecDeque<u8>>,
     console_in_pending: AtomicBool,
     stop_requested: AtomicBool,
+}
+
+/// A VM's stolen-time records: what they say, and the page the guest reads them from
+/// (mapped at `pv_time::REGION`). Dropped after the VM's stage 2 is destroyed (a field of
+/// [`Vm`], whose `Drop` destroys it first).
+pub struct PvTime {
+    pub stolen: crate::pv_time::StolenTime,
+    pub page: crate::arch::aarch64::shared_page::SharedPage,
+}
+
+impl PvTime {
+    /// vCPU `vcpu` is about to run, having waited `queued` counter ticks in its run queue.
+    pub fn publish(&self, vcpu: usize, queued: u64) {
+        self.stolen.publish(&self.page, vcpu, queued);
+    }
 }
 
 /// Most keyboard input buffered for one VM; beyond it, input is dropped.
@@ -251,6 +268,21 @@ impl Vm {
                 .add(MemRegion::device(d.ipa, d.size, d.base))
                 .map_err(VmBuildError::Stage2)?;
         }
+        let pv_time = PvTime {
+            stolen: crate::pv_time::StolenTime::new(
+                ncpu,
+                crate::arch::aarch64::cpu::counter_freq(),
+            ),
+            page: crate::arch::aarch64::shared_page::SharedPage::new()
+                .ok_or(VmBuildError::NoMemory { bytes: PAGE_SIZE })?,
+        };
+        memmap
+            .add(MemRegion::hypervisor_data(
+                crate::pv_time::REGION.start,
+                crate::pv_time::MAPPED_SIZE,
+                pv_time.page.pa(),
+            ))
+            .map_err(VmBuildError::Stage2)?;
 
         // Stage 2.
         let ipa_top = ram_base.as_u64() + cfg.memory;
@@ -364,7 +396,15 @@ impl Vm {
         let vm = Vm {
             id,
             name: cfg.name.clone(),
-            psci: Psci::new(&mpidrs, 0, m.smccc),
+            psci: Psci::new(
+                &mpidrs,
+                0,
+                crate::psci::SmcccConfig {
+                    pv_time: true,
+                    ..m.smccc
+                },
+            ),
+            pv_time,
             images: images.clone(),
             pcpus,
             mpidrs,

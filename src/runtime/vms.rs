@@ -224,16 +224,14 @@ pub fn console_command(cmd: &crate::console_cmd::Command) {
                         memory: im.config.memory,
                         exits: vm.as_ref().map_or(0, |v| v.exit_count()),
                         steal_ns: vm.as_ref().map_or(0, |v| {
-                            let ticks: u64 = v
-                                .pcpus
+                            v.pcpus
                                 .iter()
                                 .enumerate()
-                                .map(|(i, &p)| percpu::steal_ticks(v.id, i, p))
-                                .sum();
-                            crate::sched::ticks_to_ns(
-                                ticks,
-                                crate::arch::aarch64::cpu::counter_freq(),
-                            )
+                                .map(|(i, &p)| {
+                                    let queued = percpu::steal_ticks(v.id, i, p);
+                                    v.pv_time.stolen.total_ns(i, queued)
+                                })
+                                .sum()
                         }),
                     }
                 })
@@ -347,6 +345,7 @@ fn create_and_start(
             match r.kind {
                 crate::mm::stage2::RegionKind::Ram => "RAM",
                 crate::mm::stage2::RegionKind::Device => "device",
+                crate::mm::stage2::RegionKind::HypervisorData => "stolen-time records",
             },
             r.ipa.as_u64(),
             r.ipa.as_u64() + r.size,

@@ -13,6 +13,7 @@ pub mod id_space;
 pub mod mitigation;
 pub mod mmu;
 pub mod psci_fw;
+pub mod shared_page;
 pub mod stage2_hw;
 pub mod vcpu_context;
 pub mod vcpu_hw;

@@ -23,6 +23,10 @@ pub enum RegionKind {
     Ram,
     /// A passed-through device: Device-nGnRE, execute-never, never dirty-logged.
     Device,
+    /// Memory the hypervisor owns and lets the guest read (the stolen-time records,
+    /// [`crate::pv_time`]): Normal Write-Back, read-only, execute-never, never dirty-logged;
+    /// not guest RAM (no device DMA into it, no CPU_ON entry point in it).
+    HypervisorData,
 }
 
 /// One region of the VM's memory map: `[ipa, ipa + size)` maps linearly onto
@@ -62,6 +66,17 @@ impl MemRegion {
             dirty_log: false,
         }
     }
+    /// Hypervisor memory the guest may read, never write or execute.
+    pub const fn hypervisor_data(ipa: Ipa, size: u64, pa: PhysAddr) -> Self {
+        Self {
+            ipa,
+            size,
+            pa,
+            kind: RegionKind::HypervisorData,
+            writable: false,
+            dirty_log: false,
+        }
+    }
     pub const fn range(&self) -> Range<Ipa> {
         Range::new(self.ipa, self.size)
     }
@@ -98,7 +113,7 @@ impl GuestMemoryMap {
     }
 
     /// Adds a region. Fails with `InvalidRegion` when it is empty, not 4 KiB aligned (IPA, PA,
-    /// size), wraps, or is a dirty-logged device; with `RegionOverlap` when it overlaps one
+    /// size), wraps, or is a dirty-logged device, or is writable hypervisor data; with `RegionOverlap` when it overlaps one
     /// already present.
     pub fn add(&mut self, r: MemRegion) -> Result<(), Stage2Error> {
         if r.size == 0
@@ -107,7 +122,8 @@ impl GuestMemoryMap {
             || !r.size.is_multiple_of(PAGE_SIZE)
             || r.ipa.checked_add(r.size).is_none()
             || r.pa.checked_add(r.size).is_none()
-            || (r.kind == RegionKind::Device && r.dirty_log)
+            || (r.kind != RegionKind::Ram && r.dirty_log)
+            || (r.kind == RegionKind::HypervisorData && r.writable)
         {
             return Err(Stage2Error::InvalidRegion);
         }
@@ -388,6 +404,11 @@ impl<M: TableMemory, T: Stage2Tlb> Stage2Table<M, T> {
                 dirty_wp: logging && region.writable && !write,
             },
             RegionKind::Device => LeafAttrs::device(region.writable),
+            RegionKind::HypervisorData => LeafAttrs {
+                mem: MemType::Normal,
+                perms: S2Perms::new(true, false, false),
+                dirty_wp: false,
+            },
         };
         self.map(cache, d.ipa, d.pa, d.size, attrs)?;
         if logging

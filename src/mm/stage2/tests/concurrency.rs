@@ -137,7 +137,7 @@ fn vcpus_faulting_concurrently_leave_a_consistent_table_and_no_leak() {
         assert_eq!(
             tr.attrs.mem,
             match r.kind {
-                RegionKind::Ram => MemType::Normal,
+                RegionKind::Ram | RegionKind::HypervisorData => MemType::Normal,
                 RegionKind::Device => MemType::Device,
             }
         );

@@ -246,6 +246,65 @@ fn faults_outside_regions_or_forbidden_by_them_change_nothing() {
     assert_eq!(t.stats().faults_of(FaultKind::Translation), 5);
 }
 
+/// The stolen-time records' page: the guest reads it as Normal memory, never writes or
+/// executes it, and a running dirty log over its IPA does not touch it.
+#[test]
+fn hypervisor_data_maps_normal_read_only_execute_never_and_is_never_dirty_logged() {
+    let (rec, phys) = recorded(64);
+    let mut t = rec_table(&phys, &rec, 40);
+    let mut m = vm_map();
+    let page = 0x090a_0000;
+    m.add(MemRegion::hypervisor_data(ipa(page), K4, pa(0x7000_0000)))
+        .unwrap();
+    // A writable or dirty-logged one is refused.
+    let mut w = MemRegion::hypervisor_data(ipa(0x090b_0000), K4, pa(0x7000_1000));
+    w.writable = true;
+    assert_eq!(m.add(w), Err(Stage2Error::InvalidRegion));
+    let mut d = MemRegion::hypervisor_data(ipa(0x090b_0000), K4, pa(0x7000_1000));
+    d.dirty_log = true;
+    assert_eq!(m.add(d), Err(Stage2Error::InvalidRegion));
+    let mut c = MemCache::new();
+    c.topup(&phys, &phys, 4).unwrap();
+    t.start_dirty_log(DirtyLog::new(ipa(0), 4 * G1).unwrap())
+        .unwrap();
+    for access in [AccessKind::Write, AccessKind::Exec] {
+        assert_eq!(
+            t.handle_fault(&mut c, &m, &tfault(page + 8, access)),
+            Ok(FaultOutcome::AccessDenied),
+            "{access:?}"
+        );
+    }
+    assert_eq!(
+        t.handle_fault(&mut c, &m, &tfault(page + 8, AccessKind::Read)),
+        Ok(FaultOutcome::Mapped {
+            ipa: ipa(page),
+            size: K4,
+            level: 3
+        })
+    );
+    let tr = t.translate(ipa(page + 8)).unwrap();
+    assert_eq!(tr.pa, pa(0x7000_0008));
+    assert_eq!(tr.attrs.mem, MemType::Normal);
+    assert_eq!(tr.attrs.perms, S2Perms::new(true, false, false));
+    assert!(!tr.attrs.dirty_wp);
+    // Once mapped, a write is still refused, and nothing was marked dirty.
+    assert_eq!(
+        t.handle_fault(
+            &mut c,
+            &m,
+            &fault(page, FaultKind::Permission, 3, AccessKind::Write)
+        ),
+        Ok(FaultOutcome::AccessDenied)
+    );
+    assert_eq!(t.stats().dirty_marked, 0);
+    // Not guest RAM: no region a device could copy into.
+    let phys = crate::virtio::testing::FakePhys::new(pa(0x7000_0000), 0x1000);
+    let ram = crate::virtio::mem::GuestRam::from_map(&m, phys)
+        .regions()
+        .to_vec();
+    assert!(crate::virtio::mem::ram_piece(&ram, ipa(page), 8).is_err());
+}
+
 #[test]
 fn an_exec_permission_fault_relaxes_in_place_without_bbm_and_invalidates_only_locally() {
     let (rec, phys) = recorded(64);
