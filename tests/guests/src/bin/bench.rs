@@ -11,6 +11,19 @@
 //!   the programmed deadline to the handler's first CNTVCT read (no baseline). GICv3 only (the
 //!   guest uses the ICC_* system registers); with a GICv2 it prints a `skipped` line.
 //!
+//!
+//! `bench.mode=` picks what runs (default `all`, the above); the others are for two VMs sharing
+//! one physical CPU (qemu/bench.sh --shared):
+//! - `slices`: spins reading CNTVCT for `bench.window_ms` (default 200) of counter time, after
+//!   20 ms of warm-up and before 50 more (so a neighbour doing the same overlaps the window):
+//!   a step of more than 1 us is a gap (another vCPU ran), the rest is its own run time. Beside
+//!   one VM doing the same with equal weight, a gap is the other's slice plus two switches, so
+//!   one switch costs `(window - 2 * run) / (2 * gaps)`; printed as `switch`, with the parts.
+//!   (WFE does not trap under QEMU's TCG, so a WFE hand-over cannot be measured there.)
+//! - `timer`: the timer wake-up only;
+//! - `spin`: a busy loop until `bench.until_ms` of counter time, then power off;
+//! - `sleep`: WFI until its virtual timer fires at `bench.until_ms`, then power off.
+//!
 //! Output (x, y with two decimals; `y = x * 1e9 / CNTFRQ`; under QEMU `-icount shift=0` one
 //! virtual nanosecond is one instruction, so `ns_per_op` counts instructions):
 //! ```text
@@ -181,11 +194,79 @@ fn bench_timer(gicd: u64, gicr: u64, gicr_size: u64, n: u64, freq: u64) {
     }
 }
 
+/// `bench.mode=slices`: own run time and gaps over a window of counter time (see the top).
+fn bench_slices(window: u64, freq: u64) {
+    let gap = (freq / 1_000_000).max(1);
+    let spin_until = |until: u64| while timer::cntvct() < until {};
+    spin_until(timer::cntvct() + freq / 50);
+    let start = timer::cntvct();
+    let end = start + window;
+    let (mut prev, mut run, mut gaps) = (start, 0u64, 0u64);
+    while prev < end {
+        let t = timer::cntvct();
+        let d = t - prev;
+        if d > gap {
+            gaps += 1;
+        } else {
+            run += d;
+        }
+        prev = t;
+    }
+    let w = prev - start;
+    spin_until(prev + freq / 20);
+    println!("BENCH: slices window_ticks={w} run_ticks={run} gaps={gaps}");
+    if gaps > 0 {
+        report("switch", w as i128 - 2 * run as i128, 2 * gaps, freq);
+    }
+}
+
+/// `bench.mode=spin|sleep`: busy, or asleep in WFI, until `until` (counter ticks).
+fn occupy(dtb: usize, sleep: bool, until: u64) {
+    if !sleep {
+        while timer::cntvct() < until {
+            core::hint::spin_loop();
+        }
+        return;
+    }
+    match dt::gic(dtb) {
+        Some(Gic::V3 {
+            gicd,
+            gicr,
+            gicr_size,
+        }) if gic::setup_vtimer_irq(gicd, gicr, gicr_size).is_ok() => {
+            exception::set_irq_handler(timer_irq);
+            FIRED.store(false, Ordering::Release);
+            timer::set_cntv_cval(until);
+            timer::set_cntv_ctl(timer::CTL_ENABLE);
+            let _ = wait_fired(u64::MAX);
+            timer::set_cntv_ctl(0);
+        }
+        _ => println!("BENCH: sleep skipped (GICv3 only)"),
+    }
+}
+
 #[unsafe(no_mangle)]
 fn guest_main(dtb: usize) -> ! {
     let n = dt::bootarg_u64(dtb, "bench.n", 10_000).max(1);
     let timer_n = dt::bootarg_u64(dtb, "bench.timer_n", 1000).max(1);
     let freq = timer::cntfrq();
+    let mode = dt::bootarg(dtb, "bench.mode").unwrap_or("all");
+    let until = dt::bootarg_u64(dtb, "bench.until_ms", 0).saturating_mul(freq / 1000);
+    match mode {
+        "slices" => {
+            println!("BENCH: cntfrq={freq} mode=slices");
+            let window = dt::bootarg_u64(dtb, "bench.window_ms", 200).saturating_mul(freq / 1000);
+            bench_slices(window.max(1), freq);
+            println!("BENCH: done");
+            system_off()
+        }
+        "spin" | "sleep" => {
+            occupy(dtb, mode == "sleep", until);
+            println!("BENCH: {mode} done");
+            system_off()
+        }
+        _ => {}
+    }
     let g = dt::gic(dtb);
     let gname = match g {
         Some(Gic::V3 { .. }) => "v3",
@@ -193,6 +274,20 @@ fn guest_main(dtb: usize) -> ! {
         None => "none",
     };
     println!("BENCH: cntfrq={freq} n={n} gic={gname}");
+    if mode == "timer" {
+        if let Some(Gic::V3 {
+            gicd,
+            gicr,
+            gicr_size,
+        }) = g
+        {
+            bench_timer(gicd, gicr, gicr_size, timer_n, freq);
+        } else {
+            println!("BENCH: timer skipped (GICv3 only)");
+        }
+        println!("BENCH: done");
+        system_off()
+    }
 
     let empty = timed(n, loop_empty);
     report("baseline", empty, n, freq);
