@@ -251,6 +251,20 @@ impl Ring {
     pub fn used_idx(&self) -> u16 {
         r16(self.used + 2)
     }
+    /// The used index once it moved past `before`, or after `ms` milliseconds of counter time
+    /// if it did not. A device may complete a request after the notification returns (kestrel's
+    /// network transmit queues are drained by a poller on another CPU when one is free), so a
+    /// driver that wants the answer waits for it, as any real driver does.
+    pub fn wait_used(&self, before: u16, ms: u64) -> u16 {
+        let deadline = crate::timer::cntvct() + crate::timer::cntfrq() / 1000 * ms;
+        loop {
+            let used = self.used_idx();
+            if used != before || crate::timer::cntvct() >= deadline {
+                return used;
+            }
+            core::hint::spin_loop();
+        }
+    }
     /// Used ring entry `i` (mod size): (id, len).
     pub fn used_elem(&self, i: u16) -> (u32, u32) {
         let e = self.used + 4 + 8 * (i % self.size) as u64;

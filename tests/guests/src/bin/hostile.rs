@@ -1192,9 +1192,10 @@ fn virtio_net_attacks(h: &mut Hostile, env: &Env, net: &Dev, scratch: u64, peer:
     let frame = scratch + 0x1_0000;
     let send = |tx: &mut Ring, addr: u64, len: u32| -> VioOutcome {
         tx.set_desc(0, addr, len, 0, 0);
+        let before = tx.used_idx();
         tx.push(0);
         net.notify(1);
-        let used = tx.used_idx();
+        let used = tx.wait_used(before, 200);
         VioOutcome {
             used,
             len: tx.used_elem(used.wrapping_sub(1)).1,
@@ -1230,11 +1231,13 @@ fn virtio_net_attacks(h: &mut Hostile, env: &Env, net: &Dev, scratch: u64, peer:
     );
     vio::fill(frame, 0, 1);
     tx.set_desc(0, frame, 72, vio::DESC_WRITE, 0);
+    let before = tx.used_idx();
     tx.push(0);
     net.notify(1);
+    let used = tx.wait_used(before, 200);
     h.line(
         format_args!("virtio net device-writable transmit buffer"),
-        &format_args!("ok used={} dev-status={:#x}", tx.used_idx(), net.status()),
+        &format_args!("ok used={used} dev-status={:#x}", net.status()),
     );
     net.reset();
 }
