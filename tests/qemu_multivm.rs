@@ -9,13 +9,6 @@ use std::time::Duration;
 
 const LINUX_CHECKSUM: &str = "90433fcbd9e16297e6a7c1dacb1056394743194776e52f78ebf0a44b80b6b14f";
 
-/// Serialises the ramdisk builders: tests running in parallel share their caches.
-static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn lock_builds() -> std::sync::MutexGuard<'static, ()> {
-    BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The Linux guest's checks, on VM `vm`'s output (immune to the console mux's line splits).
 fn assert_linux_reached_userland(r: &Run, vm: &str, nproc: usize) {
     let s = vm_stream(&r.log, vm);

@@ -11,59 +11,6 @@ use std::process::Command;
 
 const LINUX_CHECKSUM: &str = "90433fcbd9e16297e6a7c1dacb1056394743194776e52f78ebf0a44b80b6b14f";
 
-/// Serialises the builders (tests running in parallel share their caches).
-static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn lock_builds() -> std::sync::MutexGuard<'static, ()> {
-    BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The Debian cloud kernel (fetched by qemu/guest-material.sh if missing).
-fn kernel() -> PathBuf {
-    let k = cache_dir().join("Image-cloud");
-    if !k.exists() {
-        let st = Command::new(repo().join("qemu/guest-material.sh"))
-            .status()
-            .expect("run qemu/guest-material.sh");
-        assert!(st.success(), "qemu/guest-material.sh failed");
-    }
-    k
-}
-
-/// The guest initramfs for the cloud kernel, built once into `dir`.
-fn base_initramfs(dir: &Path) -> Vec<u8> {
-    let out = dir.join("base-initramfs.cpio.gz");
-    let _g = lock_builds();
-    let st = Command::new(repo().join("qemu/build-guest-initramfs.sh"))
-        .arg("--kernel")
-        .arg(kernel())
-        .arg(&out)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("run qemu/build-guest-initramfs.sh");
-    assert!(st.success(), "qemu/build-guest-initramfs.sh failed");
-    std::fs::read(&out).expect("read the initramfs")
-}
-
-/// A VM folder `dir/name` with `vm.toml` = `toml`, the cloud kernel, and the guest initramfs
-/// followed by `script` as `/guest-script`.
-fn linux_vm(dir: &Path, name: &str, toml: &str, script: Option<&str>) -> PathBuf {
-    let vm = dir.join(name);
-    std::fs::create_dir_all(&vm).expect("create VM folder");
-    std::fs::write(vm.join("vm.toml"), toml).expect("write vm.toml");
-    let _ = std::fs::remove_file(vm.join("Image"));
-    std::os::unix::fs::symlink(kernel(), vm.join("Image")).expect("link Image");
-    let mut initrd = base_initramfs(dir);
-    if let Some(s) = script {
-        // Linux takes an uncompressed archive after a compressed one at a 4-byte aligned
-        // offset (zeros in between are skipped).
-        initrd.resize(initrd.len().next_multiple_of(4), 0);
-        initrd.extend(Cpio::new().file("guest-script", s.as_bytes()).finish());
-    }
-    std::fs::write(vm.join("initramfs.cpio.gz"), initrd).expect("write the initrd");
-    vm
-}
-
 fn toml(memory: &str, cpus: usize, extra: &str) -> String {
     format!(
         "kernel = \"Image\"\ninitrd = \"initramfs.cpio.gz\"\n\
@@ -161,7 +108,7 @@ fn four_vcpus_on_two_cpus_run_an_smp_workload_without_stalls() {
         return;
     }
     let dir = scratch("sched-smp");
-    let vm = linux_vm(&dir, "smp", &toml("256M", 4, ""), Some(SMP_SCRIPT));
+    let vm = linux_vm_with_script(&dir, "smp", &toml("256M", 4, ""), Some(SMP_SCRIPT));
     let rd = dir.join("ramdisk.cpio");
     mkramdisk(&rd, &[&vm]);
     let r = run(
@@ -296,7 +243,7 @@ fn fair_run(name: &str, vms: &[(&str, u32, &str)]) -> Run {
     let folders: Vec<PathBuf> = vms
         .iter()
         .map(|(vm, w, script)| {
-            linux_vm(
+            linux_vm_with_script(
                 &dir,
                 vm,
                 &toml("128M", 1, &format!("weight = {w}\nphysical_cpus = [0]\n")),
@@ -399,13 +346,13 @@ fn console_commands_start_reset_and_stop_a_vm_while_another_runs() {
         return;
     }
     let dir = scratch("sched-console");
-    let keep = linux_vm(
+    let keep = linux_vm_with_script(
         &dir,
         "keep",
         &toml("128M", 1, ""),
         Some("n=0; while [ $n -lt 900 ]; do echo \"KEEP: $n\"; sleep 1; n=$((n + 1)); done\n"),
     );
-    let extra = linux_vm(
+    let extra = linux_vm_with_script(
         &dir,
         "extra",
         &toml("128M", 1, "autostart = false\non_reset = \"restart\"\n"),

@@ -9,63 +9,9 @@
 //! with the test's script appended as `/guest-script` in a second cpio archive.
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-/// Serialises the builders (tests running in parallel share their caches).
-static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn lock_builds() -> std::sync::MutexGuard<'static, ()> {
-    BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The Debian cloud kernel (fetched by qemu/guest-material.sh if missing).
-fn kernel() -> PathBuf {
-    let k = cache_dir().join("Image-cloud");
-    if !k.exists() {
-        let st = Command::new(repo().join("qemu/guest-material.sh"))
-            .status()
-            .expect("run qemu/guest-material.sh");
-        assert!(st.success(), "qemu/guest-material.sh failed");
-    }
-    k
-}
-
-/// The guest initramfs for the cloud kernel, with its virtio modules, built once into `dir`.
-fn base_initramfs(dir: &Path) -> Vec<u8> {
-    let out = dir.join("base-initramfs.cpio.gz");
-    let _g = lock_builds();
-    let st = Command::new(repo().join("qemu/build-guest-initramfs.sh"))
-        .arg("--kernel")
-        .arg(kernel())
-        .arg(&out)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("run qemu/build-guest-initramfs.sh");
-    assert!(st.success(), "qemu/build-guest-initramfs.sh failed");
-    std::fs::read(&out).expect("read the initramfs")
-}
-
-/// A VM folder `dir/name`: `vm.toml` is `toml`, `Image` the cloud kernel, and
-/// `initramfs.cpio.gz` the guest initramfs followed by a cpio archive holding `script` as
-/// `/guest-script` (Linux unpacks both; /init runs the script).
-fn linux_vm(dir: &Path, name: &str, toml: &str, script: Option<&str>) -> PathBuf {
-    let vm = dir.join(name);
-    std::fs::create_dir_all(&vm).expect("create VM folder");
-    std::fs::write(vm.join("vm.toml"), toml).expect("write vm.toml");
-    let _ = std::fs::remove_file(vm.join("Image"));
-    std::os::unix::fs::symlink(kernel(), vm.join("Image")).expect("link Image");
-    let mut initrd = base_initramfs(dir);
-    if let Some(s) = script {
-        // Linux takes an uncompressed archive after a compressed one only at a 4-byte aligned
-        // offset (zeros in between are skipped).
-        initrd.resize(initrd.len().next_multiple_of(4), 0);
-        initrd.extend(Cpio::new().file("guest-script", s.as_bytes()).finish());
-    }
-    std::fs::write(vm.join("initramfs.cpio.gz"), initrd).expect("write the initrd");
-    vm
-}
 
 /// `qemu/mkdisk.sh [--busybox] SRC OUT`.
 fn mkdisk(src: &Path, out: &Path, busybox: bool) {
@@ -186,7 +132,7 @@ fn two_vms_on_lan0_ping_and_move_64_mib_each_way_while_a_vm_on_lan1_sees_nothing
         return;
     }
     let dir = scratch("virtio-net");
-    let a = linux_vm(
+    let a = linux_vm_with_script(
         &dir,
         "neta",
         &net_vm_toml(
@@ -196,7 +142,7 @@ fn two_vms_on_lan0_ping_and_move_64_mib_each_way_while_a_vm_on_lan1_sees_nothing
         ),
         Some(PEER_SCRIPT),
     );
-    let b = linux_vm(
+    let b = linux_vm_with_script(
         &dir,
         "netb",
         &net_vm_toml(
@@ -206,7 +152,7 @@ fn two_vms_on_lan0_ping_and_move_64_mib_each_way_while_a_vm_on_lan1_sees_nothing
         ),
         Some(PEER_SCRIPT),
     );
-    let c = linux_vm(
+    let c = linux_vm_with_script(
         &dir,
         "netc",
         &net_vm_toml("10.0.0.3", "lan1", ""),
@@ -397,7 +343,7 @@ fn ext4_root_on_vda_keeps_its_writes_across_system_reset_and_a_readonly_disk_ref
     let payload = noise(3 << 20, 0x5eed);
     std::fs::write(data_src.join("payload"), &payload).expect("write payload");
     let token = format!("tok{}", std::process::id());
-    let vm = linux_vm(
+    let vm = linux_vm_with_script(
         &dir,
         "disk",
         &format!(

@@ -586,3 +586,58 @@ impl Monitor {
         hex_prefix(line.split_once(':')?.1)
     }
 }
+
+/// Serialises the guest builders of one test binary (its tests run in parallel and share
+/// their caches).
+static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn lock_builds() -> std::sync::MutexGuard<'static, ()> {
+    BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The Debian cloud kernel (fetched by qemu/guest-material.sh if missing).
+pub fn cloud_kernel() -> PathBuf {
+    let k = cache_dir().join("Image-cloud");
+    if !k.exists() {
+        let st = Command::new(repo().join("qemu/guest-material.sh"))
+            .status()
+            .expect("run qemu/guest-material.sh");
+        assert!(st.success(), "qemu/guest-material.sh failed");
+    }
+    k
+}
+
+/// The guest initramfs for the cloud kernel, with its virtio modules, built into `dir`.
+pub fn cloud_initramfs(dir: &Path) -> Vec<u8> {
+    let out = dir.join("base-initramfs.cpio.gz");
+    let _g = lock_builds();
+    let st = Command::new(repo().join("qemu/build-guest-initramfs.sh"))
+        .arg("--kernel")
+        .arg(cloud_kernel())
+        .arg(&out)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run qemu/build-guest-initramfs.sh");
+    assert!(st.success(), "qemu/build-guest-initramfs.sh failed");
+    std::fs::read(&out).expect("read the initramfs")
+}
+
+/// A VM folder `dir/name`: `vm.toml` is `toml`, `Image` the cloud kernel, and
+/// `initramfs.cpio.gz` the guest initramfs followed by a cpio archive holding `script` as
+/// `/guest-script` (Linux unpacks both; /init runs the script).
+pub fn linux_vm_with_script(dir: &Path, name: &str, toml: &str, script: Option<&str>) -> PathBuf {
+    let vm = dir.join(name);
+    std::fs::create_dir_all(&vm).expect("create VM folder");
+    std::fs::write(vm.join("vm.toml"), toml).expect("write vm.toml");
+    let _ = std::fs::remove_file(vm.join("Image"));
+    std::os::unix::fs::symlink(cloud_kernel(), vm.join("Image")).expect("link Image");
+    let mut initrd = cloud_initramfs(dir);
+    if let Some(s) = script {
+        // Linux takes an uncompressed archive after a compressed one only at a 4-byte aligned
+        // offset (zeros in between are skipped).
+        initrd.resize(initrd.len().next_multiple_of(4), 0);
+        initrd.extend(Cpio::new().file("guest-script", s.as_bytes()).finish());
+    }
+    std::fs::write(vm.join("initramfs.cpio.gz"), initrd).expect("write the initrd");
+    vm
+}
