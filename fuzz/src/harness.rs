@@ -12,7 +12,7 @@
 //! `kestrel` and kestrel's own dependency `fdt` (to read generated DTBs back).
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use kestrel::addr::{PhysAddr, Range};
@@ -554,7 +554,9 @@ fn check_effects(fx: &Effects, intid: u32, line: &mut bool) {
             }
             Effect::ConsoleByte(_) => {}
             Effect::KickVcpus(_) => panic!("a PL011 does not kick vCPUs"),
-            Effect::HwTriggerChanged => panic!("a PL011 has no HW-linked interrupt"),
+            Effect::HwTriggerChanged | Effect::HwStateChanged => {
+                panic!("a PL011 has no HW-linked interrupt")
+            }
         }
     }
 }
@@ -716,6 +718,8 @@ struct VcpuSim {
     cpu: kestrel::vgic::VgicCpu,
     lrs: FakeLrs,
     in_guest: bool,
+    /// Started (CPU_ON) and not stopped (CPU_OFF): a vCPU that is off runs nothing.
+    online: bool,
 }
 
 /// Drives a virtual GIC with a sequence of operations decoded from the input: MMIO reads and
@@ -761,17 +765,26 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
                 uie: false,
             },
             in_guest: false,
+            online: true,
         })
         .collect();
+    // Every vCPU starts as the runtime starts one (percpu: new_cpu, then reset_cpu).
+    for s in vcpus.iter_mut() {
+        vgic.reset_cpu(&mut s.cpu, &mut s.lrs);
+    }
     let mut ops = 0u32;
-    // SPIs linked to a physical interrupt (map_hw_spi succeeded, unmap_hw not since).
-    let mut hw_spis: BTreeSet<u32> = BTreeSet::new();
+    // SPIs linked to a physical interrupt (map_hw_spi succeeded, unmap_hw not since), with
+    // their physical INTID.
+    let mut hw_spis: BTreeMap<u32, u32> = BTreeMap::new();
 
     while !b.is_empty() {
         ops += 1;
         let op = b.u8();
         let v = usize::from(b.u8()) % n;
         let kind = op % 13;
+        // A vCPU that is off (PSCI CPU_OFF) accesses nothing, sends no SGI and takes no exit;
+        // its operations decode as usual and do nothing.
+        let off = !vcpus[v].online;
         let kick = match kind {
             // MMIO from vCPU v: only while it is in the hypervisor (take the exit first).
             0 | 1 => {
@@ -787,8 +800,13 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
                 let width = b.width();
                 let ctx = AccessCtx { vcpu: v };
                 let mut fx = Effects::new();
+                let value = if kind == 0 { 0 } else { b.u64() };
+                if off {
+                    continue_checks(&vcpus, nr_irqs, v3);
+                    continue;
+                }
                 let trigger_before: Vec<bool> = hw_spis
-                    .iter()
+                    .keys()
                     .map(|&i| vgic.edge_triggered(i).unwrap_or(false))
                     .collect();
                 if kind == 0 {
@@ -796,13 +814,12 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
                         assert!(x <= width.mask(), "read {x:#x} wider than {width:?}");
                     }
                 } else {
-                    let value = b.u64();
                     let _ = dev.write(ctx, offset, width, value, &mut fx);
                 }
                 // HwTriggerChanged exactly when the access changed the trigger mode of an SPI
                 // linked to a physical one (the runtime then reconfigures the physical SPI).
                 let trigger_changed = hw_spis
-                    .iter()
+                    .keys()
                     .zip(&trigger_before)
                     .any(|(&i, &before)| vgic.edge_triggered(i).unwrap_or(false) != before);
                 let reported = fx.iter().any(|f| f == Effect::HwTriggerChanged);
@@ -811,10 +828,18 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
                     "HwTriggerChanged reported {reported}, a HW-linked SPI's trigger changed \
                      {trigger_changed} (hw SPIs {hw_spis:?})"
                 );
+                let access = Access {
+                    write: kind == 1,
+                    dist: !use_redist,
+                    offset,
+                    width,
+                    value,
+                };
+                check_phys_requests(&vgic, dist.as_ref(), &fx, &hw_spis, access);
                 fx.iter()
                     .map(|f| match f {
                         Effect::KickVcpus(m) => m,
-                        Effect::HwTriggerChanged => 0,
+                        Effect::HwTriggerChanged | Effect::HwStateChanged => 0,
                         other => panic!("GIC effect {other:?}"),
                     })
                     .fold(0, |a, m| a | m)
@@ -834,7 +859,12 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
                     1 => SgiRegister::Sgi1r,
                     _ => SgiRegister::Asgi1r,
                 };
-                vgic.send_sgi_v3(v, b.u64(), reg).unwrap_or(0)
+                let value = b.u64();
+                if off {
+                    0
+                } else {
+                    vgic.send_sgi_v3(v, value, reg).unwrap_or(0)
+                }
             }
             6 => {
                 let intid = u32::from(b.u16()) % (nr_irqs + 8);
@@ -843,9 +873,11 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
                     0 => {
                         let _ = vgic.map_hw_ppi(v, intid, pintid);
                     }
+                    // Distinct physical INTIDs, as the runtime links them (each SPI to its own).
+                    1 if hw_spis.iter().any(|(&i, &p)| p == pintid && i != intid) => {}
                     1 => {
                         if vgic.map_hw_spi(intid, pintid).is_ok() {
-                            hw_spis.insert(intid);
+                            hw_spis.insert(intid, pintid);
                         }
                     }
                     _ => {
@@ -853,6 +885,13 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
                             hw_spis.remove(&intid);
                         }
                     }
+                }
+                0
+            }
+            7 | 8 | 11 if off => 0,
+            9 | 10 if off => {
+                if kind == 10 {
+                    b.u8();
                 }
                 0
             }
@@ -891,6 +930,25 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
                     0
                 }
             }
+            // The higher multiples of 12 stop a running vCPU (PSCI CPU_OFF: it takes the exit,
+            // then `vcpu_off`) or start a stopped one (CPU_ON: a new `VgicCpu`, `reset_cpu`).
+            _ if op / 13 % 2 == 1 || off => {
+                let s = &mut vcpus[v];
+                if s.online {
+                    if s.in_guest {
+                        s.in_guest = false;
+                        vgic.sync_from_lrs(&mut s.cpu, &mut s.lrs);
+                    }
+                    let k = vgic.vcpu_off(&mut s.cpu, &mut s.lrs);
+                    s.online = false;
+                    assert_eq!(k & (1 << v), 0, "vcpu_off kicks the vCPU that stops");
+                    k
+                } else {
+                    s.cpu = vgic.new_cpu(v).expect("new_cpu of an existing vCPU");
+                    s.online = true;
+                    vgic.reset_cpu(&mut s.cpu, &mut s.lrs)
+                }
+            }
             _ => {
                 let s = &mut vcpus[v];
                 vgic.reset_cpu(&mut s.cpu, &mut s.lrs);
@@ -903,10 +961,174 @@ pub fn vgic(data: &[u8], v3: bool) -> String {
             0,
             "kick {kick:#x} names a vCPU that does not exist"
         );
-        check_lrs(&vcpus, nr_irqs, v3);
+        continue_checks(&vcpus, nr_irqs, v3);
     }
+    drain_and_check_nothing_lost(&vgic, &mut vcpus, nr_irqs);
     let st = vgic.stats();
     format!("ops {ops} injections {}", st.injections)
+}
+
+/// The end of a run: every SPI line is lowered and the running vCPUs take exits, take and
+/// complete everything their LRs offer, until a round changes nothing. Then no running vCPU may
+/// have an interrupt it could take that no LR holds (it would never be delivered: lost), and
+/// a vCPU that is off holds nothing.
+fn drain_and_check_nothing_lost(vgic: &Vgic, vcpus: &mut [VcpuSim], nr_irqs: u32) {
+    for intid in 32..nr_irqs {
+        let _ = vgic.set_spi_level(intid, false);
+    }
+    // Each round completes at least one interrupt while any is left; a bound for safety.
+    for _ in 0..(2 * nr_irqs as usize + 16) {
+        let mut busy = false;
+        for s in vcpus.iter_mut().filter(|s| s.online) {
+            if s.in_guest {
+                s.in_guest = false;
+                vgic.sync_from_lrs(&mut s.cpu, &mut s.lrs);
+            }
+            vgic.flush_to_lrs(&mut s.cpu, &mut s.lrs);
+            s.in_guest = true;
+            if (0..s.lrs.regs.len()).any(|i| s.lrs.lr(i).state != LrState::Invalid) {
+                busy = true;
+            }
+            for _ in 0..s.lrs.regs.len() {
+                s.lrs.ack();
+            }
+            for _ in 0..s.lrs.regs.len() {
+                s.lrs.eoi(0);
+            }
+            if s.lrs.maintenance() {
+                vgic.handle_maintenance(&mut s.cpu, &mut s.lrs);
+            }
+        }
+        if !busy {
+            break;
+        }
+    }
+    for (n, s) in vcpus.iter_mut().enumerate() {
+        if s.online {
+            s.in_guest = false;
+            vgic.sync_from_lrs(&mut s.cpu, &mut s.lrs);
+            vgic.flush_to_lrs(&mut s.cpu, &mut s.lrs);
+            assert_eq!(
+                vgic.deliverable_pending(n),
+                None,
+                "vCPU {n} runs and could take this interrupt, but no LR holds it: lost \
+                 ({})",
+                vgic.debug_summary(n)
+            );
+        }
+    }
+    continue_checks(
+        vcpus,
+        nr_irqs,
+        vgic.version() == kestrel::vgic::GicVersion::V3,
+    );
+}
+
+/// The checks after every operation: [`check_lrs`], and a vCPU that is off holds nothing.
+fn continue_checks(vcpus: &[VcpuSim], nr_irqs: u32, v3: bool) {
+    check_lrs(vcpus, nr_irqs, v3);
+    for (n, s) in vcpus.iter().enumerate().filter(|(_, s)| !s.online) {
+        assert!(
+            s.regs_empty() && s.cpu.used_lrs() == 0 && !s.lrs.uie && s.cpu.held_physical() == 0,
+            "vCPU {n} is off but holds LRs {:x?} (uie {})",
+            s.lrs.regs,
+            s.lrs.uie
+        );
+    }
+}
+
+impl VcpuSim {
+    fn regs_empty(&self) -> bool {
+        (0..self.lrs.regs.len()).all(|i| self.lrs.lr(i).state == LrState::Invalid)
+    }
+}
+
+/// After a distributor or redistributor access: `Effect::HwStateChanged` is reported exactly
+/// when a word write to GICD_I[SC]PENDR / GICD_I[SC]ACTIVER (the same offsets in GICv2 and
+/// GICv3; the redistributors hold no SPI) set a bit of a HW-linked SPI, and the changes it left
+/// are exactly those the register asks of those SPIs' physical interrupts
+/// (`vgic::PhysSpiChange`): set pending or set active -> activate; clear active ->
+/// deactivate; clear pending -> clear pending, and deactivate unless the SPI stays active.
+fn check_phys_requests(
+    vgic: &Vgic,
+    dist: &dyn MmioDevice,
+    fx: &Effects,
+    hw_spis: &BTreeMap<u32, u32>,
+    a: Access,
+) {
+    let Access {
+        write,
+        dist: to_dist,
+        offset,
+        width,
+        value,
+    } = a;
+    let mut got: BTreeMap<u32, kestrel::vgic::PhysSpiChange> = BTreeMap::new();
+    vgic.take_phys_requests(|p, c| {
+        assert!(got.insert(p, c).is_none(), "two changes of physical {p}");
+    });
+    let reported = fx.iter().any(|f| f == Effect::HwStateChanged);
+    assert_eq!(
+        reported,
+        !got.is_empty(),
+        "HwStateChanged reported {reported}, changes {got:?}"
+    );
+    let reg = (offset & !0x7f, offset & 0x7f);
+    let expect: BTreeMap<u32, kestrel::vgic::PhysSpiChange> = if write
+        && to_dist
+        && width == AccessWidth::Word
+        && matches!(reg.0, 0x200 | 0x280 | 0x300 | 0x380)
+        && offset % 4 == 0
+    {
+        let first = (reg.1 / 4 * 32) as u32;
+        // Active as GICD_ISACTIVER reads it after the write.
+        let active_now = dist
+            .read(
+                AccessCtx { vcpu: 0 },
+                0x300 + reg.1,
+                AccessWidth::Word,
+                &mut Effects::new(),
+            )
+            .unwrap_or(0);
+        hw_spis
+            .iter()
+            .filter(|&(&i, _)| i >= first && i < first + 32 && value >> (i - first) & 1 == 1)
+            .map(|(&i, &p)| {
+                let active = match reg.0 {
+                    0x200 | 0x300 => Some(true),
+                    0x380 => Some(false),
+                    _ if active_now >> (i - first) & 1 == 1 => None,
+                    _ => Some(false),
+                };
+                (
+                    p,
+                    kestrel::vgic::PhysSpiChange {
+                        clear_pending: reg.0 == 0x280,
+                        active,
+                    },
+                )
+            })
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    assert_eq!(
+        got,
+        expect,
+        "write {write} to {} at {offset:#x} {width:?} {value:#x} (hw SPIs {hw_spis:?})",
+        if to_dist { "GICD" } else { "GICR" }
+    );
+}
+
+/// One MMIO access of the vGIC harness.
+#[derive(Clone, Copy)]
+struct Access {
+    write: bool,
+    /// To the distributor (else a redistributor).
+    dist: bool,
+    offset: u64,
+    width: AccessWidth,
+    value: u64,
 }
 
 /// vCPU `s` takes an exit: `sync_from_lrs`.

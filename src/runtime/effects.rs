@@ -1,9 +1,11 @@
 //! Carrying out what an emulated device of a VM asked for ([`Effects`]): console output, an
-//! interrupt line that changed (and the vCPUs to kick for it), a passthrough trigger mode.
+//! interrupt line that changed (and the vCPUs to kick for it), a passthrough trigger mode or
+//! pending/active state.
 //! Devices only describe effects; this is where they touch the console, the vGIC's users and
 //! the physical GIC. Used by the exit path (MMIO) and by console input (the UART's receive
 //! interrupt).
 use crate::runtime::console;
+use crate::runtime::passthrough;
 use crate::runtime::percpu;
 use crate::runtime::vm::Vm;
 use crate::vdev::{Effect, Effects};
@@ -21,6 +23,9 @@ pub fn apply(vm: &Vm, me: usize, fx: &Effects) {
             }
             Effect::KickVcpus(mask) => percpu::kick(vm, mask, me),
             Effect::HwTriggerChanged => vm.match_passthrough_triggers(),
+            Effect::HwStateChanged => vm.vgic.take_phys_requests(|pintid, change| {
+                passthrough::set_phys_state(vm.id, pintid, change)
+            }),
         }
     }
 }

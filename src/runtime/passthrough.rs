@@ -7,6 +7,7 @@
 use crate::arch::aarch64::gic;
 use crate::guest::config::HostOwned;
 use crate::platform::Platform;
+use crate::vgic::PhysSpiChange;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -94,6 +95,22 @@ pub fn match_triggers(vm_id: usize, intids: &[u32], edge: impl Fn(u32) -> Option
         {
             gic::set_spi_trigger(intid, e);
         }
+    }
+}
+
+/// Makes the physical state of passthrough interrupt `pintid` follow what VM `vm_id`'s guest
+/// wrote to the virtual one (see `vgic::PhysSpiChange`). Only an interrupt the VM owns.
+pub fn set_phys_state(vm_id: usize, pintid: u32, change: PhysSpiChange) {
+    if owner(pintid) != Some(vm_id) {
+        return;
+    }
+    if change.clear_pending {
+        gic::clear_pending_spi(pintid);
+    }
+    match change.active {
+        Some(true) => gic::set_active_spi(pintid),
+        Some(false) => gic::clear_active_spi(pintid),
+        None => {}
     }
 }
 

@@ -189,11 +189,17 @@ impl MmioDevice for Gicv2Distributor {
                     .unwrap_or_else(|| check(offset, width, Widths::Any).map(|()| 0)),
             };
             let mask = *r.as_ref().unwrap_or(&0);
-            ((r, d.take_hw_trigger_changed()), mask)
+            (
+                (r, (d.take_hw_trigger_changed(), d.hw_state_changed())),
+                mask,
+            )
         });
-        let (r, hw_trigger) = r;
+        let (r, (hw_trigger, hw_state)) = r;
         if hw_trigger {
             fx.push(Effect::HwTriggerChanged);
+        }
+        if hw_state {
+            fx.push(Effect::HwStateChanged);
         }
         if mask != 0 {
             fx.push(Effect::KickVcpus(mask));

@@ -154,11 +154,17 @@ impl MmioDevice for Gicv3Distributor {
                     .unwrap_or_else(|| check(offset, width, Widths::Any).map(|()| 0)),
             };
             let mask = *r.as_ref().unwrap_or(&0);
-            ((r, d.take_hw_trigger_changed()), mask)
+            (
+                (r, (d.take_hw_trigger_changed(), d.hw_state_changed())),
+                mask,
+            )
         });
-        let (r, hw_trigger) = r;
+        let (r, (hw_trigger, hw_state)) = r;
         if hw_trigger {
             fx.push(Effect::HwTriggerChanged);
+        }
+        if hw_state {
+            fx.push(Effect::HwStateChanged);
         }
         kick(fx, mask);
         r.map(|_| ())
@@ -369,6 +375,33 @@ mod tests {
         assert!(!write(0b1010), "unchanged");
         assert!(write(0), "INTID 33 level again");
         assert_eq!(v.edge_triggered(33), Ok(false));
+    }
+
+    #[test]
+    fn pending_and_active_writes_of_a_passthrough_spi_ask_for_the_physical_state_to_follow() {
+        let (v, d) = dev();
+        v.map_hw_spi(33, 33).unwrap();
+        let write = |offset: u64, value: u64| {
+            let mut fx = Effects::new();
+            d.write(AccessCtx { vcpu: 0 }, offset, W, value, &mut fx)
+                .unwrap();
+            fx.iter().any(|e| e == Effect::HwStateChanged)
+        };
+        // GICD_ISPENDR1, ICPENDR1, ISACTIVER1, ICACTIVER1: INTIDs 32-63.
+        for offset in [0x0204, 0x0284, 0x0304, 0x0384] {
+            assert!(
+                !write(offset, 0b01),
+                "{offset:#x}: INTID 32 is not passthrough"
+            );
+            assert!(write(offset, 0b10), "{offset:#x}: INTID 33");
+            let mut n = 0;
+            v.take_phys_requests(|p, _| {
+                assert_eq!(p, 33);
+                n += 1;
+            });
+            assert_eq!(n, 1, "{offset:#x}");
+        }
+        assert!(!write(0x0104, 0b10), "GICD_ISENABLER1: nothing physical");
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub enum Effect {
     /// The guest changed the trigger mode (GICD_ICFGR) of a virtual SPI linked to a physical
     /// one (passthrough): configure the physical interrupts to match (`Vgic::edge_triggered`).
     HwTriggerChanged,
+    /// The guest wrote the pending or active state of a virtual SPI linked to a physical one:
+    /// make the physical interrupts' state follow (`Vgic::take_phys_requests`).
+    HwStateChanged,
 }
 
 /// A small fixed-capacity list of effects (no allocation on the exit path).

@@ -13,7 +13,10 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::Cell;
 
-use super::irq::{Irq, NO_OWNER, PRIORITY_MASK, REQ_CLR_ACT, REQ_CLR_PEND, REQ_SET_ACT};
+use super::irq::{
+    Irq, NO_OWNER, PHYS_CLR_ACT, PHYS_CLR_PEND, PHYS_SET_ACT, PRIORITY_MASK, REQ_CLR_ACT,
+    REQ_CLR_PEND, REQ_SET_ACT,
+};
 use super::sgi::{Affinity, Sgi1r, SgiRegister, SgiTargets, Sgir};
 use super::{GicVersion, VcpuMask};
 
@@ -84,6 +87,8 @@ pub(crate) struct Dist {
     /// A GICD_ICFGR write changed the trigger mode of a HW-linked SPI, for the device to
     /// report (`Effect::HwTriggerChanged`).
     hw_trigger_changed: bool,
+    /// Words of 32 INTIDs holding an SPI with a `phys_req` (bit n = INTIDs 32n..32n+31).
+    phys_req_words: u32,
 }
 
 /// INTIDs 0..1024 in 64-bit words.
@@ -121,6 +126,7 @@ impl Dist {
             hints: (0..nr_vcpus).map(|_| Hints::default()).collect(),
             rescan: Cell::new(all_mask(nr_vcpus)),
             hw_trigger_changed: false,
+            phys_req_words: 0,
         };
         for spi in 0..nr_spis {
             d.route_vcpu[spi] = d.match_affinity(0);
@@ -347,6 +353,8 @@ impl Dist {
             let Some(irq) = self.irq_mut(bank, intid) else {
                 continue;
             };
+            // A passthrough SPI: the physical interrupt follows (see `PhysSpiChange`).
+            let passthrough = intid >= 32 && irq.hw && !irq.phys;
             match reg {
                 BitReg::Group => {
                     irq.group1 = set;
@@ -363,12 +371,21 @@ impl Dist {
                 }
                 BitReg::SetPending => {
                     irq.latch = true;
+                    if passthrough {
+                        irq.phys_req = (irq.phys_req & !PHYS_CLR_ACT) | PHYS_SET_ACT;
+                    }
                     kick |= self.notify(bank, intid);
                 }
                 BitReg::ClearPending => {
                     irq.latch = false;
                     if irq.resident() {
                         irq.req |= REQ_CLR_PEND;
+                    }
+                    if passthrough {
+                        irq.phys_req |= PHYS_CLR_PEND;
+                        if !irq.active_view() {
+                            irq.phys_req = (irq.phys_req & !PHYS_SET_ACT) | PHYS_CLR_ACT;
+                        }
                     }
                     kick |= Self::notify_owner(irq);
                 }
@@ -378,6 +395,9 @@ impl Dist {
                     } else {
                         irq.active = true;
                     }
+                    if passthrough {
+                        irq.phys_req = (irq.phys_req & !PHYS_CLR_ACT) | PHYS_SET_ACT;
+                    }
                     kick |= self.notify(bank, intid);
                 }
                 BitReg::ClearActive => {
@@ -386,8 +406,16 @@ impl Dist {
                     } else {
                         irq.active = false;
                     }
+                    if passthrough {
+                        irq.phys_req = (irq.phys_req & !PHYS_SET_ACT) | PHYS_CLR_ACT;
+                    }
                     kick |= Self::notify_owner(irq);
                 }
+            }
+            let pending_or_active =
+                !matches!(reg, BitReg::Group | BitReg::SetEnable | BitReg::ClearEnable);
+            if passthrough && pending_or_active {
+                self.phys_req_words |= 1 << (intid / 32);
             }
         }
         kick
@@ -720,6 +748,8 @@ impl Dist {
             Some(irq) => {
                 irq.hw = pintid.is_some();
                 irq.pintid = pintid.unwrap_or(0);
+                // Requests were for the old link (the runtime sets a new one up itself).
+                irq.phys_req = 0;
                 self.request_rescan(self.all());
                 true
             }
@@ -731,6 +761,44 @@ impl Dist {
     /// `Effect::HwTriggerChanged`).
     pub fn take_hw_trigger_changed(&mut self) -> bool {
         core::mem::take(&mut self.hw_trigger_changed)
+    }
+
+    /// Whether a guest write left physical-state changes of passthrough SPIs to make (see
+    /// `Effect::HwStateChanged`).
+    pub fn hw_state_changed(&self) -> bool {
+        self.phys_req_words != 0
+    }
+
+    /// Hands each passthrough SPI's outstanding physical-state change to `f` (physical INTID,
+    /// change) and forgets it.
+    pub fn take_phys_requests(&mut self, mut f: impl FnMut(u32, super::PhysSpiChange)) {
+        let mut words = core::mem::take(&mut self.phys_req_words);
+        while words != 0 {
+            let w = words.trailing_zeros();
+            words &= words - 1;
+            for intid in (w * 32).max(32)..(w * 32 + 32) {
+                let Some(irq) = self.irq_mut(0, intid) else {
+                    continue;
+                };
+                let req = core::mem::take(&mut irq.phys_req);
+                if req == 0 || !irq.hw {
+                    continue;
+                }
+                f(
+                    u32::from(irq.pintid),
+                    super::PhysSpiChange {
+                        clear_pending: req & PHYS_CLR_PEND != 0,
+                        active: if req & PHYS_SET_ACT != 0 {
+                            Some(true)
+                        } else if req & PHYS_CLR_ACT != 0 {
+                            Some(false)
+                        } else {
+                            None
+                        },
+                    },
+                );
+            }
+        }
     }
 
     /// Whether `intid` (bank `vcpu` for private ones) is edge-triggered.

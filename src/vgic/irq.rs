@@ -24,6 +24,12 @@ pub(crate) const REQ_CLR_PEND: u8 = 1 << 0;
 pub(crate) const REQ_SET_ACT: u8 = 1 << 1;
 pub(crate) const REQ_CLR_ACT: u8 = 1 << 2;
 
+/// What the physical interrupt of a passthrough SPI must do after a guest write to its
+/// pending or active state (`Irq::phys_req`; see [`super::PhysSpiChange`]).
+pub(crate) const PHYS_CLR_PEND: u8 = 1 << 0;
+pub(crate) const PHYS_SET_ACT: u8 = 1 << 1;
+pub(crate) const PHYS_CLR_ACT: u8 = 1 << 2;
+
 /// Priority bits implemented by the distributor: 5 (32 levels). The unimplemented low bits
 /// are RAZ/WI (IHI 0069H and IHI 0048B, "Interrupt prioritization"); 5 bits is also what
 /// GICH_LR.Priority holds.
@@ -58,6 +64,9 @@ pub(crate) struct Irq {
     pub owner: u8,
     /// Pending MMIO requests for the owner (`REQ_*`).
     pub req: u8,
+    /// Passthrough SPIs: changes of the physical interrupt's state the runtime has yet to
+    /// make (`PHYS_*`), set by guest writes to GICD_I[SC]PENDR / GICD_I[SC]ACTIVER.
+    pub phys_req: u8,
     /// GICv2 SGIs: pending source CPUs (GICD_SPENDSGIR), bit n = CPU n.
     pub sources: u8,
     /// GICv2 SGIs: source CPU of the instance in the LR (or of the active instance).
@@ -83,6 +92,7 @@ impl Irq {
             priority: 0,
             owner: NO_OWNER,
             req: 0,
+            phys_req: 0,
             sources: 0,
             src: 0,
             pintid: 0,

@@ -52,6 +52,33 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use cpu::VgicCpu;
+
+/// What the physical interrupt linked to a passthrough SPI must do after the guest wrote the
+/// virtual one's pending or active state (GICD_I[SC]PENDR, GICD_I[SC]ACTIVER), so that the
+/// guest's view keeps matching the line, as KVM does (`vgic_hw_irq_cpending`,
+/// `vgic_hw_irq_change_active` in arch/arm64/kvm/vgic/vgic-mmio.c).
+///
+/// The physical interrupt of a passthrough SPI is active from the moment EL2 takes it until
+/// the guest deactivates the virtual one through its HW-linked list register (IHI 0069H
+/// ICH_LR<n>_EL2.HW; IHI 0048B GICH_LR<n>.HW), which deactivates the physical one too. So:
+/// - ISPENDR: the virtual one becomes pending and will sit in an LR with HW = 1 whose
+///   deactivation deactivates `pINTID`: the physical one is made active to match (and is not
+///   taken again meanwhile: the injected interrupt stands for the device's).
+/// - ICPENDR: the physical pending state is cleared (an edge latched there is dropped with
+///   the virtual one) and, unless the virtual one stays active, the physical one is
+///   deactivated: it would otherwise stay active for good (no LR will ever deactivate it) and
+///   never fire again. A level device that still asserts its line makes it pending again at
+///   once, so the guest sees it pending again when the hypervisor has taken it.
+/// - ISACTIVER / ICACTIVER: the physical active state follows the virtual one; after a
+///   deactivation by ICACTIVER nothing else would ever deactivate the physical one.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PhysSpiChange {
+    /// Clear the physical interrupt's pending state (GICD_ICPENDR).
+    pub clear_pending: bool,
+    /// Set (`Some(true)`, GICD_ISACTIVER) or clear (`Some(false)`, GICD_ICACTIVER) its active
+    /// state. Applied after `clear_pending`.
+    pub active: Option<bool>,
+}
 pub use lr::{
     ListRegisters, LrFormat, LrState, LrValue, decode_v2, decode_v3, encode_v2, encode_v3,
 };
@@ -282,6 +309,36 @@ impl Vgic {
                 irq.pending_outside() || irq.active || irq.resident() || irq.lr_pending
             });
             (busy, 0)
+        })
+        .0
+    }
+
+    /// Hands the physical-state changes that guest writes asked of passthrough SPIs to `f`
+    /// (physical INTID, change), under the distributor lock so that changes from writes on two
+    /// vCPUs reach the physical GIC in the order the writes took effect here. The runtime
+    /// calls it on `Effect::HwStateChanged`; `f` only writes the physical distributor.
+    pub fn take_phys_requests(&self, f: impl FnMut(u32, PhysSpiChange)) {
+        self.with_dist(|d| (d.take_phys_requests(f), 0));
+    }
+
+    /// An interrupt that running vCPU `vcpu` could take now and that no list register holds:
+    /// pending, enabled, its group enabled, the redistributor awake, an SPI targeting `vcpu`.
+    /// `None` for a vCPU that is off. The "nothing is lost" check of the property tests and
+    /// the fuzz harness: once the guests have run dry, no vCPU may have one left.
+    pub fn deliverable_pending(&self, vcpu: usize) -> Option<u32> {
+        self.with_dist(|d| {
+            if vcpu >= 64 || d.online & (1 << vcpu) == 0 {
+                return (None, 0);
+            }
+            let found = (0..(32 + d.spi_count() as u32)).find(|&intid| {
+                d.irq(vcpu, intid).is_some_and(|irq| {
+                    irq.pending_outside()
+                        && !irq.resident()
+                        && d.deliverable(irq, vcpu)
+                        && d.targets_vcpu(intid, vcpu)
+                })
+            });
+            (found, 0)
         })
         .0
     }

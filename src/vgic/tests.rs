@@ -1054,6 +1054,116 @@ fn vcpu_off_gives_back_everything_its_lrs_held() {
     assert_eq!(held, vec![2, 41]);
 }
 
+/// The physical-state changes guest writes left for passthrough SPIs, taken.
+fn phys_changes(v: &Vgic) -> Vec<(u32, crate::vgic::PhysSpiChange)> {
+    let mut out = Vec::new();
+    v.take_phys_requests(|p, c| out.push((p, c)));
+    out
+}
+
+fn bits(v: &Vgic, reg: dist::BitReg, intid: u32) {
+    v.with_dist(|d| ((), d.write_bits(0, reg, intid & !31, 1 << (intid % 32))));
+}
+
+#[test]
+fn icpendr_of_a_passthrough_spi_deactivates_the_physical_one_so_a_held_line_fires_again() {
+    use crate::vgic::PhysSpiChange;
+    let v = v3(2);
+    let mut c0 = v.new_cpu(0).unwrap();
+    let mut l0 = FakeLrs::new(LrFormat::V3, 4);
+    v.reset_cpu(&mut c0, &mut l0);
+    setup(&v, 0, 41, 0x60);
+    v.map_hw_spi(41, 73).unwrap();
+    // The device asserts its level line; EL2 took physical 73 and left it active.
+    v.set_spi_level(41, true).unwrap();
+    exit(&v, &mut c0, &mut l0);
+    assert_eq!(l0.valid_intids(), vec![41]);
+    assert!(
+        phys_changes(&v).is_empty(),
+        "an injection is not a guest write"
+    );
+
+    // The guest clears it pending: the physical one must not stay active for good.
+    bits(&v, dist::BitReg::ClearPending, 41);
+    assert_eq!(
+        phys_changes(&v),
+        vec![(
+            73,
+            PhysSpiChange {
+                clear_pending: true,
+                active: Some(false)
+            }
+        )]
+    );
+    assert!(phys_changes(&v).is_empty(), "taken once");
+    exit(&v, &mut c0, &mut l0);
+    assert!(l0.valid_intids().is_empty() && !pending_view(&v, 0, 41));
+    // Still asserted: the deactivated physical SPI fires again and the guest sees it again.
+    v.set_spi_level(41, true).unwrap();
+    exit(&v, &mut c0, &mut l0);
+    assert_eq!(l0.ack(), Some(41));
+    exit(&v, &mut c0, &mut l0);
+    // Cleared while the guest has it active: the physical one stays active (the guest's
+    // deactivation through the HW-linked LR deactivates it); only its pending state goes.
+    bits(&v, dist::BitReg::ClearPending, 41);
+    assert_eq!(
+        phys_changes(&v),
+        vec![(
+            73,
+            PhysSpiChange {
+                clear_pending: true,
+                active: None
+            }
+        )]
+    );
+}
+
+#[test]
+fn active_and_pending_writes_of_a_passthrough_spi_move_the_physical_active_state() {
+    use crate::vgic::PhysSpiChange;
+    let v = v3(1);
+    setup(&v, 0, 41, 0x60);
+    v.map_hw_spi(41, 41).unwrap();
+    let act = |a| PhysSpiChange {
+        clear_pending: false,
+        active: Some(a),
+    };
+    bits(&v, dist::BitReg::SetActive, 41);
+    assert_eq!(phys_changes(&v), vec![(41, act(true))]);
+    bits(&v, dist::BitReg::ClearActive, 41);
+    assert_eq!(phys_changes(&v), vec![(41, act(false))]);
+    // ISPENDR: the LR will carry HW = 1, whose deactivation needs an active physical SPI.
+    bits(&v, dist::BitReg::SetPending, 41);
+    assert_eq!(phys_changes(&v), vec![(41, act(true))]);
+    // Two writes before the runtime gets to them: the later one wins.
+    bits(&v, dist::BitReg::SetActive, 41);
+    bits(&v, dist::BitReg::ClearActive, 41);
+    assert_eq!(phys_changes(&v), vec![(41, act(false))]);
+    // A request for a link that is gone is dropped.
+    bits(&v, dist::BitReg::SetActive, 41);
+    v.unmap_hw(0, 41).unwrap();
+    assert!(phys_changes(&v).is_empty());
+}
+
+#[test]
+fn pending_and_active_writes_of_other_interrupts_leave_physical_ones_alone() {
+    let v = v3(1);
+    setup(&v, 0, 40, 0x60); // an emulated device's SPI
+    setup(&v, 0, 27, 0x20);
+    v.map_hw_ppi(0, 27, 27).unwrap(); // a HW-linked PPI (its own rules: see Timers)
+    for reg in [
+        dist::BitReg::SetPending,
+        dist::BitReg::ClearPending,
+        dist::BitReg::SetActive,
+        dist::BitReg::ClearActive,
+    ] {
+        bits(&v, reg, 40);
+        bits(&v, reg, 27);
+        assert!(phys_changes(&v).is_empty(), "{reg:?}");
+        assert!(!v.with_dist(|d| (d.hw_state_changed(), 0)).0);
+    }
+}
+
 mod random {
     //! Seeded random operations against two vCPUs with three LRs each, checking after every
     //! exit that the LRs and the model agree, and at the end that everything drains.
@@ -1154,8 +1264,19 @@ mod random {
     }
 
     pub(super) fn drain(v: &Vgic, cpus: &mut [VgicCpu], lrs: &mut [FakeLrs], owed: &mut Owed) {
+        drain_online(v, cpus, lrs, owed, [true; NR_VCPUS]);
+    }
+
+    /// [`drain`] with only the vCPUs in `online` running (the others are off: PSCI CPU_OFF).
+    pub(super) fn drain_online(
+        v: &Vgic,
+        cpus: &mut [VgicCpu],
+        lrs: &mut [FakeLrs],
+        owed: &mut Owed,
+        online: [bool; NR_VCPUS],
+    ) {
         for _ in 0..40 {
-            for c in 0..NR_VCPUS {
+            for c in (0..NR_VCPUS).filter(|&c| online[c]) {
                 while let Some(i) = ack(&mut lrs[c], c, owed) {
                     lrs[c].eoi(i);
                 }
@@ -1341,6 +1462,32 @@ mod random_lifecycle {
         }
     }
 
+    /// A vCPU that is off holds nothing: no LR in use, no interrupt owned, no physical PPI
+    /// held, no underflow interrupt asked for.
+    fn check_off(
+        v: &Vgic,
+        cpus: &[VgicCpu],
+        lrs: &[FakeLrs],
+        c: usize,
+    ) -> Result<(), TestCaseError> {
+        prop_assert!(lrs[c].valid().is_empty(), "vCPU {} is off but has LRs", c);
+        prop_assert_eq!(cpus[c].used_lrs(), 0);
+        prop_assert_eq!(cpus[c].held_physical(), 0, "vCPU {} is off but holds", c);
+        prop_assert!(!lrs[c].uie, "vCPU {} is off with UIE on", c);
+        let owned = v
+            .with_dist(|d| {
+                let private = (0..32).filter(|&i| d.irq(c, i).is_some_and(|q| q.resident()));
+                let shared = SPIS
+                    .iter()
+                    .copied()
+                    .filter(|&i| d.irq(0, i).is_some_and(|q| q.owner == c as u8));
+                (private.chain(shared).collect::<Vec<u32>>(), 0)
+            })
+            .0;
+        prop_assert!(owned.is_empty(), "vCPU {} is off but owns {:?}", c, owned);
+        Ok(())
+    }
+
     fn run_life(ops: &[LifeOp]) -> Result<(), TestCaseError> {
         let (v, mut cpus, mut lrs) = world();
         for c in 0..NR_VCPUS {
@@ -1377,6 +1524,8 @@ mod random_lifecycle {
                         Op::Level(s, l) => {
                             v.set_spi_level(SPIS[s], l).unwrap();
                         }
+                        // An SGI is sent by a running vCPU.
+                        Op::Sgi(from, _) if !online[from] => {}
                         Op::Sgi(from, to) => {
                             v.send_sgi_v3(from, (1u64 << 24) | (1 << to), SgiRegister::Sgi1r)
                                 .unwrap();
@@ -1449,6 +1598,9 @@ mod random_lifecycle {
                 }
             }
             for c in 0..NR_VCPUS {
+                if !online[c] {
+                    check_off(&v, &cpus, &lrs, c)?;
+                }
                 prop_assert!(
                     deactivations(&lrs[c]) <= fired[c],
                     "vCPU {}: timer deactivated {} times for {} activations",
@@ -1458,21 +1610,53 @@ mod random_lifecycle {
                 );
             }
         }
-        for c in 0..NR_VCPUS {
-            if !online[c] {
-                cpus[c] = v.new_cpu(c).unwrap();
-                v.reset_cpu(&mut cpus[c], &mut lrs[c]);
-            }
-            lrs[c].lines = 0;
+        // Lines low, everything enabled; first only the running vCPUs run dry: whatever one of
+        // them may take must reach it, with the others still off. Only disabled SPIs are
+        // enabled: a write to an enabled one would hint it afresh and hide a lost hint.
+        for l in lrs.iter_mut() {
+            l.lines = 0;
         }
         for &intid in &SPIS {
             v.set_spi_level(intid, false).unwrap();
             v.with_dist(|d| {
+                if d.irq(0, intid).is_some_and(|i| i.enabled) {
+                    return ((), 0);
+                }
                 (
                     (),
                     d.write_bits(0, dist::BitReg::SetEnable, 32, 1 << (intid - 32)),
                 )
             });
+        }
+        drain_online(&v, &mut cpus, &mut lrs, &mut owed, online);
+        for &(c, intid) in &owed {
+            let deliverable = if c == SHARED {
+                let route = v.with_dist(|d| (d.read_irouter(intid), 0)).0;
+                if route & dist::IROUTER_IRM != 0 {
+                    online.iter().any(|&o| o)
+                } else {
+                    usize::try_from(route).is_ok_and(|t| t < NR_VCPUS && online[t])
+                }
+            } else {
+                online[c]
+            };
+            prop_assert!(
+                !deliverable,
+                "{} owed to {} never delivered with vCPUs {:?} running",
+                intid,
+                c,
+                online
+            );
+        }
+        for c in (0..NR_VCPUS).filter(|&c| !online[c]) {
+            check_off(&v, &cpus, &lrs, c)?;
+        }
+        // Then the others start again (CPU_ON) and everything left must drain.
+        for c in 0..NR_VCPUS {
+            if !online[c] {
+                cpus[c] = v.new_cpu(c).unwrap();
+                v.reset_cpu(&mut cpus[c], &mut lrs[c]);
+            }
         }
         drain(&v, &mut cpus, &mut lrs, &mut owed);
         prop_assert!(owed.is_empty(), "never delivered: {:?}", owed);

@@ -741,15 +741,29 @@ pub fn clear_active_private(intid: u32) {
 
 /// Clears the active state of SPI `intid` (a passthrough interrupt its VM left active).
 pub fn clear_active_spi(intid: u32) {
+    spi_write(GICD_ICACTIVER, intid);
+}
+
+/// Sets physical SPI `intid` active (GICD_ISACTIVER), as if taken but not deactivated.
+pub fn set_active_spi(intid: u32) {
+    spi_write(GICD_ISACTIVER, intid);
+}
+
+/// Clears physical SPI `intid`'s pending state (GICD_ICPENDR; a level-sensitive one whose
+/// line is still asserted stays pending).
+pub fn clear_pending_spi(intid: u32) {
+    spi_write(GICD_ICPENDR, intid);
+}
+
+/// Writes SPI `intid`'s bit of the set/clear register array at `reg` in the distributor
+/// (same layout in GICv2 and GICv3). Not an SPI of this GIC: nothing.
+fn spi_write(reg: usize, intid: u32) {
     let g = gic();
     if intid < 32 || intid >= g.spi_limit {
         return;
     }
     let gicd = g.frames.gicd as usize;
-    wr32(
-        gicd + GICD_ICACTIVER + (intid as usize / 32) * 4,
-        1 << (intid % 32),
-    );
+    wr32(gicd + reg + (intid as usize / 32) * 4, 1 << (intid % 32));
 }
 
 /// PPI of the EL2 physical timer (CNTHP), the scheduler's time-slice and wake-up timer on a
