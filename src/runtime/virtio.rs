@@ -55,11 +55,15 @@ impl GuestMemory for VmRam {
         &HypPhys
     }
 
-    fn piece(&self, ipa: Ipa, len: u64, _write: bool) -> Result<(PhysAddr, u64), MemError> {
+    fn piece(&self, ipa: Ipa, len: u64, write: bool) -> Result<(PhysAddr, u64), MemError> {
         let (pa, n) = ram_piece(self.chunks.regions(), ipa, len)?;
         // Reads too: a buffer in a chunk the guest never touched must not show the previous
         // owner's bytes, and a received frame must not be wiped by the guest's first fault.
         self.chunks.prepare(ipa, n);
+        if write {
+            // Device writes bypass stage 2: a running dirty log must see them.
+            self.chunks.hyp_dirty().mark(ipa, n);
+        }
         Ok((pa, n))
     }
 }

@@ -618,13 +618,23 @@ impl Vm {
         let mut cache = MemCache::new();
         let base = self.layout.ram.start;
         let size = self.images.config.memory;
+        // The pages the virtio devices write bypass stage 2: recorded beside the log (its
+        // bitmap allocated before the stage-2 lock) and merged into it when it stops.
+        let hyp = self.ram.hyp_dirty();
+        hyp.prepare();
         let r = self.s2.with_retry(&mut cache, &PAGES, 0, |t, c| {
             if t.dirty_log().is_some() {
-                let log = t.stop_dirty_log(c)?;
+                let mut log = t.stop_dirty_log(c)?;
+                hyp.stop();
+                hyp.merge_into(&mut log);
                 Ok(DirtyLogChange::Stopped {
                     dirty_pages: log.dirty_count(),
                 })
             } else {
+                // Before write protection: a device write from now on is marked.
+                if !hyp.is_active() {
+                    hyp.start();
+                }
                 t.start_dirty_log(DirtyLog::new(base, size)?)?;
                 Ok(DirtyLogChange::Started)
             }
@@ -728,6 +738,8 @@ pub struct RamChunks {
     fwb: bool,
     prepared: Vec<AtomicBool>,
     lock: Mutex<()>,
+    /// Pages the hypervisor writes for the guest (its virtio devices) while a dirty log runs.
+    hyp_dirty: crate::mm::stage2::HypDirty,
 }
 
 impl RamChunks {
@@ -750,7 +762,13 @@ impl RamChunks {
                 .map(|_| AtomicBool::new(false))
                 .collect(),
             lock: Mutex::new(()),
+            hyp_dirty: crate::mm::stage2::HypDirty::new(base, size),
         }
+    }
+
+    /// The pages of guest RAM the hypervisor wrote while a dirty log runs.
+    pub fn hyp_dirty(&self) -> &crate::mm::stage2::HypDirty {
+        &self.hyp_dirty
     }
 
     /// The RAM regions, sorted by IPA.

@@ -21,7 +21,7 @@
 use alloc::vec::Vec;
 
 use crate::addr::{Ipa, PhysAddr};
-use crate::mm::stage2::{GuestMemoryMap, MemRegion, RegionKind};
+use crate::mm::stage2::{GuestMemoryMap, HypDirty, MemRegion, RegionKind};
 
 /// Why a guest-memory access was refused.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -62,7 +62,8 @@ pub trait GuestMemory: Send + Sync {
 
     /// The physically contiguous piece of RAM that starts at `ipa`: its physical address and
     /// length, `1..=len` bytes (`len` > 0). `write` says the device is about to write it (the
-    /// runtime marks the pages dirty). `NotRam` when `ipa` is not RAM of this VM.
+    /// implementation marks the pages in its dirty log while one runs: `HypDirty::mark`).
+    /// `NotRam` when `ipa` is not RAM of this VM.
     fn piece(&self, ipa: Ipa, len: u64, write: bool) -> Result<(PhysAddr, u64), MemError>;
 
     /// Checks that all of `[ipa, ipa + len)` is RAM.
@@ -188,6 +189,7 @@ pub fn ram_piece(regions: &[RamRegion], ipa: Ipa, len: u64) -> Result<(PhysAddr,
 pub struct GuestRam<P> {
     regions: Vec<RamRegion>,
     phys: P,
+    dirty: HypDirty,
 }
 
 impl<P: PhysMemory> GuestRam<P> {
@@ -195,7 +197,13 @@ impl<P: PhysMemory> GuestRam<P> {
     pub fn new(mut regions: Vec<RamRegion>, phys: P) -> Self {
         regions.retain(|r| r.size > 0);
         regions.sort_by_key(|r| r.ipa);
-        Self { regions, phys }
+        let base = regions.first().map_or(Ipa::new(0), |r| r.ipa);
+        let end = regions.last().map_or(base, |r| r.ipa + r.size);
+        Self {
+            dirty: HypDirty::new(base, end - base),
+            regions,
+            phys,
+        }
     }
 
     /// The RAM regions of a VM's memory map (passed-through device ranges are never guest
@@ -217,6 +225,11 @@ impl<P: PhysMemory> GuestRam<P> {
     pub fn regions(&self) -> &[RamRegion] {
         &self.regions
     }
+
+    /// The pages written through this memory while a log runs.
+    pub fn dirty(&self) -> &HypDirty {
+        &self.dirty
+    }
 }
 
 impl<P: PhysMemory> GuestMemory for GuestRam<P> {
@@ -226,8 +239,12 @@ impl<P: PhysMemory> GuestMemory for GuestRam<P> {
         &self.phys
     }
 
-    fn piece(&self, ipa: Ipa, len: u64, _write: bool) -> Result<(PhysAddr, u64), MemError> {
-        ram_piece(&self.regions, ipa, len)
+    fn piece(&self, ipa: Ipa, len: u64, write: bool) -> Result<(PhysAddr, u64), MemError> {
+        let (pa, n) = ram_piece(&self.regions, ipa, len)?;
+        if write {
+            self.dirty.mark(ipa, n);
+        }
+        Ok((pa, n))
     }
 }
 

@@ -8,10 +8,17 @@
 //! write-protected unless the fault was a write. Device mappings are never touched.
 //! Stop: every `DIRTY_WP` leaf gets write permission back, then tables in the range are merged
 //! back into blocks where possible.
+//!
+//! What the hypervisor itself writes into guest RAM on the guest's behalf (virtio devices:
+//! received frames, disk reads, used rings) never goes through stage 2, so no fault marks it:
+//! [`HypDirty`] records those pages while a log runs, and the VM merges them into the
+//! [`DirtyLog`] when it stops. A log that missed them would lose data in a migration or a
+//! snapshot built on it.
 #![forbid(unsafe_code)]
 
 use alloc::vec;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::Stage2Error;
 use super::desc::{MemType, is_valid, leaf_perms, with_perms};
@@ -99,6 +106,119 @@ impl DirtyLog {
 
     fn clear(&mut self) {
         self.bits.iter_mut().for_each(|w| *w = 0);
+    }
+}
+
+/// The 4 KiB pages of `[base, base + size)` that the hypervisor wrote into guest RAM while a
+/// dirty log runs (the writes that bypass stage 2). Writers call [`HypDirty::mark`] for every
+/// range they are about to write; without a running log that is one load and one branch. The
+/// bitmap is allocated the first time a log starts ([`HypDirty::prepare`]), so a VM that never
+/// logs pays nothing else.
+///
+/// Marks are made before the bytes move, so a page is never written unmarked while the log
+/// runs. A write that races with the start of the log itself (it checked the flag just before
+/// the log started) may go unmarked: the start has no quiescent point to wait for device
+/// writes in flight (KVM's memslot update waits for SRCU readers there).
+pub struct HypDirty {
+    base: Ipa,
+    pages: usize,
+    active: AtomicBool,
+    bits: spin::Once<Vec<AtomicU64>>,
+}
+
+impl HypDirty {
+    /// For the RAM range `[base, base + size)`. Allocates nothing.
+    pub const fn new(base: Ipa, size: u64) -> Self {
+        Self {
+            base,
+            pages: (size / PAGE_SIZE) as usize,
+            active: AtomicBool::new(false),
+            bits: spin::Once::new(),
+        }
+    }
+
+    /// Whether a log runs (marks are being recorded).
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Allocates the bitmap if it is not yet (call before taking locks a log start holds).
+    pub fn prepare(&self) {
+        self.bits.call_once(|| {
+            (0..self.pages.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect()
+        });
+    }
+
+    /// Starts recording: clears the bitmap (allocating it if needed), then turns marking on.
+    pub fn start(&self) {
+        self.prepare();
+        if let Some(bits) = self.bits.get() {
+            bits.iter().for_each(|w| w.store(0, Ordering::Relaxed));
+        }
+        self.active.store(true, Ordering::Release);
+    }
+
+    /// Stops recording; what was marked stays until the next [`HypDirty::start`].
+    pub fn stop(&self) {
+        self.active.store(false, Ordering::Release);
+    }
+
+    /// The hypervisor is about to write `[ipa, ipa + len)` of guest RAM: marks its pages
+    /// while a log runs. Pages outside the range are ignored.
+    #[inline]
+    pub fn mark(&self, ipa: Ipa, len: u64) {
+        if self.active.load(Ordering::Relaxed) {
+            self.mark_range(ipa, len);
+        }
+    }
+
+    #[cold]
+    fn mark_range(&self, ipa: Ipa, len: u64) {
+        let Some(bits) = self.bits.get() else {
+            return;
+        };
+        let base = self.base.as_u64();
+        let start = ipa.as_u64().max(base);
+        let end = ipa
+            .as_u64()
+            .saturating_add(len)
+            .min(base + self.pages as u64 * PAGE_SIZE);
+        if start >= end {
+            return;
+        }
+        for p in (start - base) / PAGE_SIZE..(end - base).div_ceil(PAGE_SIZE) {
+            let p = p as usize;
+            bits[p / 64].fetch_or(1 << (p % 64), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the page holding `ipa` is marked.
+    pub fn is_dirty(&self, ipa: Ipa) -> bool {
+        let Some(bits) = self.bits.get() else {
+            return false;
+        };
+        let Some(off) = ipa.as_u64().checked_sub(self.base.as_u64()) else {
+            return false;
+        };
+        let p = (off / PAGE_SIZE) as usize;
+        p < self.pages && bits[p / 64].load(Ordering::Relaxed) & (1 << (p % 64)) != 0
+    }
+
+    /// Marks every page recorded here in `log` (pages outside the log are ignored).
+    pub fn merge_into(&self, log: &mut DirtyLog) {
+        let Some(bits) = self.bits.get() else {
+            return;
+        };
+        for (w, word) in bits.iter().enumerate() {
+            let mut m = word.load(Ordering::Relaxed);
+            while m != 0 {
+                let p = w * 64 + m.trailing_zeros() as usize;
+                m &= m - 1;
+                log.mark(self.base + p as u64 * PAGE_SIZE);
+            }
+        }
     }
 }
 
@@ -236,5 +356,50 @@ impl<M: TableMemory, T: Stage2Tlb> Stage2Table<M, T> {
             self.stats.dirty_marked += 1;
         }
         Ok(split)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: u64 = 0x4000_0000;
+
+    #[test]
+    fn hypervisor_writes_are_marked_only_while_a_log_runs_and_merge_into_it() {
+        let h = HypDirty::new(Ipa::new(BASE), 64 * PAGE_SIZE);
+        h.mark(Ipa::new(BASE), 8);
+        assert!(!h.is_dirty(Ipa::new(BASE)), "no log: nothing recorded");
+        h.start();
+        // A range across two pages, one byte at the end of another, ranges partly or wholly
+        // outside RAM.
+        h.mark(Ipa::new(BASE + 0xff0), 0x20);
+        h.mark(Ipa::new(BASE + 10 * PAGE_SIZE - 1), 1);
+        h.mark(Ipa::new(BASE - 0x10), 0x20);
+        h.mark(Ipa::new(BASE + 63 * PAGE_SIZE + 0x800), PAGE_SIZE);
+        h.mark(Ipa::new(BASE + 64 * PAGE_SIZE), PAGE_SIZE);
+        h.mark(Ipa::new(BASE + 20 * PAGE_SIZE), 0);
+        h.stop();
+        h.mark(Ipa::new(BASE + 30 * PAGE_SIZE), 8);
+        let marked: Vec<u64> = (0..70)
+            .filter(|&p| h.is_dirty(Ipa::new(BASE + p * PAGE_SIZE)))
+            .collect();
+        assert_eq!(marked, [0, 1, 9, 63]);
+
+        // Into the stage-2 log (which already holds a page the guest wrote).
+        let mut log = DirtyLog::new(Ipa::new(BASE), 64 * PAGE_SIZE).unwrap();
+        log.mark(Ipa::new(BASE + 5 * PAGE_SIZE));
+        h.merge_into(&mut log);
+        let pages: Vec<u64> = log
+            .dirty_pages()
+            .map(|i| (i.as_u64() - BASE) / PAGE_SIZE)
+            .collect();
+        assert_eq!(pages, [0, 1, 5, 9, 63]);
+
+        // A new log starts clean.
+        h.start();
+        assert!(!h.is_dirty(Ipa::new(BASE)));
+        h.mark(Ipa::new(BASE + 2 * PAGE_SIZE), 1);
+        assert!(h.is_dirty(Ipa::new(BASE + 2 * PAGE_SIZE)));
     }
 }

@@ -123,7 +123,7 @@ pub mod walk;
 mod tests;
 
 pub use desc::{LeafAttrs, MemType, S2Perms};
-pub use dirty::DirtyLog;
+pub use dirty::{DirtyLog, HypDirty};
 pub use fault::{
     AccessKind, FaultOutcome, GuestMemoryMap, MappingDecision, MemRegion, RegionKind, Stage2Fault,
     decide_mapping,

@@ -303,3 +303,55 @@ fn the_config_space_describes_the_disk() {
     let r = rig(ReadOnlyDisk::new(vec![0u8; 1000]), true);
     assert_eq!(cfg_read(&r.t, 0, AccessWidth::Word).unwrap(), 1);
 }
+
+/// Dirty logging: what the device writes into guest RAM (the data of a disk read, the status
+/// byte, the used ring) bypasses stage 2, so its memory marks it in the VM's log itself.
+#[test]
+fn a_running_dirty_log_sees_every_page_the_device_writes() {
+    let img = image(64);
+    let r = rig(ReadOnlyDisk::new(img.clone()), true);
+    // The driver writes through a second view of the same RAM, as a guest's own writes go
+    // through stage 2 (its faults mark them): only the device's writes reach this log.
+    let guest = vm(&r.phys, 0);
+    let submit = |buf: u64, len: u32| {
+        let mut drv = FakeDriverQueue::new_running(&*guest, layout());
+        let _ = drv.take_used();
+        let mut hdr = [0u8; 16];
+        hdr[8..].copy_from_slice(&2u64.to_le_bytes()); // VIRTIO_BLK_T_IN, sector 2
+        guest.write(Ipa::new(HDR), &hdr).unwrap();
+        guest.write(Ipa::new(STATUS), &[0xee]).unwrap();
+        drv.set_desc(0, HDR, 16, F_NEXT, 1);
+        drv.set_desc(1, buf, len, F_NEXT | F_WRITE, 2);
+        drv.set_desc(2, STATUS, 1, F_WRITE, 0);
+        drv.publish(0);
+        let before = r.phys.snapshot();
+        wr(&r.t, reg::QUEUE_NOTIFY, 0);
+        assert_eq!(drv.take_used().len(), 1);
+        changed_pages(&before, &r.phys.snapshot(), 0)
+    };
+    // No log running: nothing is marked.
+    submit(BUF, 512);
+    assert!(!r.m.dirty().is_dirty(Ipa::new(BUF)));
+
+    r.m.dirty().start();
+    // Three sectors across a page boundary.
+    let written = submit(BUF + 0x1e00, 3 * 512);
+    r.m.dirty().stop();
+    let q_page = Q & !0xfff;
+    for page in [BUF + 0x1000, BUF + 0x2000, STATUS, q_page] {
+        assert!(written.contains(&page), "{page:#x} written by the device");
+    }
+    for page in &written {
+        assert!(
+            r.m.dirty().is_dirty(Ipa::new(*page)),
+            "page {page:#x} written by the device but not in the log"
+        );
+    }
+    let mut got = vec![0u8; 3 * 512];
+    r.m.read(Ipa::new(BUF + 0x1e00), &mut got).unwrap();
+    assert_eq!(got, img[2 * 512..5 * 512]);
+    // Stopped: later writes are not marked, what was marked stays for the merge.
+    submit(BUF + 0x8000, 512);
+    assert!(!r.m.dirty().is_dirty(Ipa::new(BUF + 0x8000)));
+    assert!(r.m.dirty().is_dirty(Ipa::new(STATUS)));
+}

@@ -51,6 +51,18 @@ pub fn assert_guards_intact(phys: &FakePhys, vms: usize) {
     }
 }
 
+/// The IPAs of the 4 KiB pages of VM `n`'s RAM that differ between two arena snapshots.
+pub fn changed_pages(before: &[u8], after: &[u8], n: usize) -> Vec<u64> {
+    let start = (vm_pa(n) - PHYS) as usize;
+    (0..RAM_SIZE / 0x1000)
+        .filter(|&p| {
+            let at = start + (p * 0x1000) as usize;
+            before[at..at + 0x1000] != after[at..at + 0x1000]
+        })
+        .map(|p| RAM + p * 0x1000)
+        .collect()
+}
+
 pub const CTX: AccessCtx = AccessCtx { vcpu: 0 };
 
 pub fn rd<D: VirtioDevice>(t: &VirtioMmio<D>, off: u64) -> u32 {

@@ -563,3 +563,36 @@ fn frames_over_the_mtu_or_the_maximum_are_dropped() {
     a.send(hdr, &frame(BCAST, mac(1), MAX_FRAME_LEN as usize - 13));
     assert_eq!(a.counters().tx_drops, 2);
 }
+
+/// Dirty logging: a frame the switch copies into the receiver's buffers, and the receiver's
+/// used ring, bypass its stage 2; its memory marks them in its log itself.
+#[test]
+fn a_received_frame_and_the_used_ring_are_in_the_receivers_dirty_log() {
+    let phys = arena(2);
+    let lan0 = Arc::new(Switch::new("lan0"));
+    let a = new_vm(&phys, 0, &lan0, LINUX_NET);
+    let mut b = new_vm(&phys, 1, &lan0, LINUX_NET);
+    b.post_rx(4, 4096);
+    b.m.dirty().start();
+    let before = phys.snapshot();
+    // A's driver writes only A's RAM: whatever changes in B's RAM, the switch wrote.
+    let f = frame(BCAST, mac(1), 3000);
+    a.send(NetHdr::default(), &f);
+    let changed = changed_pages(&before, &phys.snapshot(), 1);
+    assert!(
+        changed.contains(&rx_addr(0)),
+        "the frame landed in B's first buffer"
+    );
+    assert!(changed.contains(&(RXQ & !0xfff)), "B's used ring");
+    for page in &changed {
+        assert!(
+            b.m.dirty().is_dirty(Ipa::new(*page)),
+            "page {page:#x} of B written by the switch but not in B's log"
+        );
+    }
+    assert!(
+        !a.m.dirty().is_dirty(Ipa::new(TXBUF)),
+        "A runs no log: nothing marked"
+    );
+    assert_eq!(b.received().len(), 1);
+}
