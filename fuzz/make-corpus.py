@@ -367,6 +367,39 @@ def reset(v):
     return op(12, v)
 
 
+def raise_edge(intid):
+    return op(4, 0) + struct.pack("<H", intid)
+
+
+def cpu_off_on(v):
+    # Tag 12's odd high multiple: PSCI CPU_OFF of a running vCPU, CPU_ON of a stopped one.
+    return op(25, v)
+
+
+def seeds_vgic_cpu_off():
+    # A passthrough SPI's pending and active state written by the guest (HwStateChanged), then
+    # a 1-of-N SPI hinted to vCPU 0, which stops before it takes it: vCPU 1 must get it (the
+    # end-of-run check finds it lost if CPU_OFF does not offer it to the other target).
+    for target, v3 in (("vgic_v3", True), ("vgic_v2", False)):
+        d = (lambda v, off, w, val=None: mmio(v, off, w, val, redist=False)) if v3 else mmio
+        b = bytes([1, 1, 3])
+        b += d(0, 0x0, 2, 0x13 if v3 else 0x3)                  # CTLR: groups (and ARE)
+        b += d(0, 0x84, 2, 0xFFFF_FFFF) + d(0, 0x104, 2, 0x3)    # IGROUPR1, ISENABLER1
+        b += d(0, 0xC08, 2, 0x2)                                 # ICFGR2: SPI 32 edge
+        if v3:
+            b += d(0, 0x6100, 3, 1 << 31) + d(0, 0x6108, 3, 0)   # IROUTER32 IRM, IROUTER33
+        else:
+            b += d(0, 0x820, 0, 0x3) + d(0, 0x821, 0, 0x1)       # ITARGETSR32 both, 33 CPU 0
+        b += map_hw(0, 33, 33, 1)
+        for off in (0x204, 0x284, 0x304, 0x384, 0x204, 0x304, 0x284):
+            b += d(0, off, 2, 0x2)                               # I[SC]PENDR1 / I[SC]ACTIVER1
+        b += flush(0) + ack(0) + exit_(0) + d(0, 0x384, 2, 0x2) + flush(0) + eoi(0) + exit_(0)
+        b += raise_edge(32) + cpu_off_on(1) + flush(0) + ack(0) + eoi(0) + exit_(0)
+        # vCPU 1 back on takes an exit first (its start-up rescan is done), then the edge.
+        b += cpu_off_on(1) + flush(1) + exit_(1) + raise_edge(32) + cpu_off_on(0)
+        put(target, "cpu-off-1-of-n", b)
+
+
 def seeds_vgic():
     # GICv3, 2 vCPUs, 64 SPIs, 4 LRs: what Linux's gic_dist_init / gic_cpu_init write, then a
     # timer PPI, a level SPI, an SGI, a HW-linked timer and an LR overflow.
@@ -487,6 +520,7 @@ def main():
     seeds_esr()
     seeds_pl011()
     seeds_vgic()
+    seeds_vgic_cpu_off()
     seeds_virtio()
 
 

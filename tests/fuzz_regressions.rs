@@ -117,6 +117,8 @@ const SEED_OUTCOMES: &[(&str, &str, &str)] = &[
     ("esr", "ldp-no-isv", "36/Err(NoSyndrome)"),
     ("esr", "s1ptw", "36/Err(TableWalk)"),
     ("esr", "hvc0", "22/Err(NotDataAbort)"),
+    ("vgic_v3", "cpu-off-1-of-n", "ops 32 injections 3"),
+    ("vgic_v2", "cpu-off-1-of-n", "ops 32 injections 3"),
 ];
 
 #[test]
