@@ -71,9 +71,13 @@ fn toggle_dirty_log() {
         Ok(DirtyLogChange::Started) => {
             info!("kestrel: vm {}: dirty logging started", vm.name);
         }
-        Ok(DirtyLogChange::Stopped { dirty_pages }) => {
+        Ok(DirtyLogChange::Stopped {
+            dirty_pages,
+            by_devices,
+        }) => {
             info!(
-                "kestrel: vm {}: dirty logging stopped: {dirty_pages} pages dirty; stage2 {}",
+                "kestrel: vm {}: dirty logging stopped: {dirty_pages} pages dirty \
+                 ({by_devices} written by its devices); stage2 {}",
                 vm.name,
                 vm.s2_stats()
             );

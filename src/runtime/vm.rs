@@ -128,7 +128,11 @@ pub struct DeviceSlot {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum DirtyLogChange {
     Started,
-    Stopped { dirty_pages: usize },
+    /// `by_devices`: how many of the pages the VM's virtio devices wrote (past stage 2).
+    Stopped {
+        dirty_pages: usize,
+        by_devices: usize,
+    },
 }
 
 /// How a VM's run ends.
@@ -629,6 +633,7 @@ impl Vm {
                 hyp.merge_into(&mut log);
                 Ok(DirtyLogChange::Stopped {
                     dirty_pages: log.dirty_count(),
+                    by_devices: hyp.count(),
                 })
             } else {
                 // Before write protection: a device write from now on is marked.

@@ -206,6 +206,15 @@ impl HypDirty {
         p < self.pages && bits[p / 64].load(Ordering::Relaxed) & (1 << (p % 64)) != 0
     }
 
+    /// How many pages are marked.
+    pub fn count(&self) -> usize {
+        self.bits.get().map_or(0, |b| {
+            b.iter()
+                .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
+                .sum()
+        })
+    }
+
     /// Marks every page recorded here in `log` (pages outside the log are ignored).
     pub fn merge_into(&self, log: &mut DirtyLog) {
         let Some(bits) = self.bits.get() else {
@@ -385,6 +394,7 @@ mod tests {
             .filter(|&p| h.is_dirty(Ipa::new(BASE + p * PAGE_SIZE)))
             .collect();
         assert_eq!(marked, [0, 1, 9, 63]);
+        assert_eq!(h.count(), 4);
 
         // Into the stage-2 log (which already holds a page the guest wrote).
         let mut log = DirtyLog::new(Ipa::new(BASE), 64 * PAGE_SIZE).unwrap();
