@@ -23,9 +23,17 @@ pub fn apply(vm: &Vm, me: usize, fx: &Effects) {
             }
             Effect::KickVcpus(mask) => percpu::kick(vm, mask, me),
             Effect::HwTriggerChanged => vm.match_passthrough_triggers(),
-            Effect::HwStateChanged => vm.vgic.take_phys_requests(|pintid, change| {
-                passthrough::set_phys_state(vm.id, pintid, change)
-            }),
+            Effect::HwStateChanged => hw_state_changed(vm),
         }
     }
+}
+
+/// The guest wrote the pending or active state of passthrough SPIs: make their physical
+/// interrupts follow (`vgic::PhysSpiChange`). Out of line: rare, and kept off the registers of
+/// the common MMIO exit.
+#[cold]
+#[inline(never)]
+fn hw_state_changed(vm: &Vm) {
+    vm.vgic
+        .take_phys_requests(|pintid, change| passthrough::set_phys_state(vm.id, pintid, change));
 }
