@@ -281,9 +281,24 @@ fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
             return data_abort_without_ipa(v, frame, da.status, da.write, far);
         }
     };
-    // Emulated devices first: after boot nearly every data abort is an MMIO access, and a
-    // device window never overlaps the memory map (admission refuses it), so this saves the
-    // memory-map search on every device exit; a RAM fault pays the device scan instead.
+    if let Some((kind, level)) = fault_kind(da.status)
+        && v.vm.memmap.lookup(ipa).is_some()
+    {
+        let access = AccessKind::of_abort(false, da.write, da.s1ptw, kind);
+        ExitStats::bump(&v.vm.stats.data_abort_ram);
+        v.vm.prepare_for_fault(ipa);
+        let fault = Stage2Fault {
+            ipa,
+            kind,
+            level,
+            access,
+        };
+        match stage2_fault(v, &fault) {
+            Some(FaultOutcome::NotInRegion) | Some(FaultOutcome::AccessDenied) => {}
+            Some(_) => return,
+            None => return,
+        }
+    }
     if let Some((dev, offset)) = v.vm.device_at(ipa) {
         ExitStats::bump(&v.vm.stats.mmio);
         let Some(a) = da.access else {
@@ -326,24 +341,6 @@ fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
             }
         }
         return;
-    }
-    if let Some((kind, level)) = fault_kind(da.status)
-        && v.vm.memmap.lookup(ipa).is_some()
-    {
-        let access = AccessKind::of_abort(false, da.write, da.s1ptw, kind);
-        ExitStats::bump(&v.vm.stats.data_abort_ram);
-        v.vm.prepare_for_fault(ipa);
-        let fault = Stage2Fault {
-            ipa,
-            kind,
-            level,
-            access,
-        };
-        match stage2_fault(v, &fault) {
-            Some(FaultOutcome::NotInRegion) | Some(FaultOutcome::AccessDenied) => {}
-            Some(_) => return,
-            None => return,
-        }
     }
     warn!(
         "kestrel: vm {}: {} at {ipa:?} (pc {:#x}) hits no memory or device; injecting an abort",
