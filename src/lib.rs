@@ -31,6 +31,7 @@ extern crate alloc;
 pub mod addr;
 pub mod console_cmd;
 pub mod console_mux;
+pub mod console_rx;
 pub mod guest;
 pub mod lifecycle;
 pub mod mitigations;

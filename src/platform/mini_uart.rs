@@ -298,11 +298,16 @@ impl<R: Regs32> MiniUart<R> {
 
     /// One received byte, if the RX FIFO holds any (LSR bit 0).
     pub fn getc(&self) -> Option<u8> {
-        if self.lsr().is_set(LSR::DATA_READY) {
+        if self.has_input() {
             Some((self.regs.read(off::IO) & 0xff) as u8)
         } else {
             None
         }
+    }
+
+    /// True while the RX FIFO holds a byte (LSR bit 0).
+    pub fn has_input(&self) -> bool {
+        self.lsr().is_set(LSR::DATA_READY)
     }
 
     /// Waits until every queued byte has left the transmitter (LSR bit 6).

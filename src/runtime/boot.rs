@@ -202,6 +202,9 @@ fn primary_main(dtb: u64, load_base: u64, el_info: u64) -> ! {
         s.used_pages
     );
     crate::runtime::vms::run(platform);
+    // Input typed before the VMs existed (kept when the UART was programmed) goes to the
+    // focused VM now rather than with the next key.
+    crate::runtime::control::console_input();
     crate::runtime::idle::enter()
 }
 

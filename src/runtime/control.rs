@@ -11,38 +11,44 @@ use log::{error, info};
 
 /// Reads pending console input and hands it to the focused VM's emulated UART.
 pub fn console_input() {
-    while let Some(b) = crate::arch::aarch64::console::read_byte() {
-        let input = match console::key(b) {
-            Key::Input(i) => i,
-            Key::Command(c) => {
-                vms::console_command(&c);
-                continue;
-            }
-            Key::Rejected(e) => {
-                info!("kestrel: {e}");
-                continue;
-            }
-        };
-        match input {
-            Input::ToVm(i, byte) => {
-                if let Some(vm) = vms::by_console(i) {
-                    let mut fx = crate::vdev::Effects::new();
-                    vm.console_input(&[byte], &mut fx);
-                    effects::apply(&vm, usize::MAX, &fx);
-                }
-            }
-            Input::Focus(i) => {
-                info!("kestrel: console input now goes to VM console {}", i + 1);
-            }
-            Input::Command(b'd') => request_dump(),
-            Input::Command(b'l') => toggle_dirty_log(),
-            Input::Command(_) => info!(
-                "kestrel: console keys: Ctrl-A 1..9 focus VM n, Ctrl-A n next VM, Ctrl-A Ctrl-A \
-                 literal Ctrl-A, Ctrl-A d dump hypervisor state, Ctrl-A l start/stop dirty logging of the focused \
-                 VM, Ctrl-A : command prompt (list, start, stop, reset, help), Ctrl-A h this help"
-            ),
-            Input::None => {}
+    crate::console_rx::drain(
+        &mut crate::arch::aarch64::console::PhysConsoleRx,
+        console_key,
+    );
+}
+
+/// One byte of console input: to the focused VM, or a console key for the hypervisor.
+fn console_key(b: u8) {
+    let input = match console::key(b) {
+        Key::Input(i) => i,
+        Key::Command(c) => {
+            vms::console_command(&c);
+            return;
         }
+        Key::Rejected(e) => {
+            info!("kestrel: {e}");
+            return;
+        }
+    };
+    match input {
+        Input::ToVm(i, byte) => {
+            if let Some(vm) = vms::by_console(i) {
+                let mut fx = crate::vdev::Effects::new();
+                vm.console_input(&[byte], &mut fx);
+                effects::apply(&vm, usize::MAX, &fx);
+            }
+        }
+        Input::Focus(i) => {
+            info!("kestrel: console input now goes to VM console {}", i + 1);
+        }
+        Input::Command(b'd') => request_dump(),
+        Input::Command(b'l') => toggle_dirty_log(),
+        Input::Command(_) => info!(
+            "kestrel: console keys: Ctrl-A 1..9 focus VM n, Ctrl-A n next VM, Ctrl-A Ctrl-A \
+             literal Ctrl-A, Ctrl-A d dump hypervisor state, Ctrl-A l start/stop dirty logging of the focused \
+             VM, Ctrl-A : command prompt (list, start, stop, reset, help), Ctrl-A h this help"
+        ),
+        Input::None => {}
     }
 }
 

@@ -463,6 +463,16 @@ impl Started {
         }
     }
 
+    /// Puts `text` on the console's input at once (the pipe holds it until QEMU's UART takes
+    /// it, so text written right after the start is waiting before the hypervisor runs).
+    pub fn type_now(&mut self, text: &[u8]) {
+        use std::io::Write;
+        if let Some(i) = self.input.as_mut() {
+            let _ = i.write_all(text);
+            let _ = i.flush();
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }

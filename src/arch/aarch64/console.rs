@@ -3,7 +3,7 @@
 //! from the system counter and the CPU number.
 use super::cpu;
 use crate::platform::mini_uart::{MiniUart, Regs32};
-use arm_pl011_uart::{PL011Registers, Uart, UniqueMmioPointer};
+use arm_pl011_uart::{Interrupts, PL011Registers, Uart, UniqueMmioPointer};
 use core::fmt::{self, Write};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -54,13 +54,60 @@ impl PhysUart {
             }
         }
     }
+    /// One received byte; bytes received with an error are dropped (each read of UARTDR
+    /// takes one), so an error never ends the reading early.
     fn getc(&mut self) -> Option<u8> {
         match self {
             PhysUart::None => None,
-            PhysUart::Pl011(u) => u.read_word().ok().flatten(),
+            PhysUart::Pl011(u) => loop {
+                match u.read_word() {
+                    Ok(b) => break b,
+                    Err(_) => continue,
+                }
+            },
             PhysUart::Mini(m) => m.getc(),
         }
     }
+
+    /// Clears the receive-side interrupt status and tells whether input is waiting
+    /// ([`crate::console_rx::ConsoleRx::ack`]). The mini UART's receive interrupt follows its
+    /// FIFO level alone (BCM2711 ARM Peripherals 2.2.2, AUX_MU_IIR), so there is nothing to clear.
+    fn ack_input(&mut self) -> bool {
+        match self {
+            PhysUart::None => false,
+            PhysUart::Pl011(u) => {
+                u.clear_interrupts(
+                    Interrupts::RXI
+                        | Interrupts::RTI
+                        | Interrupts::OEI
+                        | Interrupts::BEI
+                        | Interrupts::PEI
+                        | Interrupts::FEI,
+                );
+                !u.is_rx_fifo_empty()
+            }
+            PhysUart::Mini(m) => m.has_input(),
+        }
+    }
+}
+
+/// Bytes that were waiting in the PL011's receive FIFO when the hypervisor programmed it (which
+/// on QEMU empties the FIFO), handed out by [`read_byte`] before anything the UART holds.
+static EARLY_INPUT: Mutex<EarlyInput> = Mutex::new(EarlyInput {
+    bytes: [0; EARLY_INPUT_MAX],
+    len: 0,
+    taken: 0,
+});
+/// Most bytes kept; more typed ahead of the hypervisor's start are lost.
+const EARLY_INPUT_MAX: usize = 256;
+/// How many times UARTFR is read for the byte after one just taken before the input is taken
+/// to have ended (QEMU's main loop delivers the next byte within a few accesses).
+const EARLY_INPUT_WAIT_POLLS: u32 = 20_000;
+
+struct EarlyInput {
+    bytes: [u8; EARLY_INPUT_MAX],
+    len: usize,
+    taken: usize,
 }
 
 // SAFETY: the UART is only reached through the CONSOLE mutex.
@@ -88,7 +135,7 @@ pub fn init(kind: UartKind, base: u64, clock_hz: Option<u32>) {
                 // and only this console driver accesses it.
                 let mut u = Uart::new(unsafe { UniqueMmioPointer::new(p) });
                 if let Some(hz) = clock_hz {
-                    program_pl011(&mut u, hz);
+                    program_pl011(&mut u, base, hz);
                 }
                 PhysUart::Pl011(u)
             }
@@ -103,12 +150,34 @@ pub fn init(kind: UartKind, base: u64, clock_hz: Option<u32>) {
 /// 115200 8N1 from a `clock_hz` UARTCLK (the divisor: PL011 TRM 3.3.6, IBRD + FBRD/64 =
 /// UARTCLK / (16 x baud)). What the firmware was still sending is let out first (bounded: a
 /// PL011 that stays busy is reprogrammed anyway).
-fn program_pl011(u: &mut Uart<'static>, clock_hz: u32) {
+fn program_pl011(u: &mut Uart<'static>, base: u64, clock_hz: u32) {
     let mut polls = 0u32;
     while u.is_busy() && polls < 1_000_000 {
         polls += 1;
         core::hint::spin_loop();
     }
+    // Keep what was typed before: reprogramming the line (a change of UARTLCR_H.FEN) empties
+    // the receive FIFO on QEMU. A FIFO that was off holds one byte, and the next arrives only
+    // after that one is read, so after each byte the next is waited for a while: one that
+    // arrived after the last look would be lost with the FIFO.
+    let mut early = EARLY_INPUT.lock();
+    let mut idle_polls = 0u32;
+    let mut taken = false;
+    while early.len < EARLY_INPUT_MAX {
+        match u.read_word() {
+            Ok(Some(b)) => {
+                let n = early.len;
+                early.bytes[n] = b;
+                early.len += 1;
+                taken = true;
+                idle_polls = 0;
+            }
+            Ok(None) if taken && idle_polls < EARLY_INPUT_WAIT_POLLS => idle_polls += 1,
+            Ok(None) => break,
+            Err(_) => {}
+        }
+    }
+    drop(early);
     let line = arm_pl011_uart::LineConfig {
         data_bits: arm_pl011_uart::DataBits::Bits8,
         parity: arm_pl011_uart::Parity::None,
@@ -116,6 +185,15 @@ fn program_pl011(u: &mut Uart<'static>, clock_hz: u32) {
     };
     // Only a clock too slow for 115200 fails; the UART is then left as it was.
     let _ = u.enable(line, BAUD, clock_hz);
+    if u.is_rx_fifo_empty() {
+        // QEMU's PL011 takes more input from its backend only when UARTDR is read, and the
+        // FIFO it just emptied was not read: without this read, input waiting behind it
+        // stays there until something else reads UARTDR. An empty FIFO's UARTDR has nothing
+        // to lose (PL011 TRM 3.3.1).
+        // SAFETY: `base` is the PL011 register block (see `init`); UARTDR at offset 0 is a
+        // 32-bit device register, and reading it has no effect beyond the UART.
+        let _ = unsafe { core::ptr::read_volatile(base as *const u32) };
+    }
 }
 
 /// True once `init` has run: log lines and guest output reach a UART.
@@ -161,7 +239,28 @@ pub fn write_bytes(bytes: &[u8]) {
 
 /// One byte of console input, if any is waiting.
 pub fn read_byte() -> Option<u8> {
+    {
+        let mut early = EARLY_INPUT.lock();
+        if early.taken < early.len {
+            let b = early.bytes[early.taken];
+            early.taken += 1;
+            return Some(b);
+        }
+    }
     CONSOLE.lock().getc()
+}
+
+/// The console UART's receive side for [`crate::console_rx::drain`] (the console lock is
+/// taken per call, so what is done with each byte may log).
+pub struct PhysConsoleRx;
+
+impl crate::console_rx::ConsoleRx for PhysConsoleRx {
+    fn read_byte(&mut self) -> Option<u8> {
+        read_byte()
+    }
+    fn ack(&mut self) -> bool {
+        CONSOLE.lock().ack_input()
+    }
 }
 
 pub fn set_panicking() {
