@@ -447,16 +447,17 @@ fn hostile_guest_cannot_touch_the_checksum_guest_or_the_hypervisor() {
     };
 
     let dir = scratch("hostile-checksum");
-    // Folder order decides creation order: the hostile VM is built first (pCPUs 0 and 1; its
-    // vCPU 0 starts when the boot CPU goes idle), then the checksum VM (pCPU 2, starts at once),
-    // so the checksum guest has filled its RAM before the hostile guest reaches the peer PAs.
+    // Folder order decides creation order: the hostile VM is built first, so it is VM console
+    // 1, where keyboard input goes. It waits for a key (`hostile.go_key=1`), typed once the
+    // checksum guest has filled its RAM: the attacks meet the pattern in place. (Started
+    // together, the hostile guest reached the peer first in one fresh-clone CI run of 14.)
     let h = copy_guest_vm("hostile", &dir, "a-hostile");
     edit_vm_toml(
         &h,
         &[(
             "bootargs",
             &format!(
-                "\"console=ttyAMA0 hostile.hv={} hostile.peer={}\"",
+                "\"console=ttyAMA0 hostile.go_key=1 hostile.hv={} hostile.peer={}\"",
                 list(&hv),
                 list(&peers)
             ),
@@ -475,7 +476,7 @@ fn hostile_guest_cannot_touch_the_checksum_guest_or_the_hypervisor() {
         &c,
         &[(
             "bootargs",
-            "\"checksum.rounds=40 checksum.pause_ms=500 checksum.limit=0x10000\"",
+            "\"checksum.rounds=60 checksum.pause_ms=500 checksum.limit=0x10000\"",
         )],
     );
     append_toml(&c, "\n[[net]]\nswitch = \"hostile-lan\"\n");
@@ -491,12 +492,13 @@ fn hostile_guest_cannot_touch_the_checksum_guest_or_the_hypervisor() {
         "-monitor",
         &monitor_arg,
     ]);
-    let mut q = start("hostile-checksum", &args, 180);
+    let mut q = start_interactive("hostile-checksum", &args, 180);
 
     // Find the checksum VM's RAM among the peer addresses while it runs.
     let filled = q.wait_for(Duration::from_secs(90), |l| {
         vm_stream(l, "checksum").contains("CHECKSUM: initial")
     });
+    q.type_now(b"g");
     let mut found = Vec::new();
     if filled && let Some(mut m) = Monitor::connect(&mon) {
         let want = checksum_pattern(0x4000_0000);

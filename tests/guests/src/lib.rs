@@ -126,6 +126,29 @@ pub fn putc(b: u8) {
     unsafe { mmio::write32(uart_base(), b as u32) }
 }
 
+/// Turns the console PL011's receiver on (UARTLCR_H.FEN with 8-bit words, UARTCR.UARTEN, TXE,
+/// RXE; PL011 TRM 3.3.7, 3.3.8) and waits up to `timeout_ms` of counter time for one byte of
+/// input. `None` on timeout.
+pub fn wait_for_key(timeout_ms: u64) -> Option<u8> {
+    let base = uart_base();
+    // SAFETY: the console PL011's line and control registers; programming them has no memory
+    // effects.
+    unsafe {
+        mmio::write32(base + 0x2c, (1 << 4) | (0b11 << 5));
+        mmio::write32(base + 0x30, 1 | (1 << 8) | (1 << 9));
+    }
+    let deadline = timer::cntvct() + timeout_ms * timer::cntfrq() / 1000;
+    while timer::cntvct() < deadline {
+        // SAFETY: reading UARTFR has no side effect; UARTDR is read only when it holds a byte.
+        unsafe {
+            if mmio::read32(base + 0x18) & (1 << 4) == 0 {
+                return Some(mmio::read32(base) as u8);
+            }
+        }
+    }
+    None
+}
+
 pub struct Console;
 
 impl Write for Console {

@@ -18,7 +18,9 @@
 //! Command line (`/chosen/bootargs`):
 //! - `hostile.hv=A[,B...]`: host physical addresses of the hypervisor to poke (as IPAs);
 //! - `hostile.peer=A[,B...]`: host physical addresses of another VM's RAM;
-//! - `hostile.flood=BYTES` (default 204800), `hostile.spin_ms=MS` (default 2000).
+//! - `hostile.flood=BYTES` (default 204800), `hostile.spin_ms=MS` (default 2000);
+//! - `hostile.go_key=1`: wait (up to 120 s) for one byte of console input before the first
+//!   attack, so a test can start the attacks once the peer is ready (`HOSTILE-INFO: go`).
 #![no_std]
 #![no_main]
 
@@ -1265,6 +1267,12 @@ fn guest_main(dtb: usize) -> ! {
         mmfr0.value & 0xf,
         dt::bootargs(dtb)
     );
+    if dt::bootarg_u64(dtb, "hostile.go_key", 0) == 1 {
+        match kestrel_test_guests::wait_for_key(120_000) {
+            Some(_) => println!("HOSTILE-INFO: go"),
+            None => println!("HOSTILE-INFO: no go key within 120 s; attacking anyway"),
+        }
+    }
     let mut h = Hostile { n: 0 };
     memory_outside(&mut h, &env);
     host_addresses(&mut h, &env, dtb);

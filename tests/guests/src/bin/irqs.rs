@@ -63,7 +63,10 @@ fn irq() {
     }
     let c = me();
     if intid < 64 {
-        TAKEN[c].store(TAKEN[c].load(Ordering::Relaxed) | 1 << intid, Ordering::Relaxed);
+        TAKEN[c].store(
+            TAKEN[c].load(Ordering::Relaxed) | 1 << intid,
+            Ordering::Relaxed,
+        );
     }
     COUNT[c].store(COUNT[c].load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     gic::eoi(intid);
@@ -188,14 +191,22 @@ fn spi_setup(gicd: u64, intid: u32, mpidr: u64) {
         mmio::write32(gicd + GICD_IGROUPR + word, g | bit);
         let p = mmio::read32(prio);
         mmio::write32(prio, (p & !(0xff << shift)) | 0x80 << shift);
-        mmio::write64(gicd + GICD_IROUTER + 8 * u64::from(intid), mpidr & 0xff_00ff_ffff);
+        mmio::write64(
+            gicd + GICD_IROUTER + 8 * u64::from(intid),
+            mpidr & 0xff_00ff_ffff,
+        );
         mmio::write32(gicd + GICD_ISENABLER + word, bit);
     }
 }
 
 fn route(gicd: u64, intid: u32, mpidr: u64) {
     // SAFETY: as in `spi_setup`.
-    unsafe { mmio::write64(gicd + GICD_IROUTER + 8 * u64::from(intid), mpidr & 0xff_00ff_ffff) };
+    unsafe {
+        mmio::write64(
+            gicd + GICD_IROUTER + 8 * u64::from(intid),
+            mpidr & 0xff_00ff_ffff,
+        )
+    };
 }
 
 fn cpuoff(gicd: u64, boot_mpidr: u64, sec: u64) {
@@ -215,12 +226,15 @@ fn cpuoff(gicd: u64, boot_mpidr: u64, sec: u64) {
     spi_setup(gicd, SPI, sec);
     send_sgi(SGI_OFF, sec);
     // SAFETY: ISPENDR of this guest's distributor.
-    unsafe { mmio::write32(gicd + GICD_ISPENDR + u64::from(SPI / 32) * 4, 1 << (SPI % 32)) };
+    unsafe {
+        mmio::write32(
+            gicd + GICD_ISPENDR + u64::from(SPI / 32) * 4,
+            1 << (SPI % 32),
+        )
+    };
     timer::delay_ms(20);
     SECONDARY_GO_OFF.store(true, Ordering::Release);
-    let off = wait(1000, || {
-        psci::affinity_info(Hvc, sec, 0) == psci::AFF_OFF
-    });
+    let off = wait(1000, || psci::affinity_info(Hvc, sec, 0) == psci::AFF_OFF);
     if !off {
         println!("IRQS: cpuoff FAIL secondary did not power off");
         return;
@@ -243,7 +257,9 @@ fn cpuoff(gicd: u64, boot_mpidr: u64, sec: u64) {
         println!("IRQS: cpuoff FAIL CPU_ON again: {r}");
         return;
     }
-    if wait(1000, || TAKEN[1].load(Ordering::Relaxed) & 1 << SGI_OFF != 0) {
+    if wait(1000, || {
+        TAKEN[1].load(Ordering::Relaxed) & 1 << SGI_OFF != 0
+    }) {
         println!("IRQS: cpuoff pending-sgi ok");
     } else {
         println!("IRQS: cpuoff pending-sgi FAIL: SGI {SGI_OFF} pending at CPU_OFF never taken");
@@ -275,8 +291,7 @@ fn guest_main(dtb: usize) -> ! {
     GICR_SIZE.store(gicr_size, Ordering::Relaxed);
     let boot_mpidr = gic::mpidr();
     let set_up = gic::enable_distributor(gicd).and_then(|()| {
-        let rd =
-            gic::find_redistributor(gicr, gicr_size, boot_mpidr).ok_or("no redistributor")?;
+        let rd = gic::find_redistributor(gicr, gicr_size, boot_mpidr).ok_or("no redistributor")?;
         gic::wake_redistributor(rd)?;
         for intid in 0..16 {
             gic::enable_private_irq(rd, intid, 0x80);
@@ -294,7 +309,10 @@ fn guest_main(dtb: usize) -> ! {
     }
     if only.is_empty() || only == "cpuoff" {
         let (mpidrs, n) = dt::cpu_mpidrs(dtb);
-        match mpidrs[..n].iter().find(|&&m| m & 0xff_00ff_ffff != boot_mpidr) {
+        match mpidrs[..n]
+            .iter()
+            .find(|&&m| m & 0xff_00ff_ffff != boot_mpidr)
+        {
             Some(&sec) => cpuoff(gicd, boot_mpidr, sec & 0xff_00ff_ffff),
             None => println!("IRQS: cpuoff skipped (one CPU)"),
         }
