@@ -293,6 +293,24 @@ mod tests {
     }
 
     #[test]
+    fn uniprocessor_spis_target_the_one_cpu_whatever_itargetsr_holds() {
+        // IHI 0048B 4.3.12: "In a uniprocessor implementation, all interrupts target the one
+        // processor". A guest that reads CPUNumber 0 may never write ITARGETSR.
+        let (v, d) = dev(1);
+        wr(&d, 0, CTLR, W, 1);
+        wr(&d, 0, 0x104, W, 1 << 8); // ISENABLER1: SPI 40
+        assert_eq!(v.raise_edge(40), Ok(1), "delivered to CPU 0");
+        // The stored bits still read back as written (kvm-unit-tests gicv2-mmio-up checks it).
+        wr(&d, 0, ITARGETSR + 40, B, 0xff);
+        assert_eq!(rd(&d, 0, ITARGETSR + 40, B), Ok(1));
+        // With more than one CPU interface, an SPI targeting none goes nowhere.
+        let (v, d) = dev(2);
+        wr(&d, 0, CTLR, W, 1);
+        wr(&d, 0, 0x104, W, 1 << 8);
+        assert_eq!(v.raise_edge(40), Ok(0));
+    }
+
+    #[test]
     fn banked_registers_follow_the_accessing_cpu() {
         let (_, d) = dev(2);
         wr(&d, 1, 0x100, W, 0x0000_ffff); // ISENABLER0 as Linux writes it for SGIs

@@ -343,14 +343,14 @@ mod tests {
     }
 
     #[test]
-    fn icfgr0_is_read_only_edge_and_icfgr1_programmable() {
+    fn icfgr0_is_read_only_edge_and_icfgr1_read_only_level() {
         let (_, d) = dev(1);
         assert_eq!(rd(&d, sgi(0, 0x0c00), W), Ok(0xaaaa_aaaa));
         wr(&d, sgi(0, 0x0c00), W, 0);
         assert_eq!(rd(&d, sgi(0, 0x0c00), W), Ok(0xaaaa_aaaa), "SGIs stay edge");
         assert_eq!(rd(&d, sgi(0, 0x0c04), W), Ok(0), "PPIs reset level");
         wr(&d, sgi(0, 0x0c04), W, 0x0080_0000); // PPI 27 edge
-        assert_eq!(rd(&d, sgi(0, 0x0c04), W), Ok(0x0080_0000));
+        assert_eq!(rd(&d, sgi(0, 0x0c04), W), Ok(0), "PPIs stay level");
     }
 
     #[test]

@@ -187,6 +187,9 @@ impl Dist {
                 NO_OWNER => 0,
                 v => bit(usize::from(v)),
             },
+            // "In a uniprocessor implementation, all interrupts target the one processor"
+            // (IHI 0048B, GICD_ITARGETSRn); a guest reading CPUNumber 0 may never set them.
+            GicVersion::V2 if self.nr_vcpus == 1 => 1,
             GicVersion::V2 => self.route[spi] & self.all(),
         }
     }
@@ -446,20 +449,23 @@ impl Dist {
         value
     }
 
-    /// SGIs are always edge-triggered and their fields read-only; PPI and SPI fields are
-    /// programmable.
+    /// SGIs are always edge-triggered and PPIs level-sensitive, their fields read-only; SPI
+    /// fields are programmable. Whether a PPI's trigger is programmable is IMPLEMENTATION
+    /// DEFINED (IHI 0069H GICR_ICFGR1, IHI 0048B GICD_ICFGRn); the PPIs kestrel drives are the
+    /// timers' and the PMU's level outputs, which an edge setting would lose (the line is high
+    /// but nothing latches it), so they stay level whatever the guest writes, as under KVM.
     pub fn write_config(&mut self, bank: usize, first: u32, value: u32) -> VcpuMask {
         let mut kick = 0;
         for i in 0..16 {
             let intid = first + i;
-            if intid < 16 {
+            if intid < 32 {
                 continue;
             }
             if let Some(irq) = self.irq_mut(bank, intid) {
                 let edge = value & (1 << (2 * i + 1)) != 0;
-                // Only a passthrough SPI's physical trigger follows the guest's (the runtime
-                // reconfigures it); HW-linked PPIs keep theirs.
-                let hw_changed = intid >= 32 && irq.hw && irq.edge != edge;
+                // A passthrough SPI's physical trigger follows the guest's (the runtime
+                // reconfigures it).
+                let hw_changed = irq.hw && irq.edge != edge;
                 irq.edge = edge;
                 self.hw_trigger_changed |= hw_changed;
                 kick |= self.notify(bank, intid);

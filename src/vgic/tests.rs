@@ -820,6 +820,31 @@ fn timer_disabled_before_the_guest_takes_it_is_no_longer_pending() {
 }
 
 #[test]
+fn timer_ppi_stays_level_when_the_guest_programs_it_edge() {
+    // PPI trigger modes are IMPLEMENTATION DEFINED (IHI 0069H GICR_ICFGR1, IHI 0048B
+    // GICD_ICFGRn); the timers' outputs are levels. A guest (a device tree saying "edge", or a
+    // probe writing ICFGR1 = ~0) that could make PPI 27 edge-triggered would never see its
+    // timer again: the fired physical PPI was neither latched nor counted as a level.
+    for (fmt, hw_link) in [(LrFormat::V3, true), (LrFormat::V2, false)] {
+        let v = v3(1);
+        let mut cpu = v.new_cpu(0).unwrap();
+        let mut lrs = FakeLrs::new(fmt, 4);
+        timer_vcpu(&v, 0, hw_link);
+        set_edge(&v, 0, 27);
+        assert_eq!(v.with_dist(|d| (d.is_edge(0, 27), 0)).0, Some(false));
+        lrs.lines = 1 << 27;
+        v.phys_fired(&mut cpu, &mut lrs, 27).unwrap();
+        exit(&v, &mut cpu, &mut lrs);
+        assert_eq!(lrs.valid_intids(), vec![27], "{fmt:?}: the tick is delivered");
+        exit(&v, &mut cpu, &mut lrs);
+        assert!(
+            lrs.hyp_deactivated.is_empty(),
+            "{fmt:?}: the physical PPI stays active while the guest has it"
+        );
+    }
+}
+
+#[test]
 fn timer_reprogrammed_before_the_guest_acknowledges_is_taken_back_from_its_lr() {
     for (fmt, hw_link) in [(LrFormat::V3, true), (LrFormat::V2, false)] {
         let v = v3(1);
