@@ -226,6 +226,9 @@ fn the_guest_reads_sanitised_id_registers_on_cpu_max() {
     for (k, v) in want {
         assert_eq!(f.get(k), Some(&v), "{k}: {f:?}");
     }
+    // RAS is hidden, so its error-record registers must not reach the hardware's (HCR_EL2.TERR;
+    // QEMU's `max` has RAS and honours TERR). Before the fix both read "ok".
+    r.assert_contains("[idregs] IDREGS: ras-regs erridr undef errselr undef");
     let regs = idregs_fields(&r, "pfr0");
     assert_eq!(regs.get("smfr0"), Some(&0), "ID_AA64SMFR0_EL1: {regs:?}");
     assert_eq!(regs.get("mmfr3"), Some(&0), "ID_AA64MMFR3_EL1: {regs:?}");
@@ -332,6 +335,89 @@ fn the_pmu_overflow_interrupt_reaches_the_guest() {
             "GICv{gic}: {line}"
         );
         r.assert_contains("[pmuirq] PMUIRQ: done");
+    }
+}
+
+/// QEMU virt's DTB (GICv3, one cortex-a72, 1 GiB, as [`boot_guest`] boots) with its PMU node's
+/// compatible replaced by `compatible`: boards describe the same PPI under other names.
+fn virt_dtb_with_pmu(dir: &std::path::Path, compatible: &str) -> std::path::PathBuf {
+    let raw = dir.join("virt.dtb");
+    let status = std::process::Command::new("qemu-system-aarch64")
+        .args(["-machine"])
+        .arg(format!(
+            "virt,virtualization=on,gic-version=3,dumpdtb={}",
+            raw.display()
+        ))
+        .args(["-cpu", "cortex-a72", "-smp", "1", "-m", "1G", "-display", "none"])
+        .status()
+        .expect("qemu-system-aarch64 runs");
+    assert!(status.success(), "dumpdtb failed");
+    let dts = std::process::Command::new("dtc")
+        .args(["-q", "-I", "dtb", "-O", "dts"])
+        .arg(&raw)
+        .output()
+        .expect("dtc runs (qemu/setup.sh installs it)");
+    assert!(dts.status.success(), "dtc -O dts failed");
+    let text = String::from_utf8_lossy(&dts.stdout).replace(
+        "compatible = \"arm,armv8-pmuv3\";",
+        &format!("compatible = \"{compatible}\";"),
+    );
+    assert!(text.contains(compatible), "no PMU node in QEMU's DTB");
+    let src = dir.join("virt.dts");
+    std::fs::write(&src, text).unwrap();
+    let out = dir.join("virt-pmu.dtb");
+    let status = std::process::Command::new("dtc")
+        .args(["-q", "-I", "dts", "-O", "dtb", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("dtc runs");
+    assert!(status.success(), "dtc -O dtb failed");
+    out
+}
+
+/// The host's PMU described by its core's name (`arm,cortex-a53-pmu`, as many boards' DTBs do,
+/// without the `arm,armv8-pmuv3` fallback) is the same PMUv3 on PPI 23, forwarded to the guest;
+/// a PMU kestrel does not recognise is not (the guest's node has no interrupt), and its
+/// overflow interrupt, which a guest can still raise, must not hold the physical CPU: it is
+/// disabled once seen. Before: the first was not
+/// forwarded, and in both the guest's counter overflow left the level PPI 23 asserted, taken,
+/// warned about and deactivated again forever with interrupts masked (the run timed out).
+#[test]
+fn a_pmu_under_another_name_is_forwarded_and_an_unknown_one_cannot_storm() {
+    if !qemu_available() {
+        return;
+    }
+    for (compatible, forwarded) in [("arm,cortex-a53-pmu", true), ("acme,other-pmu", false)] {
+        let name = format!("pmuirq-{}", compatible.replace(',', "-"));
+        let dir = scratch(&format!("{name}-dtb"));
+        let dtb = virt_dtb_with_pmu(&dir, compatible);
+        let Some(r) = boot_guest_on(
+            &name,
+            "pmuirq",
+            &[],
+            (1, 3, "cortex-a72"),
+            &["-dtb", dtb.to_str().unwrap()],
+        ) else {
+            return;
+        };
+        r.assert_status(0);
+        r.assert_contains("[pmuirq] PMUIRQ: done");
+        r.assert_contains("kestrel: power off");
+        if forwarded {
+            r.assert_contains("[pmuirq] PMUIRQ: dtb pmu arm,armv8-pmuv3 interrupts 1 7 0x4");
+            r.assert_contains("[pmuirq] PMUIRQ: irqs 1 intid 23 ");
+        } else {
+            // The guest still counts, without an overflow interrupt (GuestPmu::ppi).
+            r.assert_contains("[pmuirq] PMUIRQ: dtb pmu arm,armv8-pmuv3 interrupts 0 0 0x0");
+            r.assert_contains("[pmuirq] PMUIRQ: irqs 0 ");
+            assert_eq!(
+                r.count("unexpected interrupt 23"),
+                1,
+                "warned once; log ends:\n{}",
+                r.tail(20)
+            );
+        }
     }
 }
 

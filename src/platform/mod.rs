@@ -342,7 +342,37 @@ const GICV2_COMPATIBLE: &[&str] = &[
 const GICV3_COMPATIBLE: &[&str] = &["arm,gic-v3"];
 const ITS_COMPATIBLE: &[&str] = &["arm,gic-v3-its"];
 const TIMER_COMPATIBLE: &[&str] = &["arm,armv8-timer"];
-const PMU_COMPATIBLE: &[&str] = &["arm,armv8-pmuv3"];
+/// PMUv3 nodes: the generic name and the per-core names boards use, often without the generic
+/// fallback (Linux's `armv8_pmu_of_device_ids`, drivers/perf/arm_pmuv3.c).
+const PMU_COMPATIBLE: &[&str] = &[
+    "arm,armv8-pmuv3",
+    "arm,cortex-a34-pmu",
+    "arm,cortex-a35-pmu",
+    "arm,cortex-a53-pmu",
+    "arm,cortex-a55-pmu",
+    "arm,cortex-a57-pmu",
+    "arm,cortex-a65-pmu",
+    "arm,cortex-a72-pmu",
+    "arm,cortex-a73-pmu",
+    "arm,cortex-a75-pmu",
+    "arm,cortex-a76-pmu",
+    "arm,cortex-a77-pmu",
+    "arm,cortex-a78-pmu",
+    "arm,cortex-a510-pmu",
+    "arm,cortex-a520-pmu",
+    "arm,cortex-a710-pmu",
+    "arm,cortex-a715-pmu",
+    "arm,cortex-a720-pmu",
+    "arm,cortex-x1-pmu",
+    "arm,cortex-x2-pmu",
+    "arm,cortex-x3-pmu",
+    "arm,cortex-x4-pmu",
+    "arm,neoverse-e1-pmu",
+    "arm,neoverse-n1-pmu",
+    "arm,neoverse-n2-pmu",
+    "arm,neoverse-v1-pmu",
+    "arm,neoverse-v2-pmu",
+];
 
 impl Platform {
     /// Reads and checks the DTB `blob` (the bytes at `params.dtb_base`; the slice may be longer

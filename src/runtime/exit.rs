@@ -545,10 +545,16 @@ fn irq(v: &mut Vcpu) -> Option<gic::Acked> {
             _ => match irq::host_interrupt(intid) {
                 Handled::Done => {}
                 Handled::LeftActive => continue,
-                Handled::Unknown => warn!(
-                    "kestrel: unexpected interrupt {intid} on cpu{}",
-                    cpu::current_index()
-                ),
+                Handled::Unknown => {
+                    // Nobody's: disabled, or a level interrupt still asserted (a PMU kestrel
+                    // did not recognise, which the guest can overflow) would be taken again
+                    // at once, forever, with interrupts masked.
+                    gic::disable(intid);
+                    warn!(
+                        "kestrel: unexpected interrupt {intid} on cpu{}: disabled",
+                        cpu::current_index()
+                    );
+                }
             },
         }
         gic::deactivate(a);

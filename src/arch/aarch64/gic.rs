@@ -479,6 +479,23 @@ pub fn set_spi_trigger(intid: u32, edge: bool) {
     }
 }
 
+/// Disables interrupt `intid` at the GIC: an SPI at the distributor, an SGI/PPI at this CPU's
+/// redistributor (GICv3) or banked distributor register (GICv2).
+pub fn disable(intid: u32) {
+    if intid >= 32 {
+        return disable_spi(intid);
+    }
+    match gic().version {
+        GicVersion::V3 => {
+            let rd = RD_BASE[cpu::current_index()].load(Ordering::Relaxed);
+            if rd != 0 {
+                wr32(rd + GICR_SGI + GICD_ICENABLER, 1 << intid);
+            }
+        }
+        GicVersion::V2 => wr32(gic().frames.gicd as usize + GICD_ICENABLER, 1 << intid),
+    }
+}
+
 pub fn disable_spi(intid: u32) {
     let g = gic();
     if intid < 32 || intid >= g.spi_limit {

@@ -73,15 +73,23 @@ pub fn set_wfx_traps(on: bool) {
     }
 }
 
-/// HCR_EL2 traps for features the guest is not offered but that exist on this CPU: LORegions
-/// (TLOR, bit 35: LORSA_EL1 and friends would otherwise keep one guest's values for the next;
-/// the ID registers hide FEAT_LOR). Set only where implemented (the bit is RES0 otherwise).
+/// HCR_EL2 traps for features the guest is not offered but that exist on this CPU (the ID
+/// registers hide both; a trapped access is UNDEF, `trap::sysreg`). Set only where implemented
+/// (the bits are RES0 otherwise):
+/// - LORegions (TLOR, bit 35): LORSA_EL1 and friends would keep one guest's values for the next.
+/// - RAS error records (TERR, bit 36): ERRSELR_EL1 and the ERX*_EL1 window reach the CPU's and
+///   cluster's error records, shared with the host and other VMs (a guest could turn off error
+///   detection, clear errors logged for others, or read the physical addresses in them).
 fn feature_traps() -> u64 {
+    let mut traps = 0;
     if ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::LO) != 0 {
-        1 << 35
-    } else {
-        0
+        traps |= 1 << 35;
     }
+    // ID_AA64PFR0_EL1.RAS is bits [31:28] (the crate's register names no such field).
+    if (ID_AA64PFR0_EL1.get() >> 28) & 0xf != 0 {
+        traps |= 1 << 36;
+    }
+    traps
 }
 
 /// Whether the guest may use SVE on this CPU: implemented, and CPTR_EL2 as [`configure_el2`]

@@ -5,6 +5,7 @@
 //! ```text
 //! IDREGS: pfr0 <hex> pfr1 <hex> dfr0 <hex> isar0 <hex> isar1 <hex> isar2 <hex> mmfr0 <hex> mmfr1 <hex> mmfr2 <hex> mmfr3 <hex> zfr0 <hex> smfr0 <hex>
 //! IDREGS: el2 <n> sve <n> ras <n> amu <n> mte <n> sme <n> nmi <n> gcs <n> lo <n> mops <n> pmu <n> parange <n>
+//! IDREGS: ras-regs erridr <ok|undef> errselr <ok|undef>
 //! IDREGS: done
 //! ```
 #![no_std]
@@ -57,6 +58,16 @@ fn guest_main(_dtb: usize) -> ! {
         f(isar2, 16),
         f(dfr0, 8),
         f(mmfr0, 0)
+    );
+    // The RAS error-record registers (FEAT_RAS, hidden above): without HCR_EL2.TERR a guest
+    // would select and rewrite the host's error records (ERRSELR_EL1, ERXCTLR_EL1).
+    let erridr = probe_insn!(read "mrs {v}, s3_0_c5_c3_0");
+    let errselr = probe_insn!(write "msr s3_0_c5_c3_1, {a}", 0);
+    let word = |e: bool| if e { "undef" } else { "ok" };
+    println!(
+        "IDREGS: ras-regs erridr {} errselr {}",
+        word(erridr.exc.is_some()),
+        word(errselr.exc.is_some())
     );
     println!("IDREGS: done");
     system_off()
