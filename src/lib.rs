@@ -15,6 +15,7 @@
 //! - [`pv_time`]: SMCCC paravirtualized stolen time (Arm DEN0057A) for guests.
 //! - [`sched`]: sharing physical CPUs between vCPUs: run queues and vCPU placement.
 //! - [`mitigations`]: which CPU-vulnerability workarounds guests are offered (SMCCC).
+//! - [`ratelimit`]: at most so many messages a guest can cause, per window of time.
 //! - [`vgic`]: the virtual GIC (v2 and v3): per-interrupt state and list-register management.
 //! - [`vdev`]: emulated devices, one per file, each behind [`vdev::MmioDevice`].
 //! - [`console_cmd`]: the hypervisor console's command prompt (`Ctrl-A :`).
@@ -39,6 +40,7 @@ pub mod mm;
 pub mod platform;
 pub mod psci;
 pub mod pv_time;
+pub mod ratelimit;
 pub mod sched;
 pub mod trap;
 pub mod vcpu;

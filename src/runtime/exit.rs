@@ -261,10 +261,10 @@ fn data_abort_without_ipa(
     write: bool,
     far: u64,
 ) {
-    warn!(
+    v.vm.guest_warning(format_args!(
         "kestrel: vm {}: data abort {status:?} at VA {far:#x} (pc {:#x}); injecting an abort",
         v.vm.name, frame.pc
-    );
+    ));
     inject_abort(v, frame, InjectedAbort::Data { write }, far);
 }
 
@@ -302,11 +302,11 @@ fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
     if let Some((dev, offset)) = v.vm.device_at(ipa) {
         ExitStats::bump(&v.vm.stats.mmio);
         let Some(a) = da.access else {
-            warn!(
+            v.vm.guest_warning(format_args!(
                 "kestrel: vm {}: device access at {ipa:?} without a syndrome (ISV=0, pc {:#x}); \
                  injecting an abort",
                 v.vm.name, frame.pc
-            );
+            ));
             return inject_abort(v, frame, InjectedAbort::Data { write: da.write }, far);
         };
         let ctx = AccessCtx { vcpu: v.index };
@@ -331,23 +331,23 @@ fn data_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
                 effects::apply(&v.vm, v.index, &fx);
             }
             Err(e) => {
-                warn!(
+                v.vm.guest_warning(format_args!(
                     "kestrel: vm {}: {} of {} bytes at {ipa:?} refused ({e:?}); injecting an abort",
                     v.vm.name,
                     if a.write { "write" } else { "read" },
                     a.width.bytes()
-                );
+                ));
                 inject_abort(v, frame, InjectedAbort::Data { write: a.write }, far);
             }
         }
         return;
     }
-    warn!(
+    v.vm.guest_warning(format_args!(
         "kestrel: vm {}: {} at {ipa:?} (pc {:#x}) hits no memory or device; injecting an abort",
         v.vm.name,
         if da.write { "write" } else { "read" },
         frame.pc
-    );
+    ));
     inject_abort(v, frame, InjectedAbort::Data { write: da.write }, far);
 }
 
@@ -377,11 +377,11 @@ fn instruction_abort(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
             _ => return,
         }
     }
-    warn!(
+    v.vm.guest_warning(format_args!(
         "kestrel: vm {}: instruction fetch at {ipa:?} (pc {:#x}) from no executable memory; \
          injecting an abort",
         v.vm.name, frame.pc
-    );
+    ));
     inject_abort(v, frame, InjectedAbort::Instruction, far);
 }
 
@@ -417,10 +417,10 @@ fn sysreg(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
         let value = frame.reg(rt);
         match v.vm.vgic.send_sgi_v3(v.index, value, reg) {
             Ok(mask) => percpu::kick(&v.vm, mask, v.index),
-            Err(e) => warn!(
+            Err(e) => v.vm.guest_warning(format_args!(
                 "kestrel: vm {}: SGI write {value:#x} refused: {e:?}",
                 v.vm.name
-            ),
+            )),
         }
         frame.skip_instruction(esr.il32());
         return;
@@ -447,7 +447,7 @@ fn sysreg(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
 fn undef(v: &mut Vcpu, frame: &mut GuestRegs, why: &str, esr: Esr) {
     ExitStats::bump(&v.vm.stats.undef);
     let reg = esr.sysreg().map(|a| a.reg);
-    warn!(
+    v.vm.guest_warning(format_args!(
         "kestrel: vm {}: {why} (EC {:#x} {}{}, ESR {:#x}) at pc {:#x}; injecting UNDEF",
         v.vm.name,
         esr.class().ec(),
@@ -458,7 +458,7 @@ fn undef(v: &mut Vcpu, frame: &mut GuestRegs, why: &str, esr: Esr) {
         },
         esr.0,
         frame.pc
-    );
+    ));
     deliver(v, frame, esr::esr_el1_undefined(), None);
 }
 

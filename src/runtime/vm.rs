@@ -13,6 +13,7 @@ use crate::mm::stage2::{
     Stage2Stats, Stage2Table, Vmid, VmidAllocator, VmidBits,
 };
 use crate::psci::Psci;
+use crate::ratelimit::{RateLimit, Verdict};
 use crate::runtime::machine::{self, MachineView};
 use crate::runtime::passthrough;
 use crate::vdev::MmioDevice;
@@ -188,6 +189,8 @@ pub struct Vm {
     console_in: Mutex<VecDeque<u8>>,
     console_in_pending: AtomicBool,
     stop_requested: AtomicBool,
+    /// Budget of the warnings this VM's guest causes ([`Vm::guest_warning`]).
+    guest_warnings: Mutex<RateLimit>,
 }
 
 /// A VM's stolen-time records: what they say, and the page the guest reads them from
@@ -208,7 +211,31 @@ impl PvTime {
 /// Most keyboard input buffered for one VM; beyond it, input is dropped.
 const CONSOLE_IN_MAX: usize = 4096;
 
+/// Warnings a guest causes: at most this many per [`GUEST_WARNING_WINDOW_S`] seconds per VM
+/// (the kernel's `printk_ratelimited` defaults).
+const GUEST_WARNING_BURST: u32 = 10;
+const GUEST_WARNING_WINDOW_S: u64 = 5;
+
 impl Vm {
+    /// Prints `message` (a warning the guest caused, e.g. by an access to nothing) unless this
+    /// VM has used its budget ([`crate::ratelimit`]); says how many were dropped before it.
+    pub fn guest_warning(&self, message: fmt::Arguments<'_>) {
+        let now = crate::arch::aarch64::cpu::counter();
+        let window = GUEST_WARNING_WINDOW_S * crate::arch::aarch64::cpu::counter_freq();
+        let verdict = self.guest_warnings.lock().check(now, window);
+        match verdict {
+            Verdict::Drop => {}
+            Verdict::Print { dropped: 0 } => log::warn!("{message}"),
+            Verdict::Print { dropped } => {
+                log::warn!(
+                    "kestrel: vm {}: {dropped} warnings about this guest suppressed",
+                    self.name
+                );
+                log::warn!("{message}");
+            }
+        }
+    }
+
     /// The VM's IPA size in bits (what its ID_AA64MMFR0_EL1.PARange says).
     pub fn ipa_bits(&self) -> u8 {
         self.geometry.ipa_bits()
@@ -432,6 +459,7 @@ impl Vm {
             console_in: Mutex::new(VecDeque::new()),
             console_in_pending: AtomicBool::new(false),
             stop_requested: AtomicBool::new(false),
+            guest_warnings: Mutex::new(RateLimit::new(GUEST_WARNING_BURST)),
         };
         vm.load()?;
         Ok(vm)
