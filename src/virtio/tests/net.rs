@@ -596,3 +596,68 @@ fn a_received_frame_and_the_used_ring_are_in_the_receivers_dirty_log() {
     );
     assert_eq!(b.received().len(), 1);
 }
+
+/// VIRTIO 1.2 §5.1.4.1: once a receiver negotiated `MTU`, the device passes it no `GSO_NONE`
+/// frame longer than the MTU plus the Ethernet header (plus 4 for a VLAN tag); such a frame
+/// is dropped and counted at the receiver, whatever the sender negotiated.
+#[test]
+fn a_receiver_with_an_mtu_gets_no_longer_frame() {
+    let phys = arena(3);
+    let lan0 = Arc::new(Switch::new("lan0"));
+    let a = new_vm(&phys, 0, &lan0, LINUX_NET);
+    let mut b = new_vm_mtu(&phys, 1, &lan0, LINUX_NET, Some(1500));
+    let mut c = new_vm_mtu(&phys, 2, &lan0, LINUX_NET & !features::NET_MTU, Some(1500));
+    assert_ne!(b.t.negotiated_features() & features::NET_MTU, 0);
+    b.post_rx(8, 4096);
+    c.post_rx(8, 4096);
+    // One byte over 1500 + 14 (A, without an MTU, may send it).
+    let over = frame(BCAST, mac(1), 1501);
+    a.send(NetHdr::default(), &over);
+    assert_eq!(a.counters().tx_frames, 1);
+    assert!(
+        b.received().is_empty(),
+        "B gets nothing longer than its MTU"
+    );
+    assert_eq!(b.counters().rx_drops, 1);
+    assert_eq!(c.received().len(), 1, "C did not negotiate MTU");
+    // Exactly the limit is delivered.
+    let limit = frame(BCAST, mac(1), 1500);
+    a.send(NetHdr::default(), &limit);
+    assert_eq!(
+        b.received(),
+        vec![(
+            NetHdr {
+                num_buffers: 1,
+                ..NetHdr::default()
+            },
+            limit
+        )]
+    );
+    // A VLAN-tagged frame may be 4 bytes longer.
+    let tagged = |payload: usize| {
+        let mut f = Vec::new();
+        f.extend_from_slice(&BCAST);
+        f.extend_from_slice(&mac(1));
+        f.extend_from_slice(&[0x81, 0x00, 0x00, 0x05, 0x08, 0x00]);
+        f.extend((0..payload).map(|i| i as u8));
+        f
+    };
+    a.send(NetHdr::default(), &tagged(1501));
+    assert_eq!(b.counters().rx_drops, 2);
+    a.send(NetHdr::default(), &tagged(1500));
+    assert_eq!(b.received().len(), 2);
+    // A TCP segment (GSO) is not bound by the MTU.
+    let tso = NetHdr {
+        flags: HDR_F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+        num_buffers: 0,
+    };
+    a.send(tso, &frame(BCAST, mac(1), 3000));
+    assert_eq!(b.received().len(), 3);
+    assert_eq!(b.counters().rx_drops, 2);
+    assert_eq!(b.counters().rx_frames, 3);
+}
