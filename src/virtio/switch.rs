@@ -3,9 +3,13 @@
 //!
 //! Learning bridge: the source MAC of every frame a port sends is learned for that port; a
 //! unicast frame to a learned MAC goes to that port only, broadcast, multicast and unknown
-//! unicast frames go to every other port. A receiver that negotiated `MTU` gets no frame
-//! without GSO longer than its MTU plus the Ethernet header ([`max_rx_frame_len`], VIRTIO
-//! 1.2 §5.1.4.1): dropped, counted in its `rx_drops`.
+//! unicast frames go to every other port. Each port's configured MAC (`vm.toml`) is a static
+//! entry: a frame another port sends with it as source is dropped and counted in that
+//! sender's `tx_drops` (port security: no VM takes another's address over), and it stays when
+//! the learned entries are forgotten ([`MAX_LEARNED`]), so a VM that invents source MACs can
+//! make unknown unicast flood, never divert another port's traffic. A receiver that
+//! negotiated `MTU` gets no frame without GSO longer than its MTU plus the Ethernet header
+//! ([`max_rx_frame_len`], VIRTIO 1.2 §5.1.4.1): dropped, counted in its `rx_drops`.
 //!
 //! A frame is copied once, from the sender's TX buffers straight into each receiver's RX
 //! buffers ([`super::queue::copy_streams`]): no VM's memory is ever shared with or mapped
@@ -49,8 +53,9 @@ use super::{BadInput, DeviceSignals, INT_USED_BUFFER, features as f};
 
 /// Most ports on one switch (port sets are 64-bit masks).
 pub const MAX_PORTS: usize = 64;
-/// Most MACs the switch remembers; when full it forgets them all and learns again (bounded
-/// memory whatever source addresses a guest invents; unknown MACs are flooded meanwhile).
+/// Most MACs the switch learns; when full it forgets the learned ones and learns again
+/// (bounded memory whatever source addresses a guest invents; unknown MACs are flooded
+/// meanwhile). The ports' configured MACs are kept apart and never forgotten.
 pub const MAX_LEARNED: usize = 1024;
 /// `struct virtio_net_hdr` with `num_buffers` (always this size with VIRTIO_F_VERSION_1,
 /// §5.1.6).
@@ -278,23 +283,39 @@ fn csum_fold(mut sum: u64) -> u16 {
     !(sum as u16)
 }
 
-/// Learned MAC → port.
+/// MAC → port: the ports' configured MACs (static) and the learned ones.
 #[derive(Default)]
 struct MacTable {
+    ports: BTreeMap<[u8; 6], usize>,
     map: BTreeMap<[u8; 6], usize>,
 }
 
 impl MacTable {
-    fn learn(&mut self, mac: [u8; 6], port: usize) {
+    /// Learns `mac` as behind `port`; false (nothing learned) when it is another port's
+    /// configured MAC.
+    fn learn(&mut self, mac: [u8; 6], port: usize) -> bool {
+        if let Some(&owner) = self.ports.get(&mac) {
+            return owner == port;
+        }
         if self.map.get(&mac) == Some(&port) {
-            return;
+            return true;
         }
         if self.map.len() >= MAX_LEARNED && !self.map.contains_key(&mac) {
             self.map.clear();
         }
         self.map.insert(mac, port);
+        true
+    }
+    fn lookup(&self, mac: &[u8; 6]) -> Option<usize> {
+        self.ports.get(mac).or_else(|| self.map.get(mac)).copied()
+    }
+    fn add_port(&mut self, mac: [u8; 6], port: usize) {
+        // Learned on another port before this one came: the owner wins.
+        self.map.remove(&mac);
+        self.ports.insert(mac, port);
     }
     fn forget_port(&mut self, port: usize) {
+        self.ports.retain(|_, p| *p != port);
         self.map.retain(|_, p| *p != port);
     }
 }
@@ -370,6 +391,7 @@ impl<M: GuestMemory> Switch<M> {
             rx_offloads: AtomicU64::new(RX_OFFLOADS),
         });
         ports[id] = Some(port.clone());
+        self.macs.lock().add_port(mac, id);
         Ok(port)
     }
 
@@ -465,20 +487,22 @@ impl<M: GuestMemory> Switch<M> {
         dst.copy_from_slice(&head[12..18]);
         src.copy_from_slice(&head[18..24]);
         let tagged = is_vlan_tpid(u16::from_be_bytes([head[24], head[25]]));
-        bump(&from.counters.tx_frames, 1);
-        bump(&from.counters.tx_bytes, frame_len);
 
         let target = {
             let mut macs = self.macs.lock();
-            if is_unicast(&src) {
-                macs.learn(src, from.id);
+            if is_unicast(&src) && !macs.learn(src, from.id) {
+                drop(macs);
+                // Another port's MAC as source (port security).
+                return drop_bad();
             }
             if is_unicast(&dst) {
-                macs.map.get(&dst).copied()
+                macs.lookup(&dst)
             } else {
                 None
             }
         };
+        bump(&from.counters.tx_frames, 1);
+        bump(&from.counters.tx_bytes, frame_len);
         // The receivers, collected so that no switch-wide lock is held while copying.
         let mut targets: [Option<Arc<Port<M>>>; MAX_PORTS] = [const { None }; MAX_PORTS];
         {

@@ -202,18 +202,24 @@ fn unicast_goes_to_the_learned_port_only() {
     for v in [&mut a, &mut b, &mut c] {
         v.post_rx(8, 2048);
     }
-    // Unknown destination: flooded to B and C.
-    a.send(NetHdr::default(), &frame(mac(2), mac(1), 60));
+    // A MAC behind B that is not B's own (a bridge or container in B): unknown at first,
+    // flooded to B and C.
+    let behind_b = [0x06, 0, 0, 0, 0, 2];
+    a.send(NetHdr::default(), &frame(behind_b, mac(1), 60));
     assert_eq!(b.received().len(), 1);
     assert_eq!(c.received().len(), 1);
-    // B answers: A's MAC is known, only A gets it; B's MAC is learned.
-    b.send(NetHdr::default(), &frame(mac(1), mac(2), 60));
+    // B answers from it: A's MAC is known (a port's own), only A gets it; the MAC is learned.
+    b.send(NetHdr::default(), &frame(mac(1), behind_b, 60));
     assert_eq!(a.received().len(), 1);
     assert_eq!(c.received().len(), 1, "C saw nothing new");
-    // Now A to B is unicast to B only.
-    a.send(NetHdr::default(), &frame(mac(2), mac(1), 60));
+    // Now A to it is unicast to B only.
+    a.send(NetHdr::default(), &frame(behind_b, mac(1), 60));
     assert_eq!(b.received().len(), 2);
     assert_eq!(c.received().len(), 1);
+    // A port's configured MAC is known before the port ever sent.
+    a.send(NetHdr::default(), &frame(mac(3), mac(1), 60));
+    assert_eq!(c.received().len(), 2);
+    assert_eq!(b.received().len(), 2);
 }
 
 #[test]
@@ -660,4 +666,57 @@ fn a_receiver_with_an_mtu_gets_no_longer_frame() {
     assert_eq!(b.received().len(), 3);
     assert_eq!(b.counters().rx_drops, 2);
     assert_eq!(b.counters().rx_frames, 3);
+}
+
+/// A port that sends with another port's configured MAC as its source does not take that
+/// MAC over: the frame is dropped and counted (port security), and unicast to the MAC still
+/// goes to its owner only.
+#[test]
+fn a_port_cannot_take_over_another_ports_mac() {
+    let phys = arena(3);
+    let lan0 = Arc::new(Switch::new("lan0"));
+    let mut a = new_vm(&phys, 0, &lan0, LINUX_NET);
+    let mut b = new_vm(&phys, 1, &lan0, LINUX_NET);
+    let mut c = new_vm(&phys, 2, &lan0, LINUX_NET);
+    for v in [&mut a, &mut b, &mut c] {
+        v.post_rx(8, 2048);
+    }
+    c.send(NetHdr::default(), &frame(BCAST, mac(2), 60));
+    let to_b = frame(mac(2), mac(1), 60);
+    a.send(NetHdr::default(), &to_b);
+    let got: Vec<_> = b.received().into_iter().map(|(_, f)| f).collect();
+    assert_eq!(got, vec![to_b], "B gets A's frame, nothing from C");
+    assert!(c.received().is_empty(), "C gets nothing for B");
+    assert!(a.received().is_empty());
+    assert_eq!(c.counters().tx_drops, 1);
+    assert_eq!(c.counters().tx_frames, 0);
+}
+
+/// A port that sends from more invented MACs than the table holds makes the switch forget
+/// what it learned, not the ports' own MACs: unicast to a port still goes to it alone.
+#[test]
+fn flooding_the_mac_table_does_not_make_unicast_flood() {
+    let phys = arena(3);
+    let lan0 = Arc::new(Switch::new("lan0"));
+    let mut a = new_vm(&phys, 0, &lan0, LINUX_NET);
+    let mut b = new_vm(&phys, 1, &lan0, LINUX_NET);
+    let mut c = new_vm(&phys, 2, &lan0, LINUX_NET);
+    // B's MAC is known from a frame it sent.
+    b.send(NetHdr::default(), &frame(mac(1), mac(2), 60));
+    for i in 0..=MAX_LEARNED as u16 {
+        let [hi, lo] = i.to_be_bytes();
+        c.send(
+            NetHdr::default(),
+            &frame(BCAST, [0x06, 0, 0, 1, hi, lo], 60),
+        );
+    }
+    assert_eq!(c.counters().tx_frames, MAX_LEARNED as u64 + 1);
+    for v in [&mut a, &mut b, &mut c] {
+        v.post_rx(8, 2048);
+    }
+    let to_b = frame(mac(2), mac(1), 60);
+    a.send(NetHdr::default(), &to_b);
+    let got: Vec<_> = b.received().into_iter().map(|(_, f)| f).collect();
+    assert_eq!(got, vec![to_b]);
+    assert!(c.received().is_empty(), "C gets nothing for B");
 }
