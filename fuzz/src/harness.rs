@@ -1502,9 +1502,12 @@ pub fn virtio(data: &[u8]) -> String {
         );
     }
     let p = |i: usize| nets[i].device().port().counters().snapshot();
+    let blk_stats = blk.device().stats();
     format!(
-        "ops {ops} blk status {:#x} net {:#x}/{:#x} frames {}/{} bad {}",
+        "ops {ops} blk status {:#x} rd/wr {}/{} net {:#x}/{:#x} frames {}/{} bad {}",
         blk.status(),
+        blk_stats.reads.load(std::sync::atomic::Ordering::Relaxed),
+        blk_stats.writes.load(std::sync::atomic::Ordering::Relaxed),
         nets[0].status(),
         nets[1].status(),
         p(0).tx_frames,
