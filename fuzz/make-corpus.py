@@ -488,6 +488,15 @@ def seeds_virtio():
     rd += vq_desc(0, 5, 0xA000, 1, 2, 0) + vq_publish(0, 3)
     put("virtio", "linux-blk-read-write", rd)
     put("virtio", "linux-blk-read-only", bytes([3]) + rd[1:])
+    # One 23-sector read chain named by all 16 available slots (the rings are zeroed, so
+    # every slot holds head 0), then one notification: the disk serves one data budget per
+    # pass and defers the rest, finished by the passes after the following register reads.
+    big = bytes([1]) + vq_mem(0, 0x8000, struct.pack("<IIQ", 0, 0, 0))
+    big += vq_desc(0, 0, 0x8000, 16, 1, 1) + vq_desc(0, 1, 0x9000, 23 * 512, 3, 2)
+    big += vq_desc(0, 2, 0xC000, 1, 2, 0)
+    big += bytes([6, 0, 0]) + struct.pack("<H", 16) + bytes([5, 0, 0])
+    big += (bytes([1, 0]) + struct.pack("<H", 0x70) + bytes([2])) * 16
+    put("virtio", "blk-one-chain-in-every-slot", big)
     # A broadcast ARP-sized frame from VM 0 to VM 1, with B's receive buffers posted first.
     frame = b"\x00" * 12 + b"\xff" * 6 + bytes([2, 0, 0, 0, 0, 1]) + b"\x08\x06" + bytes(range(46))
     net = bytes([1])

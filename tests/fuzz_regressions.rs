@@ -212,16 +212,22 @@ fn virtio_seeds_reach_the_devices() {
     // Linux-like start-up, then real requests: nothing refused, the devices still running.
     assert_eq!(
         run_seed("linux-blk-read-write"),
-        "ops 10 blk status 0xf net 0xf/0xf frames 0/0 bad 0"
+        "ops 10 blk status 0xf rd/wr 1/1 net 0xf/0xf frames 0/0 bad 0"
     );
     // A broadcast and a TSO segment from A reach B...
     assert_eq!(
         run_seed("linux-net-frames"),
-        "ops 23 blk status 0xf net 0xf/0xf frames 2/2 bad 0"
+        "ops 23 blk status 0xf rd/wr 0/0 net 0xf/0xf frames 2/2 bad 0"
     );
     // ...but a B that declined GUEST_TSO4 gets the broadcast only.
     assert_eq!(
         run_seed("linux-net-no-event-idx-no-tso"),
-        "ops 23 blk status 0xf net 0xf/0xf frames 2/1 bad 0"
+        "ops 23 blk status 0xf rd/wr 0/0 net 0xf/0xf frames 2/1 bad 0"
+    );
+    // One large read in all 16 available slots, one notification: served one data budget
+    // per pass (the harness checks the bytes of each), all 16 by the end.
+    assert_eq!(
+        run_seed("blk-one-chain-in-every-slot"),
+        "ops 22 blk status 0xf rd/wr 16/0 net 0xf/0xf frames 0/0 bad 0"
     );
 }

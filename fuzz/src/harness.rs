@@ -1180,6 +1180,9 @@ const VQ_RAM_SIZE: u64 = 256 << 10;
 const VQ_PHYS: u64 = 0x8000_0000;
 const VQ_GUARD: u64 = 0x1000;
 const VQ_SIZE: u16 = 16;
+/// The disk's data budget per notification: small, so that the fuzzer's small requests meet
+/// it (the default, 8 MiB, is more than its RAM).
+const VQ_BLK_BUDGET: u64 = 2048;
 
 fn vq_pa(vm: usize) -> u64 {
     VQ_PHYS + VQ_GUARD + vm as u64 * (VQ_RAM_SIZE + VQ_GUARD)
@@ -1286,7 +1289,9 @@ fn vq_check<D: VirtioDevice>(t: &VirtioMmio<D>, irq: &RecordingIrq) {
 /// driven by a guest that writes anything anywhere in its RAM and any register: the devices
 /// never touch memory outside the VMs' RAM (the fake memory panics on any access outside
 /// its arena, and the guard pages between the VMs must keep their poison), never panic,
-/// and keep their interrupt lines consistent.
+/// keep their interrupt lines consistent, and the disk moves less than its data budget plus
+/// one request per notification or deferred pass (which runs after each operation, as the
+/// runtime's next exit would).
 pub fn virtio(data: &[u8]) -> String {
     let mut b = Bytes::new(data);
     let mode = b.u8();
@@ -1319,9 +1324,17 @@ pub fn virtio(data: &[u8]) -> String {
             mode & 2 != 0,
             b"fuzz",
             blk_sig.clone(),
-        ),
+        )
+        .with_data_budget(VQ_BLK_BUDGET),
         blk_sig,
     );
+    let blk_bytes = |blk: &VirtioMmio<BlkDevice<Arc<FakeRam>, CopiedDisk>>| {
+        let st = blk.device().stats();
+        st.bytes_read.load(std::sync::atomic::Ordering::Relaxed)
+            + st.bytes_written.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // No request moves more than the whole disk.
+    let pass_limit = VQ_BLK_BUDGET + image.len() as u64;
     let sw = Arc::new(Switch::new("lan0"));
     let mut nets = Vec::new();
     let mut net_irqs = Vec::new();
@@ -1373,6 +1386,7 @@ pub fn virtio(data: &[u8]) -> String {
     let mut ops = 0u32;
     while !b.is_empty() && ops < 2000 {
         ops += 1;
+        let moved_before = blk_bytes(&blk);
         let tag = b.u8() % 7;
         let dev = b.u8() % 3;
         let mmio: &dyn MmioDevice = match dev {
@@ -1464,6 +1478,14 @@ pub fn virtio(data: &[u8]) -> String {
                 let _ = mems[vm].write_u16(l.avail + 2, b.u16());
             }
         }
+        let moved = blk_bytes(&blk) - moved_before;
+        assert!(moved < pass_limit, "{moved} bytes in one notification");
+        if blk.has_deferred() {
+            let before = blk_bytes(&blk);
+            blk.run_deferred();
+            let moved = blk_bytes(&blk) - before;
+            assert!(moved < pass_limit, "{moved} bytes in one deferred pass");
+        }
         vq_check(&blk, &blk_irq);
         vq_check(&nets[0], &net_irqs[0]);
         vq_check(&nets[1], &net_irqs[1]);
@@ -1480,9 +1502,12 @@ pub fn virtio(data: &[u8]) -> String {
         );
     }
     let p = |i: usize| nets[i].device().port().counters().snapshot();
+    let blk_stats = blk.device().stats();
     format!(
-        "ops {ops} blk status {:#x} net {:#x}/{:#x} frames {}/{} bad {}",
+        "ops {ops} blk status {:#x} rd/wr {}/{} net {:#x}/{:#x} frames {}/{} bad {}",
         blk.status(),
+        blk_stats.reads.load(std::sync::atomic::Ordering::Relaxed),
+        blk_stats.writes.load(std::sync::atomic::Ordering::Relaxed),
         nets[0].status(),
         nets[1].status(),
         p(0).tx_frames,

@@ -52,8 +52,8 @@ pub fn handle(frame: &mut GuestRegs, kind: u64) {
         KIND_SYNC => sync(v, frame),
         KIND_IRQ | KIND_FIQ => {
             maintenance_left_active = irq(v);
-            // Virtio work a queue's budget left (rare): finished at the VM's next interrupt
-            // exit.
+            // Virtio work a queue's budget left: finished at the VM's next interrupt exit,
+            // which `runtime::virtio` brings about at once with a kick SGI to this CPU.
             if v.vm.virtio.has_deferred() {
                 v.vm.virtio.run_deferred();
             }
@@ -130,6 +130,13 @@ fn sync_other(v: &mut Vcpu, frame: &mut GuestRegs, esr: Esr) {
         // Trapped only on a shared CPU (HCR_EL2.TWI/TWE): the instruction has not executed.
         ExceptionClass::Wfx => {
             frame.skip_instruction(esr.il32());
+            // Virtio work a budget left (the guest may be waiting for it): done here, and the
+            // WFx completes at once (a WFI may end without an interrupt; the guest checks
+            // and waits again) rather than blocking until the guest's next timer interrupt.
+            if v.vm.virtio.has_deferred() {
+                v.vm.virtio.run_deferred();
+                return;
+            }
             let wfx = esr.wfx();
             v.ask(match wfx.map(|w| w.kind) {
                 Some(WfxKind::Wfe | WfxKind::Wfet) => SchedRequest::Yield,

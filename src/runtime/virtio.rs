@@ -12,7 +12,9 @@
 //!
 //! No new work on the exit path of a VM without virtio: a QueueNotify is an MMIO write to a
 //! [`VirtioSlot`], which processes the queue there. Work left when a queue's budget ran out
-//! is finished at the VM's next interrupt exit ([`VirtioDevices::run_deferred`]).
+//! is finished at the VM's next interrupt exit ([`VirtioDevices::run_deferred`]), which the
+//! CPU brings about at once with the kick SGI to itself ([`exit_soon`]): one budget per
+//! exit, the CPU's pending interrupts taken in between.
 //!
 //! Network transmit queues go to the poller when a CPU without a vCPU exists
 //! (`crate::virtio::poll`): the idle loop of such a CPU calls [`poll_idle`], the notification
@@ -237,8 +239,17 @@ pub struct VirtioSlot<D: VirtioDevice> {
     deferred: Arc<AtomicBool>,
 }
 
+/// Makes the vCPU on this CPU exit as soon as it resumes: the kick SGI to this CPU, taken at
+/// the guest's first instruction (physical interrupts go to EL2). That exit runs
+/// [`VirtioDevices::run_deferred`], so work a budget left is done one budget per exit, with
+/// this CPU's pending interrupts (timer, kicks, a stop request) taken between budgets.
+fn exit_soon() {
+    gic::send_sgi(cpu::current_index(), gic::SGI_KICK);
+}
+
 impl<D: VirtioDevice> VirtioSlot<D> {
-    fn after_access(&self) {
+    /// Logs new bad input and notes left-over work; true when this device has some.
+    fn after_access(&self) -> bool {
         for kind in self.mmio.signals().bad.take_unlogged() {
             warn!(
                 "kestrel: vm {}: virtio slot {}: {}",
@@ -247,9 +258,11 @@ impl<D: VirtioDevice> VirtioSlot<D> {
                 kind.describe()
             );
         }
-        if self.mmio.has_deferred() {
+        let deferred = self.mmio.has_deferred();
+        if deferred {
             self.deferred.store(true, Ordering::Release);
         }
+        deferred
     }
 }
 
@@ -289,7 +302,10 @@ impl<D: VirtioDevice> MmioDevice for VirtioSlot<D> {
         fx: &mut Effects,
     ) -> Result<(), MmioError> {
         let r = self.mmio.write(ctx, offset, width, value, fx);
-        self.after_access();
+        // On the vCPU's own CPU (an MMIO exit): left-over work continues at the next exit.
+        if self.after_access() {
+            exit_soon();
+        }
         r
     }
 }
@@ -429,16 +445,21 @@ impl VirtioDevices {
         self.deferred.load(Ordering::Relaxed)
     }
 
-    /// Goes on with queues whose budget ran out (one budget each).
+    /// Goes on with queues whose budget ran out (one budget each), on a CPU of this VM; if
+    /// work is still left, the next exit comes at once ([`exit_soon`]).
     pub fn run_deferred(&self) {
         self.deferred.store(false, Ordering::Relaxed);
+        let mut left = false;
         for d in &self.disks {
             d.mmio.run_deferred();
-            d.after_access();
+            left |= d.after_access();
         }
         for d in &self.nets {
             d.mmio.run_deferred();
-            d.after_access();
+            left |= d.after_access();
+        }
+        if left {
+            exit_soon();
         }
     }
 

@@ -17,6 +17,11 @@
 //! - an unknown type: `VIRTIO_BLK_S_UNSUPP`;
 //! - a chain with no writable byte for the status, or a malformed chain: dropped, returned
 //!   with length 0, counted.
+//!
+//! Work per notification is bounded by requests ([`NOTIFY_REQUEST_BUDGET`]) and by data
+//! bytes ([`NOTIFY_DATA_BUDGET`], plus the request that crosses it): the rest of the queue
+//! is deferred (`notify` returns true) and finished by later passes of the transport's
+//! `run_deferred`, which the runtime calls at once (docs/virtio.md, "Wiring it in").
 #![forbid(unsafe_code)]
 
 use alloc::sync::Arc;
@@ -45,6 +50,19 @@ pub const SIZE_MAX: u32 = 1 << 20;
 pub const MAX_REQUEST_BYTES: u64 = SEG_MAX as u64 * SIZE_MAX as u64;
 /// Queue size offered (QueueNumMax).
 pub const QUEUE_SIZE: u16 = 256;
+/// Most requests one notification (or one deferred pass) handles.
+pub const NOTIFY_REQUEST_BUDGET: usize = 4 * QUEUE_SIZE as usize;
+/// Data bytes after which one notification (or one deferred pass) stops and defers the rest
+/// of the queue; the request that crosses it is finished, so a pass moves less than this
+/// plus [`MAX_REQUEST_BYTES`]. A notification runs on the guest's exit with interrupts
+/// masked at EL2, so this is how long the CPU cannot take its guest's timer, a kick or the
+/// scheduler's tick. Counting requests alone bounded nothing: every available slot may name
+/// the same 126 MiB chain, 256 of them ~31 GiB in one exit. 8 MiB is a few milliseconds of
+/// copying at the roughly 2-4 GB/s a Pi 4's Cortex-A72 copies memory at, about one Linux
+/// tick (HZ=250), and 6 of Linux's largest default requests (`max_sectors_kb` 1280), so an
+/// ordinary batch is done in one pass; a 64 MiB direct read takes 8 passes, each an extra
+/// exit of about a thousand instructions beside millions of copying.
+pub const NOTIFY_DATA_BUDGET: u64 = 8 << 20;
 /// `VIRTIO_BLK_ID_BYTES`: the length of the GET_ID answer.
 pub const ID_BYTES: usize = 20;
 
@@ -180,16 +198,20 @@ pub struct BlkDevice<M, S> {
     capacity_sectors: u64,
     id: [u8; ID_BYTES],
     stats: BlkStats,
+    /// [`NOTIFY_DATA_BUDGET`] unless a test or the fuzzer set another.
+    data_budget: u64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
-/// A request's outcome: its status and the bytes written into the chain before the status.
+/// A request's outcome: its status, the bytes written into the chain before the status, and
+/// the data bytes copied either way (what the notification's budget is charged).
 struct Done {
     status: u8,
     data_written: u64,
+    moved: u64,
 }
 
 impl Done {
@@ -197,6 +219,15 @@ impl Done {
         Self {
             status,
             data_written: 0,
+            moved: 0,
+        }
+    }
+    /// A failed transfer after `moved` bytes were copied.
+    const fn failed_after(moved: u64) -> Self {
+        Self {
+            status: S_IOERR,
+            data_written: 0,
+            moved,
         }
     }
 }
@@ -222,7 +253,15 @@ impl<M: GuestMemory, S: BlockStore> BlkDevice<M, S> {
             }),
             id: id_bytes,
             stats: BlkStats::default(),
+            data_budget: NOTIFY_DATA_BUDGET,
         }
+    }
+
+    /// Another data budget per notification than [`NOTIFY_DATA_BUDGET`] (the fuzzer uses a
+    /// small one so that its small requests meet it).
+    pub fn with_data_budget(mut self, bytes: u64) -> Self {
+        self.data_budget = bytes;
+        self
     }
 
     pub fn stats(&self) -> &BlkStats {
@@ -245,7 +284,8 @@ impl<M: GuestMemory, S: BlockStore> BlkDevice<M, S> {
             .then_some(start)
     }
 
-    fn handle(&self, st: &mut BlkState<S>, chain: &super::queue::Chain) -> u32 {
+    /// Serves one request: (the used length, the data bytes copied).
+    fn handle(&self, st: &mut BlkState<S>, chain: &super::queue::Chain) -> (u32, u64) {
         let BlkState {
             store,
             readable,
@@ -254,12 +294,12 @@ impl<M: GuestMemory, S: BlockStore> BlkDevice<M, S> {
         } = st;
         if chain.split(&self.mem, readable, writable).is_err() {
             self.signals.bad.record(BadInput::BadChain);
-            return 0;
+            return (0, 0);
         }
         let Some(status_at) = writable.len().checked_sub(1) else {
             // Nowhere to put the status: the request cannot even be failed.
             self.signals.bad.record(BadInput::BadRequest);
-            return 0;
+            return (0, 0);
         };
         let done = self.execute(store, readable, writable, status_at);
         if done.status != S_OK {
@@ -269,10 +309,10 @@ impl<M: GuestMemory, S: BlockStore> BlkDevice<M, S> {
             .write(&self.mem, status_at, &[done.status])
             .unwrap_or(false);
         if !ok {
-            return 0;
+            return (0, done.moved);
         }
         // The used length counts every byte written: data and status (§5.2.6.1).
-        (done.data_written + 1) as u32
+        ((done.data_written + 1) as u32, done.moved)
     }
 
     fn execute(
@@ -307,7 +347,7 @@ impl<M: GuestMemory, S: BlockStore> BlkDevice<M, S> {
                 while off < writable_data {
                     let piece = store.read_piece(start + off, writable_data - off);
                     if piece.is_empty() || !writable.write(&self.mem, off, piece).unwrap_or(false) {
-                        return Done::status(S_IOERR);
+                        return Done::failed_after(off);
                     }
                     off += piece.len() as u64;
                 }
@@ -316,6 +356,7 @@ impl<M: GuestMemory, S: BlockStore> BlkDevice<M, S> {
                 Done {
                     status: S_OK,
                     data_written: writable_data,
+                    moved: writable_data,
                 }
             }
             T_OUT => {
@@ -333,17 +374,21 @@ impl<M: GuestMemory, S: BlockStore> BlkDevice<M, S> {
                 let mut off = 0u64;
                 while off < readable_data {
                     let Some(piece) = store.write_piece(start + off, readable_data - off) else {
-                        return Done::status(S_IOERR);
+                        return Done::failed_after(off);
                     };
                     let n = piece.len() as u64;
                     if n == 0 || !readable.read(&self.mem, 16 + off, piece).unwrap_or(false) {
-                        return Done::status(S_IOERR);
+                        return Done::failed_after(off);
                     }
                     off += n;
                 }
                 bump(&self.stats.writes, 1);
                 bump(&self.stats.bytes_written, readable_data);
-                Done::status(S_OK)
+                Done {
+                    status: S_OK,
+                    data_written: 0,
+                    moved: readable_data,
+                }
             }
             // Memory-backed: every completed write is already durable for the VM's lifetime.
             T_FLUSH => {
@@ -358,42 +403,43 @@ impl<M: GuestMemory, S: BlockStore> BlkDevice<M, S> {
                 Done {
                     status: S_OK,
                     data_written: n as u64,
+                    moved: n as u64,
                 }
             }
             _ => Done::status(S_UNSUPP),
         }
     }
 
-    /// Processes requests until the queue is empty or `budget` chains were handled; true when
-    /// chains are left.
-    fn process(&self, budget: usize) -> Result<bool, QueueError> {
+    /// Processes requests until the queue is empty, [`NOTIFY_REQUEST_BUDGET`] chains were
+    /// handled or the data budget was reached; true when chains are left.
+    fn process(&self) -> Result<bool, QueueError> {
         let mut st = self.state.lock();
         let Some(mut q) = st.queue.take() else {
             return Ok(false);
         };
-        let res = self.process_queue(&mut st, &mut q, budget);
+        let res = self.process_queue(&mut st, &mut q);
         st.queue = Some(q);
         let more = res?;
         Ok(more)
     }
 
-    fn process_queue(
-        &self,
-        st: &mut BlkState<S>,
-        q: &mut Queue,
-        budget: usize,
-    ) -> Result<bool, QueueError> {
+    fn process_queue(&self, st: &mut BlkState<S>, q: &mut Queue) -> Result<bool, QueueError> {
         let mut handled = 0usize;
+        let mut moved = 0u64;
+        let spent = |handled: usize, moved: u64| {
+            handled >= NOTIFY_REQUEST_BUDGET || moved >= self.data_budget
+        };
         let more = loop {
             while let Some(chain) = q.pop(&self.mem)? {
-                let used = self.handle(st, &chain);
+                let (used, data) = self.handle(st, &chain);
                 q.add_used(&self.mem, chain.head, used)?;
                 handled += 1;
-                if handled >= budget {
+                moved += data;
+                if spent(handled, moved) {
                     break;
                 }
             }
-            if handled >= budget {
+            if spent(handled, moved) {
                 break q.pending(&self.mem)? != 0;
             }
             if !q.arm_notification(&self.mem)? {
@@ -469,6 +515,6 @@ impl<M: GuestMemory, S: BlockStore> VirtioDevice for BlkDevice<M, S> {
         if queue != 0 {
             return Ok(false);
         }
-        Ok(self.process(4 * usize::from(QUEUE_SIZE))?)
+        Ok(self.process()?)
     }
 }

@@ -231,7 +231,8 @@ pub enum BadInput {
     QueueBroken,
     /// A malformed descriptor chain (dropped, returned with length 0).
     BadChain,
-    /// A request or frame the device refuses (bad header, bad size, bad offload request).
+    /// A request or frame the device refuses (bad header, bad size, bad offload request,
+    /// another switch port's MAC as source).
     BadRequest,
 }
 

@@ -393,6 +393,7 @@ impl<M: GuestMemory + Clone> VirtioDevice for NetDevice<M> {
             if rx.mem.is_some() {
                 rx.queue = rxq;
                 rx.features = features;
+                rx.mtu = self.mtu_for(features);
             }
         }
         self.port.rx_offloads.store(
@@ -414,6 +415,7 @@ impl<M: GuestMemory + Clone> VirtioDevice for NetDevice<M> {
             let mut rx = self.port.rx.lock();
             rx.queue = None;
             rx.features = 0;
+            rx.mtu = None;
         }
         // Until the next driver negotiates, count the port as accepting every offload.
         self.port

@@ -3,11 +3,19 @@
 //!
 //! Learning bridge: the source MAC of every frame a port sends is learned for that port; a
 //! unicast frame to a learned MAC goes to that port only, broadcast, multicast and unknown
-//! unicast frames go to every other port. A frame is copied once, from the sender's TX
-//! buffers straight into each receiver's RX buffers ([`super::queue::copy_streams`]): no VM's
-//! memory is ever shared with or mapped into another, and the switch keeps no frame. A
-//! receiver with no free RX buffer (or buffers too small) drops the frame and counts it; the
-//! sender is never held up by a slow receiver.
+//! unicast frames go to every other port. Each port's configured MAC (`vm.toml`) is a static
+//! entry: a frame another port sends with it as source is dropped and counted in that
+//! sender's `tx_drops` (port security: no VM takes another's address over), and it stays when
+//! the learned entries are forgotten ([`MAX_LEARNED`]), so a VM that invents source MACs can
+//! make unknown unicast flood, never divert another port's traffic. A receiver that
+//! negotiated `MTU` gets no frame without GSO longer than its MTU plus the Ethernet header
+//! ([`max_rx_frame_len`], VIRTIO 1.2 §5.1.4.1): dropped, counted in its `rx_drops`.
+//!
+//! A frame is copied once, from the sender's TX buffers straight into each receiver's RX
+//! buffers ([`super::queue::copy_streams`]): no VM's memory is ever shared with or mapped
+//! into another, and the switch keeps no frame. A receiver with no free RX buffer (or
+//! buffers too small) drops the frame and counts it; the sender is never held up by a slow
+//! receiver.
 //!
 //! # Offloads
 //! A sender may hand over partially checksummed frames (`CSUM`) and 64 KiB TCP segments
@@ -45,17 +53,20 @@ use super::{BadInput, DeviceSignals, INT_USED_BUFFER, features as f};
 
 /// Most ports on one switch (port sets are 64-bit masks).
 pub const MAX_PORTS: usize = 64;
-/// Most MACs the switch remembers; when full it forgets them all and learns again (bounded
-/// memory whatever source addresses a guest invents; unknown MACs are flooded meanwhile).
+/// Most MACs the switch learns; when full it forgets the learned ones and learns again
+/// (bounded memory whatever source addresses a guest invents; unknown MACs are flooded
+/// meanwhile). The ports' configured MACs are kept apart and never forgotten.
 pub const MAX_LEARNED: usize = 1024;
 /// `struct virtio_net_hdr` with `num_buffers` (always this size with VIRTIO_F_VERSION_1,
 /// §5.1.6).
 pub const NET_HDR_LEN: u64 = 12;
 /// Ethernet header (destination, source, EtherType).
 pub const ETH_HLEN: u64 = 14;
+/// An 802.1Q / 802.1ad VLAN tag.
+pub const VLAN_HLEN: u64 = 4;
 /// The largest frame (without the virtio header): a 65535-byte IP packet, its Ethernet
 /// header and one VLAN tag.
-pub const MAX_FRAME_LEN: u64 = 65535 + ETH_HLEN + 4;
+pub const MAX_FRAME_LEN: u64 = 65535 + ETH_HLEN + VLAN_HLEN;
 
 /// A set of ports, bit n = port n.
 pub type PortMask = u64;
@@ -65,6 +76,21 @@ pub const HDR_F_NEEDS_CSUM: u8 = virtio_spec::net::HdrF::NEEDS_CSUM.bits();
 pub const GSO_NONE: u8 = virtio_spec::net::HdrGso::None as u8;
 pub const GSO_TCPV4: u8 = virtio_spec::net::HdrGso::Tcpv4 as u8;
 pub const GSO_TCPV6: u8 = virtio_spec::net::HdrGso::Tcpv6 as u8;
+/// The ECN flag of `gso_type`.
+pub const GSO_ECN: u8 = virtio_spec::net::HdrGso::Ecn as u8;
+
+/// The longest frame without GSO a receiver that negotiated `mtu` may be given (VIRTIO 1.2
+/// §5.1.4.1: "mtu (plus low level ethernet header length)"): the MTU and the Ethernet header,
+/// plus the VLAN tag if the frame has one (`tagged`). Linux's virtio_net sizes its receive
+/// buffers for `mtu + ETH_HLEN + VLAN_HLEN` whatever the frame, so it takes both.
+pub fn max_rx_frame_len(mtu: u16, tagged: bool) -> u64 {
+    u64::from(mtu) + ETH_HLEN + if tagged { VLAN_HLEN } else { 0 }
+}
+
+/// Whether the EtherType after the MAC addresses is a VLAN tag's (802.1Q or 802.1ad).
+fn is_vlan_tpid(ethertype: u16) -> bool {
+    matches!(ethertype, 0x8100 | 0x88a8)
+}
 
 /// The receive offloads a port can accept (the features that matter to senders).
 pub const RX_OFFLOADS: u64 = f::NET_GUEST_CSUM | f::NET_GUEST_TSO4 | f::NET_GUEST_TSO6;
@@ -131,6 +157,8 @@ pub(super) struct RxSide<M> {
     pub(super) queue: Option<Queue>,
     /// Negotiated features.
     pub(super) features: u64,
+    /// The MTU the driver negotiated (`MTU` feature), which frames to it must respect.
+    pub(super) mtu: Option<u16>,
     bufs: Buffers,
     scratch_r: Buffers,
     scratch_w: Buffers,
@@ -255,23 +283,39 @@ fn csum_fold(mut sum: u64) -> u16 {
     !(sum as u16)
 }
 
-/// Learned MAC → port.
+/// MAC → port: the ports' configured MACs (static) and the learned ones.
 #[derive(Default)]
 struct MacTable {
+    ports: BTreeMap<[u8; 6], usize>,
     map: BTreeMap<[u8; 6], usize>,
 }
 
 impl MacTable {
-    fn learn(&mut self, mac: [u8; 6], port: usize) {
+    /// Learns `mac` as behind `port`; false (nothing learned) when it is another port's
+    /// configured MAC.
+    fn learn(&mut self, mac: [u8; 6], port: usize) -> bool {
+        if let Some(&owner) = self.ports.get(&mac) {
+            return owner == port;
+        }
         if self.map.get(&mac) == Some(&port) {
-            return;
+            return true;
         }
         if self.map.len() >= MAX_LEARNED && !self.map.contains_key(&mac) {
             self.map.clear();
         }
         self.map.insert(mac, port);
+        true
+    }
+    fn lookup(&self, mac: &[u8; 6]) -> Option<usize> {
+        self.ports.get(mac).or_else(|| self.map.get(mac)).copied()
+    }
+    fn add_port(&mut self, mac: [u8; 6], port: usize) {
+        // Learned on another port before this one came: the owner wins.
+        self.map.remove(&mac);
+        self.ports.insert(mac, port);
     }
     fn forget_port(&mut self, port: usize) {
+        self.ports.retain(|_, p| *p != port);
         self.map.retain(|_, p| *p != port);
     }
 }
@@ -335,6 +379,7 @@ impl<M: GuestMemory> Switch<M> {
                 mem: Some(mem),
                 queue: None,
                 features: 0,
+                mtu: None,
                 bufs: Buffers::new(),
                 scratch_r: Buffers::new(),
                 scratch_w: Buffers::new(),
@@ -346,6 +391,7 @@ impl<M: GuestMemory> Switch<M> {
             rx_offloads: AtomicU64::new(RX_OFFLOADS),
         });
         ports[id] = Some(port.clone());
+        self.macs.lock().add_port(mac, id);
         Ok(port)
     }
 
@@ -440,20 +486,23 @@ impl<M: GuestMemory> Switch<M> {
         let mut src = [0u8; 6];
         dst.copy_from_slice(&head[12..18]);
         src.copy_from_slice(&head[18..24]);
-        bump(&from.counters.tx_frames, 1);
-        bump(&from.counters.tx_bytes, frame_len);
+        let tagged = is_vlan_tpid(u16::from_be_bytes([head[24], head[25]]));
 
         let target = {
             let mut macs = self.macs.lock();
-            if is_unicast(&src) {
-                macs.learn(src, from.id);
+            if is_unicast(&src) && !macs.learn(src, from.id) {
+                drop(macs);
+                // Another port's MAC as source (port security).
+                return drop_bad();
             }
             if is_unicast(&dst) {
-                macs.map.get(&dst).copied()
+                macs.lookup(&dst)
             } else {
                 None
             }
         };
+        bump(&from.counters.tx_frames, 1);
+        bump(&from.counters.tx_bytes, frame_len);
         // The receivers, collected so that no switch-wide lock is held while copying.
         let mut targets: [Option<Arc<Port<M>>>; MAX_PORTS] = [const { None }; MAX_PORTS];
         {
@@ -478,7 +527,7 @@ impl<M: GuestMemory> Switch<M> {
         }
         let mut raise = 0;
         for p in targets.iter().flatten() {
-            if p.deliver(src_mem, frame, &hdr, frame_len) {
+            if p.deliver(src_mem, frame, &hdr, frame_len, tagged) {
                 raise |= 1 << p.id;
             }
         }
@@ -487,15 +536,31 @@ impl<M: GuestMemory> Switch<M> {
 }
 
 impl<M: GuestMemory> Port<M> {
-    /// Copies one frame into this port's RX buffers. True when the port's driver wants an
-    /// interrupt for it.
-    fn deliver(&self, src_mem: &M, frame: &Buffers, hdr: &NetHdr, frame_len: u64) -> bool {
+    /// Copies one frame (`tagged`: with a VLAN tag) into this port's RX buffers. True when
+    /// the port's driver wants an interrupt for it.
+    fn deliver(
+        &self,
+        src_mem: &M,
+        frame: &Buffers,
+        hdr: &NetHdr,
+        frame_len: u64,
+        tagged: bool,
+    ) -> bool {
         let mut guard = self.rx.lock();
         let rx = &mut *guard;
         let (Some(mem), Some(q)) = (rx.mem.as_ref(), rx.queue.as_mut()) else {
             bump(&self.counters.rx_drops, 1);
             return false;
         };
+        // §5.1.4.1: with MTU negotiated, no frame of gso_type NONE (or ECN) longer than the
+        // MTU plus the Ethernet header.
+        if hdr.gso_type & !GSO_ECN == GSO_NONE
+            && let Some(mtu) = rx.mtu
+            && frame_len > max_rx_frame_len(mtu, tagged)
+        {
+            bump(&self.counters.rx_drops, 1);
+            return false;
+        }
         let feats = rx.features;
         // The header the receiver gets (§5.1.6.4).
         let mut out = NetHdr::default();

@@ -355,3 +355,84 @@ fn a_running_dirty_log_sees_every_page_the_device_writes() {
     assert!(!r.m.dirty().is_dirty(Ipa::new(BUF + 0x8000)));
     assert!(r.m.dirty().is_dirty(Ipa::new(STATUS)));
 }
+
+/// A guest that names one large read in every slot of the available ring cannot make one
+/// notification (one exit, interrupts masked at EL2) copy all of it: the notification moves
+/// at most the data budget plus one request and defers the rest, which the runtime's later
+/// passes (`run_deferred`) finish, one budget each; every slot is completed exactly once.
+#[test]
+fn one_notification_moves_a_bounded_amount_of_data_and_defers_the_rest() {
+    const BIG_RAM: u64 = 6 << 20;
+    const BIG_BUF: u64 = RAM + (1 << 20);
+    const REQ: u32 = 4 << 20;
+    const SLOTS: usize = 16;
+    let budget = NOTIFY_DATA_BUDGET;
+    let phys = FakePhys::new(
+        crate::addr::PhysAddr::new(PHYS),
+        (GUARD + BIG_RAM + GUARD) as usize,
+    );
+    let m = fake_ram(&phys, &[(RAM, BIG_RAM, PHYS + GUARD)]);
+    let img: Vec<u8> = (0..REQ).map(|i| (i / 512) as u8 ^ (i as u8)).collect();
+    let (irq, s) = signals();
+    let t = VirtioMmio::new(
+        BlkDevice::new(
+            m.clone(),
+            ReadOnlyDisk::new(img.clone()),
+            true,
+            b"big",
+            s.clone(),
+        ),
+        s,
+    );
+    let mut drv = FakeDriverQueue::new(&*m, layout());
+    assert_eq!(linux_init(&t, LINUX_BLK, &[Some(layout())]), 0xf);
+    m.write(Ipa::new(HDR), &[0u8; 16]).unwrap(); // VIRTIO_BLK_T_IN, sector 0
+    drv.set_desc(0, HDR, 16, F_NEXT, 1);
+    drv.set_desc(1, BIG_BUF, REQ, F_NEXT | F_WRITE, 2);
+    drv.set_desc(2, STATUS, 1, F_WRITE, 0);
+    for _ in 0..SLOTS {
+        drv.publish(0);
+    }
+    let bytes = || {
+        t.device()
+            .stats()
+            .bytes_read
+            .load(core::sync::atomic::Ordering::Relaxed)
+    };
+
+    wr(&t, reg::QUEUE_NOTIFY, 0);
+    let per_pass = budget.div_ceil(u64::from(REQ)) as usize;
+    let mut done = drv.take_used();
+    assert_eq!(
+        done.len(),
+        per_pass,
+        "one notification completes only the budgeted part"
+    );
+    assert!(bytes() < budget + u64::from(REQ));
+    assert!(t.has_deferred(), "the rest is deferred");
+    assert!(irq.level(), "the finished part is signalled at once");
+
+    let mut passes = 1;
+    while t.has_deferred() {
+        let before = bytes();
+        t.run_deferred();
+        assert!(bytes() - before < budget + u64::from(REQ));
+        done.extend(drv.take_used());
+        passes += 1;
+        assert!(passes <= SLOTS, "deferred passes make progress");
+    }
+    assert_eq!(passes, SLOTS.div_ceil(per_pass));
+    assert_eq!(done, vec![(0, REQ + 1); SLOTS], "each slot completed once");
+    assert_eq!(bytes(), SLOTS as u64 * u64::from(REQ));
+    let mut got = vec![0u8; REQ as usize];
+    m.read(Ipa::new(BIG_BUF), &mut got).unwrap();
+    assert!(got == img, "the data read");
+    let mut st = [0xeeu8];
+    m.read(Ipa::new(STATUS), &mut st).unwrap();
+    assert_eq!(st[0], S_OK);
+    // Nothing is left to complete twice.
+    wr(&t, reg::QUEUE_NOTIFY, 0);
+    t.run_deferred();
+    assert!(drv.take_used().is_empty());
+    assert_eq!(bytes(), SLOTS as u64 * u64::from(REQ));
+}

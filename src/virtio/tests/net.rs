@@ -202,18 +202,24 @@ fn unicast_goes_to_the_learned_port_only() {
     for v in [&mut a, &mut b, &mut c] {
         v.post_rx(8, 2048);
     }
-    // Unknown destination: flooded to B and C.
-    a.send(NetHdr::default(), &frame(mac(2), mac(1), 60));
+    // A MAC behind B that is not B's own (a bridge or container in B): unknown at first,
+    // flooded to B and C.
+    let behind_b = [0x06, 0, 0, 0, 0, 2];
+    a.send(NetHdr::default(), &frame(behind_b, mac(1), 60));
     assert_eq!(b.received().len(), 1);
     assert_eq!(c.received().len(), 1);
-    // B answers: A's MAC is known, only A gets it; B's MAC is learned.
-    b.send(NetHdr::default(), &frame(mac(1), mac(2), 60));
+    // B answers from it: A's MAC is known (a port's own), only A gets it; the MAC is learned.
+    b.send(NetHdr::default(), &frame(mac(1), behind_b, 60));
     assert_eq!(a.received().len(), 1);
     assert_eq!(c.received().len(), 1, "C saw nothing new");
-    // Now A to B is unicast to B only.
-    a.send(NetHdr::default(), &frame(mac(2), mac(1), 60));
+    // Now A to it is unicast to B only.
+    a.send(NetHdr::default(), &frame(behind_b, mac(1), 60));
     assert_eq!(b.received().len(), 2);
     assert_eq!(c.received().len(), 1);
+    // A port's configured MAC is known before the port ever sent.
+    a.send(NetHdr::default(), &frame(mac(3), mac(1), 60));
+    assert_eq!(c.received().len(), 2);
+    assert_eq!(b.received().len(), 2);
 }
 
 #[test]
@@ -595,4 +601,122 @@ fn a_received_frame_and_the_used_ring_are_in_the_receivers_dirty_log() {
         "A runs no log: nothing marked"
     );
     assert_eq!(b.received().len(), 1);
+}
+
+/// VIRTIO 1.2 §5.1.4.1: once a receiver negotiated `MTU`, the device passes it no `GSO_NONE`
+/// frame longer than the MTU plus the Ethernet header (plus 4 for a VLAN tag); such a frame
+/// is dropped and counted at the receiver, whatever the sender negotiated.
+#[test]
+fn a_receiver_with_an_mtu_gets_no_longer_frame() {
+    let phys = arena(3);
+    let lan0 = Arc::new(Switch::new("lan0"));
+    let a = new_vm(&phys, 0, &lan0, LINUX_NET);
+    let mut b = new_vm_mtu(&phys, 1, &lan0, LINUX_NET, Some(1500));
+    let mut c = new_vm_mtu(&phys, 2, &lan0, LINUX_NET & !features::NET_MTU, Some(1500));
+    assert_ne!(b.t.negotiated_features() & features::NET_MTU, 0);
+    b.post_rx(8, 4096);
+    c.post_rx(8, 4096);
+    // One byte over 1500 + 14 (A, without an MTU, may send it).
+    let over = frame(BCAST, mac(1), 1501);
+    a.send(NetHdr::default(), &over);
+    assert_eq!(a.counters().tx_frames, 1);
+    assert!(
+        b.received().is_empty(),
+        "B gets nothing longer than its MTU"
+    );
+    assert_eq!(b.counters().rx_drops, 1);
+    assert_eq!(c.received().len(), 1, "C did not negotiate MTU");
+    // Exactly the limit is delivered.
+    let limit = frame(BCAST, mac(1), 1500);
+    a.send(NetHdr::default(), &limit);
+    assert_eq!(
+        b.received(),
+        vec![(
+            NetHdr {
+                num_buffers: 1,
+                ..NetHdr::default()
+            },
+            limit
+        )]
+    );
+    // A VLAN-tagged frame may be 4 bytes longer.
+    let tagged = |payload: usize| {
+        let mut f = Vec::new();
+        f.extend_from_slice(&BCAST);
+        f.extend_from_slice(&mac(1));
+        f.extend_from_slice(&[0x81, 0x00, 0x00, 0x05, 0x08, 0x00]);
+        f.extend((0..payload).map(|i| i as u8));
+        f
+    };
+    a.send(NetHdr::default(), &tagged(1501));
+    assert_eq!(b.counters().rx_drops, 2);
+    a.send(NetHdr::default(), &tagged(1500));
+    assert_eq!(b.received().len(), 2);
+    // A TCP segment (GSO) is not bound by the MTU.
+    let tso = NetHdr {
+        flags: HDR_F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+        num_buffers: 0,
+    };
+    a.send(tso, &frame(BCAST, mac(1), 3000));
+    assert_eq!(b.received().len(), 3);
+    assert_eq!(b.counters().rx_drops, 2);
+    assert_eq!(b.counters().rx_frames, 3);
+}
+
+/// A port that sends with another port's configured MAC as its source does not take that
+/// MAC over: the frame is dropped and counted (port security), and unicast to the MAC still
+/// goes to its owner only.
+#[test]
+fn a_port_cannot_take_over_another_ports_mac() {
+    let phys = arena(3);
+    let lan0 = Arc::new(Switch::new("lan0"));
+    let mut a = new_vm(&phys, 0, &lan0, LINUX_NET);
+    let mut b = new_vm(&phys, 1, &lan0, LINUX_NET);
+    let mut c = new_vm(&phys, 2, &lan0, LINUX_NET);
+    for v in [&mut a, &mut b, &mut c] {
+        v.post_rx(8, 2048);
+    }
+    c.send(NetHdr::default(), &frame(BCAST, mac(2), 60));
+    let to_b = frame(mac(2), mac(1), 60);
+    a.send(NetHdr::default(), &to_b);
+    let got: Vec<_> = b.received().into_iter().map(|(_, f)| f).collect();
+    assert_eq!(got, vec![to_b], "B gets A's frame, nothing from C");
+    assert!(c.received().is_empty(), "C gets nothing for B");
+    assert!(a.received().is_empty());
+    assert_eq!(c.counters().tx_drops, 1);
+    assert_eq!(c.counters().tx_frames, 0);
+}
+
+/// A port that sends from more invented MACs than the table holds makes the switch forget
+/// what it learned, not the ports' own MACs: unicast to a port still goes to it alone.
+#[test]
+fn flooding_the_mac_table_does_not_make_unicast_flood() {
+    let phys = arena(3);
+    let lan0 = Arc::new(Switch::new("lan0"));
+    let mut a = new_vm(&phys, 0, &lan0, LINUX_NET);
+    let mut b = new_vm(&phys, 1, &lan0, LINUX_NET);
+    let mut c = new_vm(&phys, 2, &lan0, LINUX_NET);
+    // B's MAC is known from a frame it sent.
+    b.send(NetHdr::default(), &frame(mac(1), mac(2), 60));
+    for i in 0..=MAX_LEARNED as u16 {
+        let [hi, lo] = i.to_be_bytes();
+        c.send(
+            NetHdr::default(),
+            &frame(BCAST, [0x06, 0, 0, 1, hi, lo], 60),
+        );
+    }
+    assert_eq!(c.counters().tx_frames, MAX_LEARNED as u64 + 1);
+    for v in [&mut a, &mut b, &mut c] {
+        v.post_rx(8, 2048);
+    }
+    let to_b = frame(mac(2), mac(1), 60);
+    a.send(NetHdr::default(), &to_b);
+    let got: Vec<_> = b.received().into_iter().map(|(_, f)| f).collect();
+    assert_eq!(got, vec![to_b]);
+    assert!(c.received().is_empty(), "C gets nothing for B");
 }
