@@ -9,7 +9,9 @@
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Verdict {
     /// Print it; `dropped` messages were dropped since the last one printed.
-    Print { dropped: u64 },
+    Print {
+        dropped: u64,
+    },
     Drop,
 }
 
@@ -65,7 +67,12 @@ mod tests {
     fn a_burst_per_window_then_the_count_of_dropped_ones() {
         let mut r = RateLimit::new(3);
         let got: Vec<bool> = (0..10).map(|t| printed(r.check(t, 100))).collect();
-        assert_eq!(got, [true, true, true, false, false, false, false, false, false, false]);
+        assert_eq!(
+            got,
+            [
+                true, true, true, false, false, false, false, false, false, false
+            ]
+        );
         assert_eq!(r.check(99, 100), Verdict::Drop, "still the first window");
         assert_eq!(r.check(100, 100), Verdict::Print { dropped: 8 });
         assert_eq!(r.check(101, 100), Verdict::Print { dropped: 0 });
@@ -87,7 +94,11 @@ mod tests {
         let mut r = RateLimit::new(1);
         assert!(printed(r.check(u64::MAX - 5, 100)));
         assert_eq!(r.check(u64::MAX, 100), Verdict::Drop);
-        assert_eq!(r.check(94, 100), Verdict::Drop, "100 ticks after the window opened: 94");
+        assert_eq!(
+            r.check(94, 100),
+            Verdict::Drop,
+            "100 ticks after the window opened: 94"
+        );
         assert_eq!(r.check(95, 100), Verdict::Print { dropped: 2 });
     }
 }

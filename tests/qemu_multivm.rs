@@ -567,7 +567,9 @@ fn hostile_guest_cannot_touch_the_checksum_guest_or_the_hypervisor() {
     // used to print a line each, holding the console from every other VM. Before: one each.
     let injected = actions
         .iter()
-        .filter(|(_, o)| o.starts_with("abort") || o.starts_with("iabort") || o.starts_with("undef"))
+        .filter(|(_, o)| {
+            o.starts_with("abort") || o.starts_with("iabort") || o.starts_with("undef")
+        })
         .count();
     let warned = r
         .log
@@ -581,7 +583,8 @@ fn hostile_guest_cannot_touch_the_checksum_guest_or_the_hypervisor() {
     assert!(
         r.log
             .lines()
-            .any(|l| l.contains("vm hostile: ") && l.contains("warnings about this guest suppressed")),
+            .any(|l| l.contains("vm hostile: ")
+                && l.contains("warnings about this guest suppressed")),
         "no suppressed-warnings line"
     );
     let mut wrong = Vec::new();

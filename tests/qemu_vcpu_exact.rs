@@ -348,7 +348,16 @@ fn virt_dtb_with_pmu(dir: &std::path::Path, compatible: &str) -> std::path::Path
             "virt,virtualization=on,gic-version=3,dumpdtb={}",
             raw.display()
         ))
-        .args(["-cpu", "cortex-a72", "-smp", "1", "-m", "1G", "-display", "none"])
+        .args([
+            "-cpu",
+            "cortex-a72",
+            "-smp",
+            "1",
+            "-m",
+            "1G",
+            "-display",
+            "none",
+        ])
         .status()
         .expect("qemu-system-aarch64 runs");
     assert!(status.success(), "dumpdtb failed");

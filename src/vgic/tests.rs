@@ -835,7 +835,11 @@ fn timer_ppi_stays_level_when_the_guest_programs_it_edge() {
         lrs.lines = 1 << 27;
         v.phys_fired(&mut cpu, &mut lrs, 27).unwrap();
         exit(&v, &mut cpu, &mut lrs);
-        assert_eq!(lrs.valid_intids(), vec![27], "{fmt:?}: the tick is delivered");
+        assert_eq!(
+            lrs.valid_intids(),
+            vec![27],
+            "{fmt:?}: the tick is delivered"
+        );
         exit(&v, &mut cpu, &mut lrs);
         assert!(
             lrs.hyp_deactivated.is_empty(),
