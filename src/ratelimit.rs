@@ -53,6 +53,12 @@ impl RateLimit {
             Verdict::Drop
         }
     }
+
+    /// The messages dropped since the last one printed (for a last word when the source ends);
+    /// the count starts again from 0.
+    pub fn take_dropped(&mut self) -> u64 {
+        core::mem::take(&mut self.dropped)
+    }
 }
 
 #[cfg(test)]
@@ -95,10 +101,25 @@ mod tests {
         assert!(printed(r.check(u64::MAX - 5, 100)));
         assert_eq!(r.check(u64::MAX, 100), Verdict::Drop);
         assert_eq!(
-            r.check(94, 100),
+            r.check(93, 100),
             Verdict::Drop,
-            "100 ticks after the window opened: 94"
+            "99 ticks after the window opened"
         );
-        assert_eq!(r.check(95, 100), Verdict::Print { dropped: 2 });
+        assert_eq!(
+            r.check(94, 100),
+            Verdict::Print { dropped: 2 },
+            "100 ticks after"
+        );
+    }
+
+    #[test]
+    fn what_was_dropped_at_the_end_is_counted_once() {
+        let mut r = RateLimit::new(1);
+        r.check(0, 100);
+        r.check(1, 100);
+        r.check(2, 100);
+        assert_eq!(r.take_dropped(), 2);
+        assert_eq!(r.take_dropped(), 0);
+        assert_eq!(r.check(200, 100), Verdict::Print { dropped: 0 });
     }
 }

@@ -217,6 +217,11 @@ const GUEST_WARNING_BURST: u32 = 10;
 const GUEST_WARNING_WINDOW_S: u64 = 5;
 
 impl Vm {
+    /// Warnings about this guest dropped since the last one printed (said when the VM ends).
+    pub fn guest_warnings_dropped(&self) -> u64 {
+        self.guest_warnings.lock().take_dropped()
+    }
+
     /// Prints `message` (a warning the guest caused, e.g. by an access to nothing) unless this
     /// VM has used its budget ([`crate::ratelimit`]); says how many were dropped before it.
     pub fn guest_warning(&self, message: fmt::Arguments<'_>) {

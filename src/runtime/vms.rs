@@ -385,6 +385,10 @@ fn end_vm(vm: Arc<Vm>) {
     let pcpus = vm.pcpus.clone();
     let console = vm.console;
     console::vm_ended(console);
+    let dropped = vm.guest_warnings_dropped();
+    if dropped > 0 {
+        warn!("kestrel: vm {name}: {dropped} warnings about this guest suppressed");
+    }
     info!("kestrel: vm {name}: counters: {}", vm.counters_line());
     let id = vm.id;
     VMS.lock()[id] = None;
